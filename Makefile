@@ -1,0 +1,119 @@
+# LTL — a plain Makefile.
+#   make run     install what is missing, build, run the default example
+#   make test    install what is missing, build, run every test (Criterion) and a short fuzz run
+#   make asan    the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make fuzz    a long libFuzzer run over the front end
+#   make bench   benchmarks (separate from the tests)
+
+BUILD   ?= build
+CC      ?= cc
+SAN     ?=
+OPT     ?= -O2
+LLVM_CONFIG ?= llvm-config-19
+LLVM_CFLAGS := $(shell $(LLVM_CONFIG) --cflags 2>/dev/null)
+
+# Debian packages the project needs (build, tests, examples).
+DEB_PACKAGES = build-essential pkg-config re2c lemon llvm-19-dev libcriterion-dev zlib1g-dev \
+               libedit-dev libcjson-dev libxxhash-dev libpng-dev libonig-dev dataset-fashion-mnist \
+               clang libclang-rt-14-dev vim-nox emacs-nox tmux
+
+CFLAGS_BASE = -std=c17 -Wall -Wextra -Werror -g $(OPT) -D_GNU_SOURCE -Icompiler -Iruntime -I$(BUILD)/gen
+ifeq ($(SAN),1)
+  CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDSAN = -fsanitize=address,undefined
+endif
+CFLAGS  += $(CFLAGS_BASE)
+LDLIBS  += -lm -lpthread -lz
+
+# Generated front end: re2c lexer and Lemon parser, never committed.
+GEN_C   = $(BUILD)/gen/lexer.c $(BUILD)/gen/parser.c
+COMPILER_SRC = $(filter-out compiler/main.c,$(wildcard compiler/*.c))
+RUNTIME_SRC  = $(wildcard runtime/*.c)
+LIB_OBJ = $(COMPILER_SRC:%.c=$(BUILD)/%.o) $(RUNTIME_SRC:%.c=$(BUILD)/%.o) \
+          $(BUILD)/gen/lexer.o $(BUILD)/gen/parser.o
+TEST_SRC = $(wildcard tests/test_*.c)
+TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
+LTLC    = $(BUILD)/ltlc
+
+.PHONY: all deps run test check-tests asan fuzz fuzz-short bench clean examples
+all: $(LTLC)
+
+# Install missing Debian packages (a fresh machine has no package lists: update first).
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(BUILD)/gen/lexer.c: grammar/lexer.re $(BUILD)/gen/parser.h
+	@mkdir -p $(@D)
+	re2c -W --no-generation-date -o $@ $<
+
+$(BUILD)/gen/parser.c $(BUILD)/gen/parser.h: grammar/parser.y
+	@mkdir -p $(BUILD)/gen
+	cp $< $(BUILD)/gen/parser.y
+	lemon -q -T/usr/share/lemon/lempar.c -d$(BUILD)/gen $(BUILD)/gen/parser.y
+
+$(BUILD)/gen/parser.o: $(BUILD)/gen/parser.c
+	$(CC) $(CFLAGS) -DNDEBUG -Wno-unused-variable -Wno-unused-parameter -c -o $@ $<
+
+$(BUILD)/gen/lexer.o: $(BUILD)/gen/lexer.c
+	$(CC) $(CFLAGS) -Wno-unused-label -c -o $@ $<
+
+$(BUILD)/%.o: %.c $(BUILD)/gen/parser.h $(wildcard compiler/*.h runtime/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LLVM_CFLAGS) -c -o $@ $<
+
+$(BUILD)/libltl.a: $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+LLVM_LIBS = $(shell $(LLVM_CONFIG) --ldflags) $(shell $(LLVM_CONFIG) --libs)
+$(LTLC): $(BUILD)/compiler/main.o $(BUILD)/libltl.a
+	$(CC) $(LDSAN) -o $@ $^ $(LLVM_LIBS) $(LDLIBS)
+
+# One Criterion binary for all tests, so the run ends with one Synthesis line.
+$(BUILD)/tests/run: $(TEST_OBJ) $(BUILD)/libltl.a
+	$(CC) $(LDSAN) -o $@ $^ $(LLVM_LIBS) -lcriterion -lonig -lcjson $(LDLIBS)
+
+$(BUILD)/tests/%.o: tests/%.c $(BUILD)/gen/parser.h $(wildcard compiler/*.h runtime/*.h tests/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -DLTLC='"$(abspath $(LTLC))"' -DSRCDIR='"$(CURDIR)"' -c -o $@ $<
+
+run: deps $(LTLC)
+	./$(LTLC) check examples/*.ltl && echo "all examples check"
+
+check-tests: $(LTLC) $(BUILD)/tests/run
+	./$(BUILD)/tests/run --jobs 2
+
+test: deps
+	$(MAKE) check-tests
+	$(MAKE) fuzz-short
+
+asan: deps
+	$(MAKE) BUILD=build-asan SAN=1 OPT=-O1 check-tests
+
+# libFuzzer over the front end (clang), seeded from the examples.
+FUZZ_FLAGS = -fsanitize=fuzzer,address,undefined -g -O1 -std=c17 -D_GNU_SOURCE -Icompiler -I$(BUILD)/fuzz/gen
+$(BUILD)/fuzz/fuzz_front: tests/fuzz/fuzz_front.c $(COMPILER_SRC) grammar/lexer.re grammar/parser.y
+	$(MAKE) BUILD=$(BUILD)/fuzz $(BUILD)/fuzz/gen/lexer.c $(BUILD)/fuzz/gen/parser.c
+	clang $(FUZZ_FLAGS) -Wno-unused-variable -DNDEBUG -o $@ tests/fuzz/fuzz_front.c $(FUZZ_SRC) \
+	  $(BUILD)/fuzz/gen/lexer.c $(BUILD)/fuzz/gen/parser.c -lm
+FUZZ_SRC = $(filter compiler/util.c compiler/diag.c compiler/ast.c compiler/parse.c compiler/print.c,$(COMPILER_SRC))
+
+fuzz-short: $(BUILD)/fuzz/fuzz_front
+	@mkdir -p $(BUILD)/fuzz/corpus && cp examples/*.ltl tests/frontend/*.ltl $(BUILD)/fuzz/corpus/ 2>/dev/null; \
+	./$(BUILD)/fuzz/fuzz_front -max_total_time=30 -max_len=4096 -timeout=5 $(BUILD)/fuzz/corpus 2>$(BUILD)/fuzz/log.txt \
+	  && echo "fuzz: 30 s, no crash" || { tail -50 $(BUILD)/fuzz/log.txt; exit 1; }
+
+fuzz: $(BUILD)/fuzz/fuzz_front
+	@mkdir -p $(BUILD)/fuzz/corpus && cp examples/*.ltl tests/frontend/*.ltl $(BUILD)/fuzz/corpus/ 2>/dev/null; \
+	./$(BUILD)/fuzz/fuzz_front -max_total_time=$${FUZZ_TIME:-600} -max_len=65536 $(BUILD)/fuzz/corpus
+
+bench: deps $(LTLC)
+	bench/run.sh
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,94 @@
+/* main.c — the ltlc driver. Each command is the pipeline as a flat list of pass calls;
+ * `ltlc emit STAGE` stops after STAGE and prints it. Exit status: 0 ok, 1 user error, 2 usage. */
+#include "front.h"
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+    "usage: ltlc COMMAND [OPTIONS] FILE...\n"
+    "\n"
+    "LTL compiles .ltl files (model, data, trainer) and trains them.\n"
+    "\n"
+    "commands:\n"
+    "  check FILE...       parse and check; errors as file:line:col with a caret\n"
+    "  emit ast FILE       print the canonical form of the file (re-parses to the same tree)\n"
+    "\n"
+    "options:\n"
+    "  -h, --help          this help; `ltlc COMMAND --help` for one command\n"
+    "  --version           the version\n"
+    "\n"
+    "exit status: 0 ok, 1 an error in the input, 2 a usage error.\n"
+    "The language: docs/language.md.\n";
+
+static const char check_help[] =
+    "usage: ltlc check FILE...\n"
+    "\n"
+    "Parses and checks each FILE. Errors are printed as file:line:col: error: message, with the\n"
+    "source line and a caret; up to 20 per file. Exit 0 when every file is clean, 1 otherwise.\n";
+
+static const char emit_help[] =
+    "usage: ltlc emit STAGE FILE\n"
+    "\n"
+    "Prints an intermediate form of FILE. Stages:\n"
+    "  ast     the canonical source form of the syntax tree; it re-parses to the same tree\n";
+
+static int usage_error(const char *fmt, const char *arg) {
+    fprintf(stderr, "ltlc: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry 'ltlc --help'.\n");
+    return 2;
+}
+
+static bool wants_help(int argc, char **argv) {
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return true;
+    return false;
+}
+
+/* The front end of every command: read, lex, parse. NULL after an error (reported). */
+static Node *front(Ast *ast, const char *path, char **text) {
+    Node *root = parse_file(ast, path, text);
+    return diag_error_count() ? NULL : root;
+}
+
+static int cmd_check(int argc, char **argv) {
+    if (wants_help(argc, argv)) { fputs(check_help, stdout); return 0; }
+    if (argc == 0) return usage_error("%s", "check needs at least one FILE");
+    int status = 0;
+    for (int i = 0; i < argc; i++) {
+        if (argv[i][0] == '-') return usage_error("unknown option '%s' for check", argv[i]);
+        Ast ast = {0};
+        char *text = NULL;
+        diag_reset();
+        if (!front(&ast, argv[i], &text)) status = 1;
+        ast_free(&ast);
+        free(text);
+    }
+    return status;
+}
+
+static int cmd_emit(int argc, char **argv) {
+    if (wants_help(argc, argv)) { fputs(emit_help, stdout); return 0; }
+    if (argc != 2) return usage_error("%s", "emit needs a STAGE and one FILE");
+    if (strcmp(argv[0], "ast") != 0) return usage_error("unknown stage '%s' (try: ast)", argv[0]);
+    Ast ast = {0};
+    char *text = NULL;
+    Node *root = front(&ast, argv[1], &text);
+    if (root) ast_print(stdout, root);
+    ast_free(&ast);
+    free(text);
+    return root ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { fputs(usage_text, stderr); return 2; }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) { printf("ltlc %s\n", LTL_VERSION); return 0; }
+    if (!strcmp(cmd, "check")) return cmd_check(argc - 2, argv + 2);
+    if (!strcmp(cmd, "emit")) return cmd_emit(argc - 2, argv + 2);
+    return usage_error("unknown command '%s'", cmd);
+}

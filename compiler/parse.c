@@ -1,0 +1,280 @@
+/* parse.c — drives the Lemon parser: feeds it the lexer's tokens, inserts the line-end ';',
+ * matches brackets (bounding their depth), and turns syntax errors into messages that say
+ * what was expected. Also the helpers the grammar's actions build nodes with. */
+#include "front.h"
+#include <stdlib.h>
+#include <string.h>
+
+void *ltlParseAlloc(void *(*alloc)(size_t), ParseCtx *px);
+void ltlParseFree(void *p, void (*dealloc)(void *));
+void ltlParse(void *p, int kind, Token t);
+
+/* ---- node helpers for the grammar's actions ---- */
+
+Node *p_leaf(ParseCtx *px, NodeKind k, const Token *t) {
+    Node *n = ast_node(px->ast, k, t->span);
+    switch (k) {
+    case N_INT: n->ival = t->ival; n->name = t->text; break;
+    case N_FLOAT: n->fval = t->fval; n->name = t->text; break;
+    case N_DTYPE: n->op = (int)t->ival; break;
+    default: n->name = t->text;
+    }
+    return n;
+}
+
+Node *p_node(ParseCtx *px, NodeKind k, Span sp, int nkids, ...) {
+    Node *n = ast_node(px->ast, k, sp);
+    va_list ap;
+    va_start(ap, nkids);
+    for (int i = 0; i < nkids; i++) ast_add(px->ast, n, va_arg(ap, Node *));
+    va_end(ap);
+    return n;
+}
+
+Node *p_seq(ParseCtx *px, Span sp) { return ast_node(px->ast, N_SEQ, sp); }
+
+/* Appends a list element; NULL (an empty statement, an error) is skipped. */
+Node *p_append(ParseCtx *px, Node *seq, Node *kid) {
+    if (!kid) return seq;
+    seq->span = seq->span.line ? span_join(seq->span, kid->span) : kid->span;
+    ast_add(px->ast, seq, kid);
+    return seq;
+}
+
+/* A tuple of `first, rest...` (rest is a SEQ, reused). */
+Node *p_tuple(ParseCtx *px, Node *first, Node *rest) {
+    ast_add(px->ast, rest, NULL);
+    memmove(rest->kids + 1, rest->kids, sizeof *rest->kids * (size_t)(rest->nkids - 1));
+    rest->kids[0] = first;
+    if (first->depth >= rest->depth) rest->depth = first->depth + 1;
+    rest->kind = N_TUPLE;
+    rest->span = span_join(first->span, rest->span);
+    return rest;
+}
+
+/* An argument or parameter: `e: type = value`. Calls and parameter lists share the grammar
+ * rule; p_call and p_params reject what does not belong to them. */
+Node *p_arg(ParseCtx *px, Node *e, Node *type, Node *value) {
+    Span sp = span_join(e->span, (value ? value : type)->span);
+    if (e->kind != N_NAME) {
+        diag_error(e->span, type ? "expected a parameter name before ':'"
+                                 : "expected a name before '=' (keyword arguments are name = value)");
+        return value ? value : e;
+    }
+    Node *n = type ? p_node(px, N_PARAM, sp, 2, type, value) : p_node(px, N_KWARG, sp, 1, value);
+    n->name = e->name;
+    return n;
+}
+
+Node *p_call(ParseCtx *px, Node *callee, Node *args, const Token *close) {
+    Node *c = p_node(px, N_CALL, span_join(callee->span, close->span), 1, callee);
+    bool keywords = false;
+    for (int i = 0; i < args->nkids; i++) {
+        Node *a = args->kids[i];
+        if (a->kind == N_PARAM) {
+            diag_error(a->span, "a type annotation belongs in a parameter list, not in a call");
+            continue;
+        }
+        if (a->kind == N_KWARG) {
+            for (int j = 0; j < i; j++)
+                if (args->kids[j]->kind == N_KWARG && strcmp(args->kids[j]->name, a->name) == 0)
+                    diag_error(a->span, "keyword argument '%s' given twice", a->name);
+            keywords = true;
+        } else if (keywords) {
+            diag_error(a->span, "positional argument after keyword arguments");
+        }
+        ast_add(px->ast, c, a);
+    }
+    return c;
+}
+
+Node *p_params(ParseCtx *px, Node *args) {
+    Node *seq = p_seq(px, args->span);
+    bool defaults = false;
+    for (int i = 0; i < args->nkids; i++) {
+        Node *a = args->kids[i], *p;
+        if (a->kind == N_NAME) p = p_node(px, N_PARAM, a->span, 2, NULL, NULL);
+        else if (a->kind == N_KWARG) p = p_node(px, N_PARAM, a->span, 2, NULL, a->kids[0]);
+        else if (a->kind == N_PARAM) p = a;
+        else {
+            diag_error(a->span, "expected a parameter name");
+            continue;
+        }
+        p->name = a->name;
+        for (int j = 0; j < seq->nkids; j++)
+            if (strcmp(seq->kids[j]->name, p->name) == 0)
+                diag_error(p->span, "parameter '%s' declared twice", p->name);
+        if (p->kids[1]) defaults = true;
+        else if (defaults)
+            diag_error(p->span, "parameter '%s' needs a default: it follows one that has a default", p->name);
+        ast_add(px->ast, seq, p);
+    }
+    return seq;
+}
+
+Node *p_func(ParseCtx *px, NodeKind k, const Token *kw, const Token *name, Node *args, Node *ret,
+             Node *body) {
+    Node *f = p_node(px, k, span_join(kw ? kw->span : name->span, body->span), 3,
+                     p_params(px, args), ret, body);
+    f->name = name->text;
+    return f;
+}
+
+/* ---- syntax errors ---- */
+
+static int closer_of(int open) {
+    return open == TK_LPAREN ? TK_RPAREN : open == TK_LBRACKET ? TK_RBRACKET : TK_RBRACE;
+}
+
+static char *describe(const Token *t) {
+    if (t->kind == 0) return xstrdup("end of file");
+    if (t->auto_semi) return xstrdup("end of line");
+    if (t->kind == TK_NAME) return xasprintf("name '%s'", t->text);
+    if (t->kind == TK_INT || t->kind == TK_FLOAT) return xasprintf("number '%s'", t->text);
+    if (t->kind == TK_DTYPE) return xasprintf("dtype '%s'", dtype_names[t->ival]);
+    return xstrdup(tok_name(t->kind));
+}
+
+static bool starts_expr(int k) {
+    switch (k) {
+    case TK_NAME: case TK_INT: case TK_FLOAT: case TK_STRING: case TK_DTYPE: case TK_TRUE:
+    case TK_FALSE: case TK_NONE: case TK_ELLIPSIS: case TK_LPAREN: case TK_LBRACKET:
+    case TK_LBRACE: case TK_MINUS: case TK_PLUS: case TK_NOT:
+        return true;
+    }
+    return false;
+}
+
+static bool is_fallback_keyword(int k) {
+    return k == TK_MODEL || k == TK_DATA || k == TK_TRAINER || k == TK_FN || k == TK_PARAM ||
+           k == TK_BUFFER || k == TK_USE || k == TK_AS;
+}
+
+void p_syntax_error(ParseCtx *px, const Token *t, const bool *expected, int ntokens) {
+    if (px->dead) return;
+    bool exp[256] = {0};
+    memcpy(exp, expected, sizeof *exp * (size_t)(ntokens < 256 ? ntokens : 256));
+    /* Collapse what can start an expression into one item; keywords usable as names go too. */
+    bool any_expr = exp[TK_NAME] && exp[TK_INT] && exp[TK_LPAREN];
+    const char *items[8];
+    int nitems = 0, total = 0;
+    if (any_expr) items[nitems++] = "an expression";
+    int closer = px->nopen ? closer_of(px->open[px->nopen - 1].kind) : -1;
+    for (int k = 1; k < ntokens && k < 256; k++) {
+        if (!exp[k] || k == closer || (any_expr && starts_expr(k)) ||
+            (exp[TK_NAME] && is_fallback_keyword(k)))
+            continue;
+        total++;
+        if (nitems < 8) items[nitems++] = k == TK_SEMI ? "end of line" : tok_name(k);
+    }
+    StrBuf list = {0};
+    for (int i = 0; i < nitems; i++)
+        sb_printf(&list, "%s%s", i == 0 ? "" : i == nitems - 1 ? " or " : ", ", items[i]);
+    char *found = describe(t);
+    if (closer > 0 && exp[closer]) {
+        const Token *o = &px->open[px->nopen - 1];
+        diag_error(t->span, "expected %s%s%s to close %s at %d:%d, found %s",
+                   nitems && nitems <= 3 ? list.s : "", nitems && nitems <= 3 ? " or " : "",
+                   tok_name(closer), tok_name(o->kind), o->span.line, o->span.col, found);
+    } else if (nitems > 0 && total + any_expr <= 6) {
+        diag_error(t->span, "unexpected %s, expected %s", found, list.s);
+    } else {
+        diag_error(t->span, "unexpected %s", found);
+    }
+    free(found);
+    sb_free(&list);
+    /* Lemon recovers at the statement of the innermost block: brackets opened inside it are
+     * abandoned, so later closers are matched against the block's '{'. */
+    while (px->nopen && px->open[px->nopen - 1].kind != TK_LBRACE && t->kind != closer) px->nopen--;
+}
+
+void p_stack_overflow(ParseCtx *px) {
+    diag_error(px->at, "input nested too deeply for the parser");
+    px->dead = true;
+}
+
+/* ---- the driver ---- */
+
+/* Go's rule: a line break after one of these ends the statement. */
+static bool ends_statement(int k) {
+    switch (k) {
+    case TK_NAME: case TK_INT: case TK_FLOAT: case TK_STRING: case TK_DTYPE: case TK_TRUE:
+    case TK_FALSE: case TK_NONE: case TK_ELLIPSIS: case TK_RETURN: case TK_RPAREN:
+    case TK_RBRACKET: case TK_RBRACE:
+        return true;
+    }
+    return is_fallback_keyword(k);
+}
+
+static bool is_closer(int k) { return k == TK_RPAREN || k == TK_RBRACKET || k == TK_RBRACE; }
+static bool is_opener(int k) { return k == TK_LPAREN || k == TK_LBRACKET || k == TK_LBRACE; }
+
+static void feed(ParseCtx *px, void *parser, Token *t) {
+    px->at = t->span;
+    if (!px->dead && !diag_too_many()) ltlParse(parser, t->kind, *t);
+}
+
+Node *parse_source(Ast *ast, const char *name, const char *text, size_t len) {
+    int file = diag_add_source(name, text, len);
+    Lexer lx;
+    lex_init(&lx, file, text, len);
+    ParseCtx px = {.ast = ast};
+    void *parser = ltlParseAlloc(malloc, &px);
+    int last = -1;
+    Span last_span = {file, 0, 0, 1, 1};
+    for (;;) {
+        Token t;
+        int k = lex_next(&lx, &t);
+        ast_str(ast, t.text);
+        bool in_brackets = px.nopen && px.open[px.nopen - 1].kind != TK_LBRACE;
+        if ((t.nl_before || k == 0) && ends_statement(last) && !in_brackets && !is_closer(k)) {
+            Span sp = {file, last_span.off + last_span.len, 0, last_span.line,
+                       last_span.col + (int)last_span.len};
+            Token semi = {.kind = TK_SEMI, .span = sp, .auto_semi = true};
+            feed(&px, parser, &semi);
+        }
+        if (is_opener(k)) {
+            if (px.nopen == PARSE_MAX_NESTING) {
+                diag_error(t.span, "brackets nested too deeply (more than %d levels)", PARSE_MAX_NESTING);
+                break;
+            }
+            if (px.nopen == px.capopen) {
+                px.capopen = px.capopen ? px.capopen * 2 : 16;
+                px.open = xrealloc(px.open, sizeof *px.open * (size_t)px.capopen);
+            }
+            px.open[px.nopen++] = t;
+        } else if (is_closer(k)) {
+            if (px.nopen == 0) {
+                diag_error(t.span, "unmatched %s", tok_name(k));
+                continue;
+            }
+            const Token *o = &px.open[px.nopen - 1];
+            if (closer_of(o->kind) != k) {
+                diag_error(t.span, "mismatched %s: expected %s to close %s at %d:%d", tok_name(k),
+                           tok_name(closer_of(o->kind)), tok_name(o->kind), o->span.line, o->span.col);
+                t.kind = k = closer_of(o->kind); /* read it as the closer that fits, and go on */
+            }
+        }
+        feed(&px, parser, &t);
+        if (is_closer(k) && px.nopen) px.nopen--;
+        if (k == 0 || px.dead || diag_too_many()) break;
+        last = k;
+        last_span = t.span;
+    }
+    if (ast->too_deep) diag_error(ast->deep_at, "expression nested too deeply (more than %d levels)", AST_MAX_DEPTH);
+    ltlParseFree(parser, free);
+    free(px.open);
+    return ast->root;
+}
+
+Node *parse_file(Ast *ast, const char *path, char **text) {
+    size_t len;
+    char *err = NULL;
+    *text = read_file(path, &len, SOURCE_MAX_BYTES, &err);
+    if (!*text) {
+        diag_plain_error("%s", err);
+        free(err);
+        return NULL;
+    }
+    return parse_source(ast, path, *text, len);
+}
