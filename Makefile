@@ -10,7 +10,8 @@ CC      ?= cc
 SAN     ?=
 OPT     ?= -O2
 LLVM_CONFIG ?= llvm-config-19
-LLVM_CFLAGS := $(shell $(LLVM_CONFIG) --cflags 2>/dev/null)
+# Recursive: a fresh machine gets llvm-19-dev from `make deps` within the same `make` run.
+LLVM_CFLAGS = $(shell $(LLVM_CONFIG) --cflags 2>/dev/null)
 
 # Debian packages the project needs (build, tests, examples).
 DEB_PACKAGES = build-essential pkg-config re2c lemon llvm-19-dev libcriterion-dev zlib1g-dev \
@@ -35,7 +36,7 @@ TEST_SRC = $(wildcard tests/test_*.c)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 LTLC    = $(BUILD)/ltlc
 
-.PHONY: all deps run test check-tests asan fuzz fuzz-short bench clean examples
+.PHONY: all deps run run-only test check-tests asan fuzz fuzz-short bench clean examples
 all: $(LTLC)
 
 # Install missing Debian packages (a fresh machine has no package lists: update first).
@@ -82,7 +83,10 @@ $(BUILD)/tests/%.o: tests/%.c $(BUILD)/gen/parser.h $(wildcard compiler/*.h runt
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -DLTLC='"$(abspath $(LTLC))"' -DSRCDIR='"$(CURDIR)"' -c -o $@ $<
 
-run: deps $(LTLC)
+run: deps
+	$(MAKE) run-only
+
+run-only: $(LTLC)
 	./$(LTLC) check examples/*.ltl && echo "all examples check"
 
 check-tests: $(LTLC) $(BUILD)/tests/run
@@ -112,8 +116,9 @@ fuzz: $(BUILD)/fuzz/fuzz_front
 	@mkdir -p $(BUILD)/fuzz/corpus && cp examples/*.ltl tests/frontend/*.ltl $(BUILD)/fuzz/corpus/ 2>/dev/null; \
 	./$(BUILD)/fuzz/fuzz_front -max_total_time=$${FUZZ_TIME:-600} -max_len=65536 $(BUILD)/fuzz/corpus
 
-bench: deps $(LTLC)
-	bench/run.sh
+bench: deps
+	$(MAKE) $(LTLC)
+	bench/frontend.sh $(LTLC)
 
 clean:
 	rm -rf build build-asan

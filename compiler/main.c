@@ -1,6 +1,6 @@
 /* main.c — the ltlc driver. Each command is the pipeline as a flat list of pass calls;
  * `ltlc emit STAGE` stops after STAGE and prints it. Exit status: 0 ok, 1 user error, 2 usage. */
-#include "front.h"
+#include "sema.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,9 +45,11 @@ static bool wants_help(int argc, char **argv) {
     return false;
 }
 
-/* The front end of every command: read, lex, parse. NULL after an error (reported). */
+/* The front end of every command: read, lex, parse, check. NULL after an error (reported). */
 static Node *front(Ast *ast, const char *path, char **text) {
     Node *root = parse_file(ast, path, text);
+    if (diag_error_count()) return NULL;
+    sema_check_config(root);
     return diag_error_count() ? NULL : root;
 }
 
