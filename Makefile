@@ -18,7 +18,8 @@ DEB_PACKAGES = build-essential pkg-config re2c lemon llvm-19-dev libcriterion-de
                libedit-dev libcjson-dev libxxhash-dev libpng-dev libonig-dev dataset-fashion-mnist \
                clang libclang-rt-14-dev vim-nox emacs-nox tmux
 
-CFLAGS_BASE = -std=c17 -Wall -Wextra -Werror -g $(OPT) -D_GNU_SOURCE -Icompiler -Iruntime -I$(BUILD)/gen
+CFLAGS_BASE = -std=c17 -Wall -Wextra -Werror -g $(OPT) -D_GNU_SOURCE -Icompiler -Iruntime -I$(BUILD)/gen \
+              -DLTL_STDLIB_DIR='"$(CURDIR)/stdlib"'
 ifeq ($(SAN),1)
   CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDSAN = -fsanitize=address,undefined
@@ -81,7 +82,7 @@ $(BUILD)/tests/run: $(TEST_OBJ) $(BUILD)/libltl.a
 
 $(BUILD)/tests/%.o: tests/%.c $(BUILD)/gen/parser.h $(wildcard compiler/*.h runtime/*.h tests/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -DLTLC='"$(abspath $(LTLC))"' -DSRCDIR='"$(CURDIR)"' -c -o $@ $<
+	$(CC) $(CFLAGS) $(LLVM_CFLAGS) -DLTLC='"$(abspath $(LTLC))"' -DSRCDIR='"$(CURDIR)"' -c -o $@ $<
 
 run: deps
 	$(MAKE) run-only

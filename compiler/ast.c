@@ -62,12 +62,19 @@ static bool str_eq(const char *x, const char *y) {
     return x == y || (x && y && strcmp(x, y) == 0);
 }
 
+/* A string literal's value may hold NUL bytes: its length is in ival. */
+static bool is_string(const Node *n) {
+    return n->kind == N_STRING || (n->kind == N_ENTRY && n->op == TK_STRING);
+}
+
 bool ast_equal(const Node *x, const Node *y) {
     if (!x || !y) return x == y;
     if (x->kind != y->kind || x->op != y->op || x->nkids != y->nkids || x->ival != y->ival)
         return false;
     /* numbers compare by value: the spelling may differ (1e3, 1_000.0) */
-    if (x->kind == N_FLOAT ? x->fval != y->fval : x->kind != N_INT && !str_eq(x->name, y->name))
+    if (x->kind == N_FLOAT ? x->fval != y->fval
+        : is_string(x)     ? memcmp(x->name, y->name, (size_t)x->ival) != 0
+        : x->kind != N_INT && !str_eq(x->name, y->name))
         return false;
     for (int i = 0; i < x->nkids; i++)
         if (!ast_equal(x->kids[i], y->kids[i])) return false;

@@ -39,13 +39,31 @@ Span span_join(Span a, Span b) {
     return a;
 }
 
+/* Colour only on a terminal, and never with NO_COLOR set (no-color.org). */
 static bool color(void) {
-    static int c = -1;
-    if (c < 0) c = isatty(fileno(out ? out : stderr)) && !getenv("NO_COLOR");
-    return c;
+    return !getenv("NO_COLOR") && isatty(fileno(out ? out : stderr));
 }
 
-/* Prints the line holding sp with a caret under the span (clipped to that line). */
+/* Length of the printable UTF-8 character at p: 0 for a control character, a NUL or a byte
+ * that is not valid UTF-8 (the lexer reports those; here they are shown as U+FFFD). */
+static int printable_len(const unsigned char *p, const unsigned char *end) {
+    unsigned c = p[0];
+    int n = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (n == 1) return c >= 0x20 && c != 0x7F;
+    if (n == 0 || end - p < n) return 0;
+    uint32_t v = c & (0x7F >> n);
+    for (int i = 1; i < n; i++) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        v = v << 6 | (p[i] & 0x3F);
+    }
+    static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (v < min[n] || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF) || (v >= 0x80 && v < 0xA0)) return 0;
+    return n;
+}
+
+/* Prints the line holding sp with a caret under the span (clipped to that line). Each
+ * character takes one column; a tab is shown as a space; what cannot be shown safely (a
+ * control character, a NUL, a bad byte) as U+FFFD. */
 static void show_line(FILE *f, Span sp) {
     if (sp.file < 0 || sp.file >= nsources || sp.line <= 0) return;
     const Source *s = &sources[sp.file];
@@ -56,12 +74,14 @@ static void show_line(FILE *f, Span sp) {
     if (end - start > 512) return; /* a minified wall of text helps nobody */
     fprintf(f, "%5d | ", sp.line);
     int pad = 0, width = 0;
-    for (size_t i = start; i < end; i++) {
-        unsigned char c = (unsigned char)s->text[i];
-        bool lead = (c & 0xC0) != 0x80;  /* count code points, not bytes */
-        fputc(c == '\t' || c == 0 ? ' ' : c, f);
-        if (i < off) pad += lead;
-        else if (i < off + sp.len) width += lead;
+    const unsigned char *text = (const unsigned char *)s->text;
+    for (size_t i = start; i < end;) {
+        int n = printable_len(text + i, text + end);
+        if (n) fwrite(text + i, 1, (size_t)n, f);
+        else fputs(text[i] == '\t' ? " " : "\xEF\xBF\xBD", f);
+        if (i < off) pad++;
+        else if (i < off + sp.len) width++;
+        i += n ? (size_t)n : 1;
     }
     fprintf(f, "\n      | %*s%s^", pad, "", color() ? "\033[1;32m" : "");
     for (int i = 1; i < width; i++) fputc('~', f);

@@ -36,7 +36,7 @@ typedef struct {
     Span span;
     bool nl_before;    /* a line break separates it from the previous token */
     bool auto_semi;    /* a ';' the parser inserted at a line end */
-    int64_t ival;      /* INT value; DTYPE: a DType */
+    int64_t ival;      /* INT value; DTYPE: a DType; STRING: the value's length (it may hold NULs) */
     double fval;       /* FLOAT value */
     char *text;        /* NAME, STRING (decoded), INT/FLOAT spelling; owned by the parse */
 } Token;
@@ -72,7 +72,7 @@ const char *tok_name(int kind);       /* "'('", "name", …, "end of file" for 0
     X(NAME)     /* name */                                                              \
     X(INT)      /* ival; name: spelling */                                              \
     X(FLOAT)    /* fval; name: spelling */                                              \
-    X(STRING)   /* name: decoded value */                                               \
+    X(STRING)   /* name: decoded value; ival: its length (it may hold NULs) */          \
     X(BOOL)     /* ival */                                                              \
     X(NONE)                                                                             \
     X(DTYPE)    /* op: DType */                                                         \
@@ -86,7 +86,7 @@ const char *tok_name(int kind);       /* "'('", "name", …, "end of file" for 0
     X(TUPLE)    /* kids: items */                                                       \
     X(LIST)     /* kids: items */                                                       \
     X(DICT)     /* kids: ENTRY */                                                       \
-    X(ENTRY)    /* name: key; op: TK_NAME or TK_STRING (how the key was written); kids[0] */
+    X(ENTRY)    /* name: key; op: TK_NAME or TK_STRING (then ival: its length); kids[0] */
 
 typedef enum {
 #define X(k) N_##k,
@@ -137,6 +137,8 @@ typedef struct {
     Token *open; int nopen, capopen;   /* brackets not yet closed, innermost last */
     Span at;                           /* the token being fed */
     bool dead;                         /* a fatal error: feed no more tokens */
+    bool quiet;                        /* the driver reported an error in this statement:
+                                          the parser's own would only repeat it */
 } ParseCtx;
 Node *p_leaf(ParseCtx *px, NodeKind k, const Token *t);
 Node *p_node(ParseCtx *px, NodeKind k, Span sp, int nkids, ...);
@@ -147,6 +149,7 @@ Node *p_call(ParseCtx *px, Node *callee, Node *args, const Token *close);
 Node *p_params(ParseCtx *px, Node *args);
 Node *p_arg(ParseCtx *px, Node *e, Node *type, Node *value);
 Node *p_func(ParseCtx *px, NodeKind k, const Token *kw, const Token *name, Node *args, Node *ret, Node *body);
+/* expected[k]: token k would be accepted; NULL for a chained comparison (a < b < c) */
 void  p_syntax_error(ParseCtx *px, const Token *t, const bool *expected, int ntokens);
 void  p_stack_overflow(ParseCtx *px);
 

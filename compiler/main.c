@@ -1,6 +1,7 @@
 /* main.c — the ltlc driver. Each command is the pipeline as a flat list of pass calls;
  * `ltlc emit STAGE` stops after STAGE and prints it. Exit status: 0 ok, 1 user error, 2 usage. */
 #include "sema.h"
+#include "ir.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +12,7 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  check FILE...       parse and check; errors as file:line:col with a caret\n"
-    "  emit ast FILE       print the canonical form of the file (re-parses to the same tree)\n"
+    "  emit STAGE FILE     print an intermediate form: ast, ir, grad (see emit --help)\n"
     "\n"
     "options:\n"
     "  -h, --help          this help; `ltlc COMMAND --help` for one command\n"
@@ -23,14 +24,20 @@ static const char usage_text[] =
 static const char check_help[] =
     "usage: ltlc check FILE...\n"
     "\n"
-    "Parses and checks each FILE. Errors are printed as file:line:col: error: message, with the\n"
-    "source line and a caret; up to 20 per file. Exit 0 when every file is clean, 1 otherwise.\n";
+    "Parses and checks each FILE: the syntax, the trainer's flags, callbacks and loggers, and\n"
+    "every step of the model traced with symbolic dimensions (names, types, shapes, the\n"
+    "gradient and optimizer graph). Errors are printed as file:line:col: error: message, with\n"
+    "the source line and a caret; up to 20 per file. Exit 0 when every file is clean, 1 otherwise.\n";
 
 static const char emit_help[] =
     "usage: ltlc emit STAGE FILE\n"
     "\n"
     "Prints an intermediate form of FILE. Stages:\n"
-    "  ast     the canonical source form of the syntax tree; it re-parses to the same tree\n";
+    "  ast     the canonical source form of the syntax tree; it re-parses to the same tree\n"
+    "  ir      the training step's forward graph (tensor IR, SSA), symbolic dimensions\n"
+    "  grad    the whole training step: forward, loss, backward and optimizer update\n"
+    "options:\n"
+    "  --step NAME   the method to lower (training_step, validation_step, forward, ...)\n";
 
 static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, "ltlc: ");
@@ -53,6 +60,13 @@ static Node *front(Ast *ast, const char *path, char **text) {
     return diag_error_count() ? NULL : root;
 }
 
+/* ltlc check: the front end, then every step traced with symbolic dimensions. */
+static bool check_file(Ast *ast, const char *path, char **text) {
+    Node *root = front(ast, path, text);
+    if (root) sema_check_steps(root, path);
+    return root && diag_error_count() == 0;
+}
+
 static int cmd_check(int argc, char **argv) {
     if (wants_help(argc, argv)) { fputs(check_help, stdout); return 0; }
     if (argc == 0) return usage_error("%s", "check needs at least one FILE");
@@ -62,7 +76,7 @@ static int cmd_check(int argc, char **argv) {
         Ast ast = {0};
         char *text = NULL;
         diag_reset();
-        if (!front(&ast, argv[i], &text)) status = 1;
+        if (!check_file(&ast, argv[i], &text)) status = 1;
         ast_free(&ast);
         free(text);
     }
@@ -71,15 +85,43 @@ static int cmd_check(int argc, char **argv) {
 
 static int cmd_emit(int argc, char **argv) {
     if (wants_help(argc, argv)) { fputs(emit_help, stdout); return 0; }
-    if (argc != 2) return usage_error("%s", "emit needs a STAGE and one FILE");
-    if (strcmp(argv[0], "ast") != 0) return usage_error("unknown stage '%s' (try: ast)", argv[0]);
+    const char *step = "training_step", *stage = NULL, *file = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--step") && i + 1 < argc) step = argv[++i];
+        else if (!strncmp(argv[i], "--step=", 7)) step = argv[i] + 7;
+        else if (argv[i][0] == '-') return usage_error("unknown option '%s' for emit", argv[i]);
+        else if (!stage) stage = argv[i];
+        else if (!file) file = argv[i];
+        else return usage_error("%s", "emit takes one STAGE and one FILE");
+    }
+    if (!stage || !file) return usage_error("%s", "emit needs a STAGE and a FILE");
+    bool ast_only = !strcmp(stage, "ast");
+    if (!ast_only && strcmp(stage, "ir") && strcmp(stage, "grad"))
+        return usage_error("unknown stage '%s' (try: ast, ir, grad)", stage);
     Ast ast = {0};
     char *text = NULL;
-    Node *root = front(&ast, argv[1], &text);
-    if (root) ast_print(stdout, root);
+    Node *root = front(&ast, file, &text);
+    int status = root ? 0 : 1;
+    if (root && ast_only) ast_print(stdout, root);
+    else if (root) {
+        SemaOptions opt = {.check = true, .backward = !strcmp(stage, "grad")};
+        StepGraph *s = sema_lower(root, file, step, &opt, true);
+        if (s) {
+            char *buf = NULL;
+            size_t len = 0;
+            FILE *mem = open_memstream(&buf, &len);
+            ir_print(mem, s->g);
+            fclose(mem);
+            char *out = sema_render(s, buf);
+            fputs(out, stdout);
+            free(out);
+            free(buf);
+        } else status = 1;
+        sema_step_free(s);
+    }
     ast_free(&ast);
     free(text);
-    return root ? 0 : 1;
+    return status;
 }
 
 int main(int argc, char **argv) {

@@ -17,6 +17,7 @@ Node *p_leaf(ParseCtx *px, NodeKind k, const Token *t) {
     case N_INT: n->ival = t->ival; n->name = t->text; break;
     case N_FLOAT: n->fval = t->fval; n->name = t->text; break;
     case N_DTYPE: n->op = (int)t->ival; break;
+    case N_STRING: n->ival = t->ival; n->name = t->text; break; /* ival: length, NULs included */
     default: n->name = t->text;
     }
     return n;
@@ -152,6 +153,12 @@ static bool is_fallback_keyword(int k) {
 
 void p_syntax_error(ParseCtx *px, const Token *t, const bool *expected, int ntokens) {
     if (px->dead) return;
+    int closer = px->nopen ? closer_of(px->open[px->nopen - 1].kind) : -1;
+    if (px->quiet) goto recover;
+    if (!expected) { /* the grammar saw a second comparison operator in a row */
+        diag_error(t->span, "comparisons do not chain: write 'a < b and b < c', or add parentheses");
+        goto recover;
+    }
     bool exp[256] = {0};
     memcpy(exp, expected, sizeof *exp * (size_t)(ntokens < 256 ? ntokens : 256));
     /* Collapse what can start an expression into one item; keywords usable as names go too. */
@@ -159,7 +166,6 @@ void p_syntax_error(ParseCtx *px, const Token *t, const bool *expected, int ntok
     const char *items[8];
     int nitems = 0, total = 0;
     if (any_expr) items[nitems++] = "an expression";
-    int closer = px->nopen ? closer_of(px->open[px->nopen - 1].kind) : -1;
     for (int k = 1; k < ntokens && k < 256; k++) {
         if (!exp[k] || k == closer || (any_expr && starts_expr(k)) ||
             (exp[TK_NAME] && is_fallback_keyword(k)))
@@ -183,6 +189,7 @@ void p_syntax_error(ParseCtx *px, const Token *t, const bool *expected, int ntok
     }
     free(found);
     sb_free(&list);
+recover:
     /* Lemon recovers at the statement of the innermost block: brackets opened inside it are
      * abandoned, so later closers are matched against the block's '{'. */
     while (px->nopen && px->open[px->nopen - 1].kind != TK_LBRACE && t->kind != closer) px->nopen--;
@@ -212,6 +219,38 @@ static bool is_opener(int k) { return k == TK_LPAREN || k == TK_LBRACKET || k ==
 static void feed(ParseCtx *px, void *parser, Token *t) {
     px->at = t->span;
     if (!px->dead && !diag_too_many()) ltlParse(parser, t->kind, *t);
+    if (t->kind == TK_SEMI) px->quiet = false; /* the statement with the error has ended */
+}
+
+/* A closer that is not the innermost open bracket's. If it closes an outer bracket, the ones
+ * opened since are missing their closers: report the innermost, and feed the parser the
+ * closers it lacks. If it closes none, inside ( ) or [ ] it is a typo for the closer that fits;
+ * inside { } or outside any bracket it is a stray, dropped (returns false). */
+static bool match_closer(ParseCtx *px, void *parser, Token *t) {
+    int k = t->kind, i = px->nopen - 1;
+    while (i >= 0 && closer_of(px->open[i].kind) != k) i--;
+    if (i >= 0 && i == px->nopen - 1) return true;
+    px->quiet = true;
+    if (i < 0 && (px->nopen == 0 || px->open[px->nopen - 1].kind == TK_LBRACE)) {
+        diag_error(t->span, "unmatched %s", tok_name(k));
+        return false;
+    }
+    const Token *o = &px->open[px->nopen - 1];
+    if (i < 0) {
+        diag_error(t->span, "mismatched %s: expected %s to close %s at %d:%d", tok_name(k),
+                   tok_name(closer_of(o->kind)), tok_name(o->kind), o->span.line, o->span.col);
+        t->kind = closer_of(o->kind); /* read it as the closer that fits, and go on */
+        return true;
+    }
+    diag_error(t->span, "expected %s to close %s at %d:%d, found %s", tok_name(closer_of(o->kind)),
+               tok_name(o->kind), o->span.line, o->span.col, tok_name(k));
+    while (px->nopen - 1 > i) {
+        Token c = {.kind = closer_of(px->open[px->nopen - 1].kind),
+                   .span = {t->span.file, t->span.off, 0, t->span.line, t->span.col}};
+        feed(px, parser, &c);
+        px->nopen--;
+    }
+    return true;
 }
 
 Node *parse_source(Ast *ast, const char *name, const char *text, size_t len) {
@@ -243,18 +282,12 @@ Node *parse_source(Ast *ast, const char *name, const char *text, size_t len) {
                 px.open = xrealloc(px.open, sizeof *px.open * (size_t)px.capopen);
             }
             px.open[px.nopen++] = t;
-        } else if (is_closer(k)) {
-            if (px.nopen == 0) {
-                diag_error(t.span, "unmatched %s", tok_name(k));
-                continue;
-            }
-            const Token *o = &px.open[px.nopen - 1];
-            if (closer_of(o->kind) != k) {
-                diag_error(t.span, "mismatched %s: expected %s to close %s at %d:%d", tok_name(k),
-                           tok_name(closer_of(o->kind)), tok_name(o->kind), o->span.line, o->span.col);
-                t.kind = k = closer_of(o->kind); /* read it as the closer that fits, and go on */
-            }
+        } else if (is_closer(k) && !match_closer(&px, parser, &t)) {
+            last = k; /* dropped; the line still ends the statement */
+            last_span = t.span;
+            continue;
         }
+        k = t.kind;
         feed(&px, parser, &t);
         if (is_closer(k) && px.nopen) px.nopen--;
         if (k == 0 || px.dead || diag_too_many()) break;

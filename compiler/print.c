@@ -31,10 +31,14 @@ static const char *op_text(int op) {
 
 static void expr(StrBuf *b, const Node *e, int min);
 
-static void string_lit(StrBuf *b, const char *s) {
+/* A string node's value is ival bytes, NULs included (the \0 escape); 0 for a node made
+ * without a length, which then ends at its first NUL. */
+static void string_lit(StrBuf *b, const char *s, int64_t ival) {
+    size_t len = ival > 0 ? (size_t)ival : strlen(s);
     sb_putc(b, '"');
-    for (; *s; s++) {
+    for (const char *end = s + len; s < end; s++) {
         switch (*s) {
+        case '\0': sb_puts(b, "\\0"); break;
         case '"': sb_puts(b, "\\\""); break;
         case '\\': sb_puts(b, "\\\\"); break;
         case '\n': sb_puts(b, "\\n"); break;
@@ -78,7 +82,7 @@ static void expr(StrBuf *b, const Node *e, int min) {
         else sb_printf(b, "%lld", (long long)e->ival);
         return;
     case N_FLOAT: float_lit(b, e); return;
-    case N_STRING: string_lit(b, e->name); return;
+    case N_STRING: string_lit(b, e->name, e->ival); return;
     case N_BOOL: sb_puts(b, e->ival ? "true" : "false"); return;
     case N_NONE: sb_puts(b, "none"); return;
     case N_DTYPE: sb_puts(b, dtype_names[e->op]); return;
@@ -96,7 +100,7 @@ static void expr(StrBuf *b, const Node *e, int min) {
         for (int i = 0; i < e->nkids; i++) {
             const Node *en = e->kids[i];
             if (i) sb_puts(b, ", ");
-            if (en->op == TK_STRING) string_lit(b, en->name);
+            if (en->op == TK_STRING) string_lit(b, en->name, en->ival);
             else sb_puts(b, en->name);
             sb_puts(b, ": ");
             expr(b, en->kids[0], 0);

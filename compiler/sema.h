@@ -3,6 +3,7 @@
 #ifndef LTL_SEMA_H
 #define LTL_SEMA_H
 #include "front.h"
+#include "ir.h"
 
 /* What a setting's value may be: a mask of these. */
 enum { V_INT = 1, V_FLOAT = 2, V_STR = 4, V_BOOL = 8, V_LIST = 16, V_DICT = 32, V_NAME = 64, V_CALL = 128 };
@@ -63,6 +64,59 @@ enum { V_INT = 1, V_FLOAT = 2, V_STR = 4, V_BOOL = 8, V_LIST = 16, V_DICT = 32, 
 #define LOGGERS(X)                                        \
     X(csv, "name|version|save_dir|flush_logs_every_n_steps") \
     X(tensorboard, "name|version|save_dir")
+
+/* lower.c: the model traced into one IR graph per step (see docs/semantics.md). */
+typedef enum { INIT_UNIFORM, INIT_NORMAL, INIT_CONST } InitDist;
+typedef struct {
+    const char *name;    /* "l1.weight" */
+    int id;              /* its INPUT node */
+    bool trainable;      /* param (true) or buffer (false) */
+    InitDist dist;
+    double a, b;         /* uniform [a, b), normal (mean a, std b), const a */
+} ParamInit;
+typedef struct {
+    const char *name;
+    int id;              /* the logged value (a scalar) */
+    bool prog_bar, on_step, on_epoch, sync_dist;
+    const char *reduce_fx;
+} LogSpec;
+typedef struct {
+    const char *name;    /* "" for the single optimizer, the sub-module for `optimizers` */
+    const char *kind;    /* "adam", "adamw", "sgd" */
+    int lr;              /* its DATA input (schedulers change it between steps) */
+    int loss;
+    double lr0;          /* the configured learning rate */
+} OptGroup;
+/* A symbolic dimension of check mode and the prime that stands for it. */
+typedef struct { const char *name; int64_t value; } Sym;
+typedef struct {
+    IrGraph *g;
+    const char *step;
+    int data[8], ndata;  /* DATA inputs for the step's parameters, in order */
+    int loss;            /* training_step: the loss (the sum over groups); else -1 */
+    int output;          /* predict_step / forward: the result; else -1 */
+    ParamInit *params; int nparams;
+    LogSpec *logs; int nlogs;
+    OptGroup *groups; int ngroups;
+    char *model;         /* the root model's name */
+    Sym syms[32]; int nsyms;
+} StepGraph;
+typedef struct {
+    bool check;          /* symbolic dimensions: ltlc check / emit */
+    int64_t batch;       /* otherwise: the batch size bound to B */
+    bool backward;       /* training_step: append gradients and optimizer updates */
+    uint64_t seed;
+} SemaOptions;
+/* Lowers `step` ("training_step", "validation_step", "forward", …) of the file's root model
+ * (the last model with a training_step). NULL after errors (reported), or when the model
+ * has no such method and `must` is false. */
+StepGraph *sema_lower(const Node *program, const char *path, const char *step,
+                      const SemaOptions *opt, bool must);
+void sema_step_free(StepGraph *s);
+/* text (an IR listing, a message) with the primes of symbolic dimensions named again. */
+char *sema_render(const StepGraph *s, const char *text);
+/* Every step of the root model, lowered in check mode: the shape check of `ltlc check`. */
+void sema_check_steps(const Node *program, const char *path);
 
 /* sema.c */
 /* Checks what can be checked without types: trainer flags, callbacks and loggers (unknown

@@ -69,6 +69,8 @@ static void bad_char(Lexer *lx) {
     } else if (n == 0) {
         diag_error(here(lx, lx->tok, lx->tok + 1), "invalid UTF-8 byte 0x%02X", *p);
         n = 1;
+    } else if (cp < 0x20 || cp == 0x7F) { /* never print a control character raw */
+        diag_error(here(lx, lx->tok, lx->tok + 1), "unexpected control character U+%04X", cp);
     } else if (cp < 0x80) {
         diag_error(here(lx, lx->tok, lx->tok + 1), "unexpected character '%c'", (char)cp);
     } else {
@@ -95,22 +97,20 @@ static void skip_comment(Lexer *lx) {
 }
 
 /* Decodes a string literal after its opening quote; the token text is the value. */
-static bool lex_string(Lexer *lx, Token *t) {
+static void lex_string(Lexer *lx, Token *t) {
     StrBuf b = {0};
     const unsigned char *p = (const unsigned char *)lx->cur, *end = (const unsigned char *)lx->lim;
-    bool ok = true;
     sb_putn(&b, "", 0);
     for (;;) {
         if (p >= end || *p == '\n' || *p == '\r') {
             diag_error(here(lx, lx->tok, lx->tok + 1), "unterminated string");
-            ok = false;
             break;
         }
         if (*p == '"') { p++; break; }
         if (*p == '\\') {
             const unsigned char *esc = p++;
-            char c = p < end ? (char)*p : 0;
-            p++;
+            if (p >= end || *p == '\n' || *p == '\r') continue; /* reported as unterminated */
+            char c = (char)*p++;
             switch (c) {
             case 'n': sb_putc(&b, '\n'); break;
             case 't': sb_putc(&b, '\t'); break;
@@ -127,10 +127,10 @@ static bool lex_string(Lexer *lx, Token *t) {
                 }
                 if (digits == 0 || digits > 6 || p >= end || *p != '}' || v > 0x10FFFF ||
                     (v >= 0xD800 && v <= 0xDFFF)) {
-                    diag_error(here(lx, (const char *)esc, (const char *)p), "bad \\u{...} escape: want 1 to 6 hex digits naming a Unicode scalar value");
-                    ok = false;
-                    while (p < end && *p != '}' && *p != '"' && *p != '\n') p++;
+                    while (p < end && *p != '}' && *p != '"' && *p != '\n' && *p != '\r') p++;
                     if (p < end && *p == '}') p++;
+                    diag_error(here(lx, (const char *)esc, (const char *)p),
+                               "bad \\u{...} escape: want 1 to 6 hex digits naming a Unicode scalar value");
                     break;
                 }
                 p++;
@@ -144,10 +144,13 @@ static bool lex_string(Lexer *lx, Token *t) {
                 sb_putn(&b, u, (size_t)n);
                 break;
             }
-            default:
-                diag_error(here(lx, (const char *)esc, (const char *)p),
+            default: {
+                /* the span covers the whole character; a NUL or bad byte is reported next */
+                uint32_t cp;
+                p = esc + 1 + (*(esc + 1) ? utf8_len(esc + 1, end, &cp) : 0);
+                diag_error(here(lx, (const char *)esc, (const char *)(p > esc + 1 ? p : esc + 1)),
                            "unknown escape sequence; use \\n \\t \\r \\\\ \\\" \\0 or \\u{HEX}");
-                ok = false;
+            }
             }
             continue;
         }
@@ -156,14 +159,13 @@ static bool lex_string(Lexer *lx, Token *t) {
         if (n == 0 || *p == 0) {
             diag_error(here(lx, (const char *)p, (const char *)p + 1),
                        *p ? "invalid UTF-8 byte 0x%02X in string" : "NUL byte in string", *p);
-            ok = false;
             n = 1;
         } else sb_putn(&b, (const char *)p, (size_t)n);
         p += n;
     }
     lx->cur = (const char *)p;
     t->text = b.s;
-    return ok;
+    t->ival = (int64_t)b.len; /* the value may hold NUL bytes (\0) */
 }
 
 /* Numbers: '_' may separate digits; it is dropped before conversion. */
@@ -188,11 +190,20 @@ static int lex_number(Lexer *lx, Token *t, bool is_float) {
     return is_float ? TK_FLOAT : TK_INT;
 }
 
+static int bad_number(Lexer *lx, Token *t, const char *why) {
+    int n = (int)(lx->cur - lx->tok);
+    t->span = here(lx, lx->tok, lx->cur);
+    t->text = xstrndup(lx->tok, (size_t)n);
+    diag_error(t->span, "malformed number '%.*s': %s", n, lx->tok, why);
+    return t->kind = TK_INT;
+}
+
 static int scan(Lexer *lx, Token *t) {
     for (;;) {
         lx->tok = lx->cur;
         t->span = here(lx, lx->tok, lx->tok);
 #define TOK(k) do { t->span = here(lx, lx->tok, lx->cur); return t->kind = TK_##k; } while (0)
+#define KW(k) do { t->text = xstrndup(lx->tok, (size_t)(lx->cur - lx->tok)); TOK(k); } while (0)
         /*!re2c
         re2c:define:YYCTYPE = "unsigned char";
         re2c:define:YYCURSOR = "lx->cur";
@@ -206,15 +217,17 @@ static int scan(Lexer *lx, Token *t) {
         int   = digit ("_"? digit)*;
         exp   = [eE] [+-]? int;
         name  = [A-Za-z_][A-Za-z0-9_]*;
+        float = int "." int? exp? | "." int exp? | int exp;
 
         $  { t->span = here(lx, lx->cur, lx->cur); return t->kind = 0; }
         [ \t\r]+ { continue; }
         "\n" { lx->line++; lx->line_start = lx->cur; lx->nl = true; continue; }
         "#"  { skip_comment(lx); continue; }
 
-        "use" { TOK(USE); }  "as" { TOK(AS); }  "model" { TOK(MODEL); }  "data" { TOK(DATA); }
-        "trainer" { TOK(TRAINER); }  "fn" { TOK(FN); }  "param" { TOK(PARAM); }
-        "buffer" { TOK(BUFFER); }  "return" { TOK(RETURN); }  "if" { TOK(IF); }
+        /* declaration keywords may fall back to names (parser.y's %fallback): keep their text */
+        "use" { KW(USE); }  "as" { KW(AS); }  "model" { KW(MODEL); }  "data" { KW(DATA); }
+        "trainer" { KW(TRAINER); }  "fn" { KW(FN); }  "param" { KW(PARAM); }
+        "buffer" { KW(BUFFER); }  "return" { TOK(RETURN); }  "if" { TOK(IF); }
         "else" { TOK(ELSE); }  "for" { TOK(FOR); }  "in" { TOK(IN); }  "and" { TOK(AND); }
         "or" { TOK(OR); }  "not" { TOK(NOT); }  "true" { TOK(TRUE); }  "false" { TOK(FALSE); }
         "none" { TOK(NONE); }
@@ -225,15 +238,13 @@ static int scan(Lexer *lx, Token *t) {
 
         name { t->span = here(lx, lx->tok, lx->cur); t->text = xstrndup(lx->tok, (size_t)(lx->cur - lx->tok)); return t->kind = TK_NAME; }
         int  { t->span = here(lx, lx->tok, lx->cur); return t->kind = lex_number(lx, t, false); }
-        int "." int? exp? | "." int exp? | int exp
+        float
              { t->span = here(lx, lx->tok, lx->cur); return t->kind = lex_number(lx, t, true); }
-        int [A-Za-z_] | int "_" {
-            diag_error(here(lx, lx->tok, lx->cur), "malformed number: '_' goes between digits and a letter cannot follow one");
-            continue;
-        }
-        ["] { bool ok = lex_string(lx, t); t->span = here(lx, lx->tok, lx->cur);
-              if (!ok) { free(t->text); t->text = NULL; continue; }
-              return t->kind = TK_STRING; }
+        /* a malformed number is still a number token, so the parser goes on without a cascade */
+        (int | float) [A-Za-z] [A-Za-z0-9_]* { return bad_number(lx, t, "a letter cannot follow a number"); }
+        (int | float) "_" [A-Za-z0-9_]*      { return bad_number(lx, t, "'_' goes only between two digits"); }
+        /* a string with a bad escape, or unterminated, is still a string token (errors reported) */
+        ["] { lex_string(lx, t); t->span = here(lx, lx->tok, lx->cur); return t->kind = TK_STRING; }
 
         "(" { TOK(LPAREN); }  ")" { TOK(RPAREN); }  "[" { TOK(LBRACKET); }  "]" { TOK(RBRACKET); }
         "{" { TOK(LBRACE); }  "}" { TOK(RBRACE); }  "," { TOK(COMMA); }  ":" { TOK(COLON); }
@@ -246,6 +257,7 @@ static int scan(Lexer *lx, Token *t) {
         * { bad_char(lx); continue; }
         */
 #undef TOK
+#undef KW
     }
 }
 

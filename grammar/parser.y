@@ -19,13 +19,19 @@
 #include "front.h"
 struct yyParser;
 static void ltl_expected(struct yyParser *p, int look, bool *set, int n);
+static bool ltl_is_comparison(int k) {
+    return k == TK_EQ || k == TK_NE || k == TK_LT || k == TK_LE || k == TK_GT || k == TK_GE;
+}
 #define SPAN(a, b) span_join((a), (b))
 }
 
 %syntax_error {
     bool expected[YYNTOKEN];
     ltl_expected(yypParser, yymajor, expected, YYNTOKEN);
-    p_syntax_error(px, &yyminor, expected, YYNTOKEN);
+    /* `a < b < c`: the stack ends with a comparison operator and its left operand */
+    bool chained = ltl_is_comparison(yymajor) && yypParser->yytos > yypParser->yystack &&
+                   ltl_is_comparison(yypParser->yytos[-1].major);
+    p_syntax_error(px, &yyminor, chained ? NULL : expected, YYNTOKEN);
 }
 %stack_overflow { p_stack_overflow(px); }
 %parse_failure { px->dead = true; }
@@ -47,8 +53,11 @@ static void ltl_expected(struct yyParser *p, int look, bool *set, int n);
        FOR IN AND OR NOT TRUE FALSE NONE LPAREN RPAREN LBRACKET RBRACKET LBRACE RBRACE COMMA
        COLON DOT ELLIPSIS ARROW ASSIGN EQ NE LT LE GT GE PLUS MINUS STAR SLASH PERCENT AT POW.
 
-/* program = { item ";" } */
-program ::= items(L). { L->kind = N_PROGRAM; px->ast->root = L; }
+/* program = { item ";" }
+ * `begin` matches nothing: Lemon's error recovery never shifts `error` in the bottom state of
+ * its stack, so without it an error in the first item would end the parse. */
+program ::= begin items(L). { L->kind = N_PROGRAM; px->ast->root = L; }
+begin ::= .
 items(L) ::= item(I). { L = p_append(px, p_seq(px, (Span){0}), I); }
 items(L) ::= items(A) SEMI item(I). { L = p_append(px, A, I); }
 
@@ -164,12 +173,14 @@ expr(E) ::= MINUS(O) expr(A). [UMINUS]    { E = p_node(px, N_UNARY, SPAN(O.span,
 expr(E) ::= PLUS(O) expr(A). [UMINUS]     { E = p_node(px, N_UNARY, SPAN(O.span, A->span), 1, A); E->op = O.kind; }
 expr(E) ::= postfix(P). { E = P; }
 
-/* postfix = primary | postfix "(" args ")" | postfix "[" subs "]" | postfix "." NAME */
+/* postfix = primary | postfix "(" args ")" | postfix "[" [ subs ] "]" | postfix "." NAME */
 postfix(P) ::= primary(A). { P = A; }
 postfix(P) ::= postfix(F) LPAREN args(A) RPAREN(E). { P = p_call(px, F, A, &E); }
 postfix(P) ::= postfix(O) LBRACKET subs(L) RBRACKET(E).
     { P = L; P->kind = N_INDEX; P->span = SPAN(O->span, E.span); P->kids[0] = O;
       if (O->depth >= P->depth) P->depth = O->depth + 1; }
+/* an empty subscript list is a scalar tensor type: i64[] */
+postfix(P) ::= postfix(O) LBRACKET RBRACKET(E). { P = p_node(px, N_INDEX, SPAN(O->span, E.span), 1, O); }
 postfix(P) ::= postfix(O) DOT NAME(N). { P = p_node(px, N_MEMBER, SPAN(O->span, N.span), 1, O); P->name = N.text; }
 
 /* subs: kids[0] is a placeholder for the indexed object */
@@ -216,7 +227,7 @@ entries(L) ::= entrylist(A) COMMA. { L = A; }
 entrylist(L) ::= entry(E). { L = p_append(px, p_seq(px, E->span), E); }
 entrylist(L) ::= entrylist(A) COMMA entry(E). { L = p_append(px, A, E); }
 entry(E) ::= NAME(K) COLON expr(V). { E = p_node(px, N_ENTRY, SPAN(K.span, V->span), 1, V); E->name = K.text; E->op = TK_NAME; }
-entry(E) ::= STRING(K) COLON expr(V). { E = p_node(px, N_ENTRY, SPAN(K.span, V->span), 1, V); E->name = K.text; E->op = TK_STRING; }
+entry(E) ::= STRING(K) COLON expr(V). { E = p_node(px, N_ENTRY, SPAN(K.span, V->span), 1, V); E->name = K.text; E->ival = K.ival; E->op = TK_STRING; }
 
 %code {
 /* Which terminals the parser could accept now: simulate each on a copy of the state stack,

@@ -1,0 +1,2 @@
+" Vim filetype detection for LTL (.ltl files).
+autocmd BufNewFile,BufRead *.ltl setlocal filetype=ltl
