@@ -136,6 +136,7 @@ typedef struct {
     Ast *ast;
     Token *open; int nopen, capopen;   /* brackets not yet closed, innermost last */
     Span at;                           /* the token being fed */
+    Token prev;                        /* the one fed before it; kind -1 at the start */
     bool dead;                         /* a fatal error: feed no more tokens */
     bool quiet;                        /* the driver reported an error in this statement:
                                           the parser's own would only repeat it */

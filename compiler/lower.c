@@ -343,14 +343,7 @@ static Value *binary(Lower *L, const Node *e, Value *a, Value *b) {
         case TK_GE: r = ir_ge(L->g, x, y); break;
         default: return fail(L, e->span, "'%%' is not defined on tensors");
         }
-        if (r < 0) {
-            char *ta = a->k == VK_TENSOR ? type_str(L, a->id) : xstrdup(kind_names[a->k]);
-            char *tb = b->k == VK_TENSOR ? type_str(L, b->id) : xstrdup(kind_names[b->k]);
-            char *m = render_msg(L, ir_error(L->g));
-            diag_error(e->span, "%s (left is %s, right is %s)", m, ta, tb);
-            free(m); free(ta); free(tb);
-            return NULL;
-        }
+        if (r < 0) return ir_check(L, r, e->span); /* the builder's message names both shapes */
         return v_tensor(L, r);
     }
     return fail(L, e->span, "operator not defined between %s and %s", describe(L, a), describe(L, b));
@@ -1793,6 +1786,32 @@ void sema_step_free(StepGraph *s) {
     free(s);
 }
 
+/* Overrides for one block ("model" or "data") as keyword arguments. A value is read as an
+ * integer, a number, true/false/none, or else a string. */
+static int overrides(Lower *L, const SemaOptions *opt, const char *block, const char **kwn, Value **kwv) {
+    int n = 0;
+    size_t bl = strlen(block);
+    for (int i = 0; i < opt->noverrides && n < 64; i++) {
+        const char *o = opt->overrides[i], *eq = strchr(o, '=');
+        if (!eq) continue;
+        const char *key = o;
+        if (!strncmp(o, block, bl) && o[bl] == '.') key = o + bl + 1;
+        else if (strchr(o, '.') && strchr(o, '.') < eq) continue; /* another block's */
+        else if (strcmp(block, "model")) continue;
+        const char *v = eq + 1;
+        char *end;
+        Value *val_;
+        if (!strcmp(v, "true") || !strcmp(v, "false")) val_ = v_bool(L, v[0] == 't');
+        else if (!strcmp(v, "none")) val_ = val(L, VK_NONE);
+        else if (*v && (strtoll(v, &end, 10), !*end)) val_ = v_int(L, strtoll(v, NULL, 10));
+        else if (*v && (strtod(v, &end), !*end)) val_ = v_float(L, strtod(v, NULL));
+        else { val_ = val(L, VK_STR); val_->s = lstr(L, xstrdup(v)); }
+        kwn[n] = lstr(L, xstrndup(key, (size_t)(eq - key)));
+        kwv[n++] = val_;
+    }
+    return n;
+}
+
 StepGraph *sema_lower(const Node *program, const char *path, const char *step, const SemaOptions *opt, bool must) {
     Lower L = {.check = opt->check, .batch = opt->batch, .seed = opt->seed, .step_input = -1};
     int errors = diag_error_count();
@@ -1817,13 +1836,19 @@ StepGraph *sema_lower(const Node *program, const char *path, const char *step, c
     }
     o->model = xstrdup(rm->name);
     if (dm) { /* `data` names the data module, so a model can say data.vocab_size */
-        Module *d = instantiate(&L, scope_get_local(f->globals, dm->name), NULL, NULL, 0, NULL, NULL, 0, "data.");
+        const char *kwn[64];
+        Value *kwv[64];
+        int nkw = overrides(&L, opt, "data", kwn, kwv);
+        Module *d = instantiate(&L, scope_get_local(f->globals, dm->name), NULL, NULL, 0, kwn, kwv, nkw, "data.");
         if (!d) goto done;
         Value *dv = val(&L, VK_MODULE);
         dv->mod = d;
         scope_set(f->globals, "data", dv);
     }
-    Module *root = instantiate(&L, scope_get_local(f->globals, rm->name), NULL, NULL, 0, NULL, NULL, 0, "");
+    const char *kwn[64];
+    Value *kwv[64];
+    int nkw = overrides(&L, opt, "model", kwn, kwv);
+    Module *root = instantiate(&L, scope_get_local(f->globals, rm->name), NULL, NULL, 0, kwn, kwv, nkw, "");
     if (!root) goto done;
     Value *fn = scope_get_local(root->scope, step);
     if (!fn || fn->k != VK_FUNC) {

@@ -161,24 +161,39 @@ void p_syntax_error(ParseCtx *px, const Token *t, const bool *expected, int ntok
     }
     bool exp[256] = {0};
     memcpy(exp, expected, sizeof *exp * (size_t)(ntokens < 256 ? ntokens : 256));
-    /* Collapse what can start an expression into one item; keywords usable as names go too. */
+    char *found = describe(t);
+    const Token *o = px->nopen ? &px->open[px->nopen - 1] : NULL;
+    if (t->kind == TK_ELSE && px->prev.kind == TK_SEMI && px->prev.auto_semi) {
+        diag_error(t->span, "'else' must be on the same line as the '}' before it");
+        goto done;
+    }
+    /* At the start of an item, member or statement, say which; a line end adds nothing. */
+    int prev = px->prev.kind;
+    if ((prev < 0 || prev == TK_SEMI || prev == TK_LBRACE) && exp[TK_SEMI]) {
+        const char *what = exp[TK_USE]     ? "'use', 'model', 'data', 'trainer', 'fn' or a binding"
+                           : exp[TK_PARAM] ? "a binding, 'param', 'buffer', a method or a directive"
+                                           : "a statement";
+        if (o && exp[closer])
+            diag_error(t->span, "expected %s, or %s to close %s at %d:%d, found %s", what,
+                       tok_name(closer), tok_name(o->kind), o->span.line, o->span.col, found);
+        else
+            diag_error(t->span, "expected %s, found %s", what, found);
+        goto done;
+    }
+    /* Collapse what can start an expression into one item. */
     bool any_expr = exp[TK_NAME] && exp[TK_INT] && exp[TK_LPAREN];
     const char *items[8];
     int nitems = 0, total = 0;
     if (any_expr) items[nitems++] = "an expression";
     for (int k = 1; k < ntokens && k < 256; k++) {
-        if (!exp[k] || k == closer || (any_expr && starts_expr(k)) ||
-            (exp[TK_NAME] && is_fallback_keyword(k)))
-            continue;
+        if (!exp[k] || k == closer || (any_expr && starts_expr(k))) continue;
         total++;
         if (nitems < 8) items[nitems++] = k == TK_SEMI ? "end of line" : tok_name(k);
     }
     StrBuf list = {0};
     for (int i = 0; i < nitems; i++)
         sb_printf(&list, "%s%s", i == 0 ? "" : i == nitems - 1 ? " or " : ", ", items[i]);
-    char *found = describe(t);
-    if (closer > 0 && exp[closer]) {
-        const Token *o = &px->open[px->nopen - 1];
+    if (o && exp[closer]) {
         diag_error(t->span, "expected %s%s%s to close %s at %d:%d, found %s",
                    nitems && nitems <= 3 ? list.s : "", nitems && nitems <= 3 ? " or " : "",
                    tok_name(closer), tok_name(o->kind), o->span.line, o->span.col, found);
@@ -187,8 +202,9 @@ void p_syntax_error(ParseCtx *px, const Token *t, const bool *expected, int ntok
     } else {
         diag_error(t->span, "unexpected %s", found);
     }
-    free(found);
     sb_free(&list);
+done:
+    free(found);
 recover:
     /* Lemon recovers at the statement of the innermost block: brackets opened inside it are
      * abandoned, so later closers are matched against the block's '{'. */
@@ -220,6 +236,7 @@ static void feed(ParseCtx *px, void *parser, Token *t) {
     px->at = t->span;
     if (!px->dead && !diag_too_many()) ltlParse(parser, t->kind, *t);
     if (t->kind == TK_SEMI) px->quiet = false; /* the statement with the error has ended */
+    px->prev = *t;
 }
 
 /* A closer that is not the innermost open bracket's. If it closes an outer bracket, the ones
@@ -257,7 +274,7 @@ Node *parse_source(Ast *ast, const char *name, const char *text, size_t len) {
     int file = diag_add_source(name, text, len);
     Lexer lx;
     lex_init(&lx, file, text, len);
-    ParseCtx px = {.ast = ast};
+    ParseCtx px = {.ast = ast, .prev = {.kind = -1}};
     void *parser = ltlParseAlloc(malloc, &px);
     int last = -1;
     Span last_span = {file, 0, 0, 1, 1};

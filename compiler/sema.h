@@ -106,6 +106,9 @@ typedef struct {
     int64_t batch;       /* otherwise: the batch size bound to B */
     bool backward;       /* training_step: append gradients and optimizer updates */
     uint64_t seed;
+    /* hyperparameter overrides "model.hidden1=64", "data.batch=128" (a bare name is the model's) */
+    const char *const *overrides;
+    int noverrides;
 } SemaOptions;
 /* Lowers `step` ("training_step", "validation_step", "forward", …) of the file's root model
  * (the last model with a training_step). NULL after errors (reported), or when the model

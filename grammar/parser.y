@@ -18,7 +18,7 @@
 #include <string.h>
 #include "front.h"
 struct yyParser;
-static void ltl_expected(struct yyParser *p, int look, bool *set, int n);
+static void ltl_expected(struct yyParser *p, int skip, bool *set, int n);
 static bool ltl_is_comparison(int k) {
     return k == TK_EQ || k == TK_NE || k == TK_LT || k == TK_LE || k == TK_GT || k == TK_GE;
 }
@@ -27,7 +27,15 @@ static bool ltl_is_comparison(int k) {
 
 %syntax_error {
     bool expected[YYNTOKEN];
-    ltl_expected(yypParser, yymajor, expected, YYNTOKEN);
+    ltl_expected(yypParser, 0, expected, YYNTOKEN);
+    /* Right after ';' or '{' (or at the start), Lemon has reduced an empty statement before
+     * it saw the error, so only a line end looks acceptable: ask the state below it instead. */
+    bool only_end = true;
+    for (int k = 1; k < YYNTOKEN; k++)
+        if (expected[k] && k != TK_SEMI && k != TK_RBRACE) only_end = false;
+    if (only_end && (px->prev.kind < 0 || px->prev.kind == TK_SEMI || px->prev.kind == TK_LBRACE) &&
+        yypParser->yytos > yypParser->yystack)
+        ltl_expected(yypParser, 1, expected, YYNTOKEN);
     /* `a < b < c`: the stack ends with a comparison operator and its left operand */
     bool chained = ltl_is_comparison(yymajor) && yypParser->yytos > yypParser->yystack &&
                    ltl_is_comparison(yypParser->yytos[-1].major);
@@ -230,13 +238,14 @@ entry(E) ::= NAME(K) COLON expr(V). { E = p_node(px, N_ENTRY, SPAN(K.span, V->sp
 entry(E) ::= STRING(K) COLON expr(V). { E = p_node(px, N_ENTRY, SPAN(K.span, V->span), 1, V); E->name = K.text; E->ival = K.ival; E->op = TK_STRING; }
 
 %code {
-/* Which terminals the parser could accept now: simulate each on a copy of the state stack,
- * following reductions until it shifts (accepted) or errors. Lemon's default reductions make
- * the table alone too generous, hence the simulation. */
-static void ltl_expected(struct yyParser *p, int look, bool *set, int n) {
-    (void)look;
-    int depth = (int)(p->yytos - p->yystack) + 1;
+/* Which terminals the parser could accept now: simulate each on a copy of the state stack
+ * (less its top `skip` entries), following reductions until it shifts (accepted) or errors.
+ * Lemon's default reductions make the table alone too generous, hence the simulation.
+ * A keyword that would only be read as a name (%fallback) is left out: "name" says it. */
+static void ltl_expected(struct yyParser *p, int skip, bool *set, int n) {
+    int depth = (int)(p->yytos - p->yystack) + 1 - skip;
     YYACTIONTYPE *st = malloc(sizeof *st * (size_t)(depth + 64));
+    YYACTIONTYPE *shift = calloc((size_t)n, sizeof *shift);
     for (int tok = 1; tok < n; tok++) {
         set[tok] = false;
         int top = depth - 1, steps = 0;
@@ -252,11 +261,15 @@ static void ltl_expected(struct yyParser *p, int look, bool *set, int n) {
                 st[++top] = act;
             } else {
                 set[tok] = act <= YY_MAX_SHIFTREDUCE || act == YY_ACCEPT_ACTION;
+                shift[tok] = act;
                 break;
             }
         }
     }
+    for (int tok = 1; tok < n && tok < (int)(sizeof yyFallback / sizeof *yyFallback); tok++)
+        if (set[tok] && yyFallback[tok] && shift[tok] == shift[yyFallback[tok]]) set[tok] = false;
     set[0] = false;
+    free(shift);
     free(st);
 }
 }
