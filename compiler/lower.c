@@ -1736,6 +1736,7 @@ static bool lower_optimizers(Lower *L, Module *root, Value *r, const Node *metho
                 if (!strcmp(r->keys[i], many->keys[j])) loss = r->items[i];
             if (!loss || loss->k != VK_TENSOR) { fail(L, at, "training_step returns no loss tensor for '%s'", many->keys[j]); return false; }
             if (!add_group(L, many->keys[j], many->items[j], loss->id, backward, at)) return false;
+            ir_output(L->g, loss->id, IR_OUT_VALUE, -1, ir_strdup(L->g, lstr(L, xasprintf("loss:%s", many->keys[j]))));
             total = total < 0 ? loss->id : ir_add(L->g, total, loss->id);
         }
     }
@@ -1884,6 +1885,35 @@ done:
     lower_free(&L);
     if (!ok || diag_error_count() > errors) { sema_step_free(o); return NULL; }
     return o;
+}
+
+static int output_named(const IrGraph *g, const char *name) {
+    for (int i = 0; i < g->nout; i++)
+        if (g->out[i].name && !strcmp(g->out[i].name, name)) return g->out[i].value;
+    return -1;
+}
+
+void sema_simplify(StepGraph *s) {
+    IrGraph *g = s->g;
+    int *map = xmalloc(sizeof *map * (size_t)(g->n ? g->n : 1));
+    ir_simplify(g, map);
+    /* inputs are kept and renumbered; values are found again through their outputs */
+    for (int i = 0; i < s->nparams; i++) s->params[i].id = map[s->params[i].id];
+    for (int i = 0; i < s->ndata; i++) s->data[i] = map[s->data[i]];
+    for (int i = 0; i < s->ngroups; i++) {
+        s->groups[i].lr = map[s->groups[i].lr];
+        char name[256];
+        snprintf(name, sizeof name, "loss:%s", s->groups[i].name);
+        s->groups[i].loss = s->ngroups == 1 ? output_named(g, "loss") : output_named(g, name);
+    }
+    for (int i = 0; i < s->nlogs; i++) {
+        char name[512];
+        snprintf(name, sizeof name, "log:%s", s->logs[i].name);
+        s->logs[i].id = output_named(g, name);
+    }
+    if (s->loss >= 0) s->loss = output_named(g, "loss");
+    if (s->output >= 0) s->output = output_named(g, "output");
+    free(map);
 }
 
 void sema_check_steps(const Node *program, const char *path) {

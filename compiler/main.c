@@ -37,7 +37,8 @@ static const char emit_help[] =
     "  ir      the training step's forward graph (tensor IR, SSA), symbolic dimensions\n"
     "  grad    the whole training step: forward, loss, backward and optimizer update\n"
     "options:\n"
-    "  --step NAME   the method to lower (training_step, validation_step, forward, ...)\n";
+    "  --step NAME     the method to lower (training_step, validation_step, forward, ...)\n"
+    "  --no-simplify   print the graph as traced, before folding, CSE and dead-code removal\n";
 
 static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, "ltlc: ");
@@ -86,9 +87,11 @@ static int cmd_check(int argc, char **argv) {
 static int cmd_emit(int argc, char **argv) {
     if (wants_help(argc, argv)) { fputs(emit_help, stdout); return 0; }
     const char *step = "training_step", *stage = NULL, *file = NULL;
+    bool no_simplify = false;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--step") && i + 1 < argc) step = argv[++i];
         else if (!strncmp(argv[i], "--step=", 7)) step = argv[i] + 7;
+        else if (!strcmp(argv[i], "--no-simplify")) no_simplify = true;
         else if (argv[i][0] == '-') return usage_error("unknown option '%s' for emit", argv[i]);
         else if (!stage) stage = argv[i];
         else if (!file) file = argv[i];
@@ -106,6 +109,7 @@ static int cmd_emit(int argc, char **argv) {
     else if (root) {
         SemaOptions opt = {.check = true, .backward = !strcmp(stage, "grad")};
         StepGraph *s = sema_lower(root, file, step, &opt, true);
+        if (s && !no_simplify) sema_simplify(s);
         if (s) {
             char *buf = NULL;
             size_t len = 0;

@@ -116,6 +116,9 @@ typedef struct {
 StepGraph *sema_lower(const Node *program, const char *path, const char *step,
                       const SemaOptions *opt, bool must);
 void sema_step_free(StepGraph *s);
+/* Constant folding, algebra, CSE and dead-code elimination (ir_simplify), keeping the
+ * StepGraph's ids valid. */
+void sema_simplify(StepGraph *s);
 /* text (an IR listing, a message) with the primes of symbolic dimensions named again. */
 char *sema_render(const StepGraph *s, const char *text);
 /* Every step of the root model, lowered in check mode: the shape check of `ltlc check`. */

@@ -20,7 +20,7 @@ static void gradcheck(Fn *f, int n, const Arg *args) {
   int x[8], wrt[8], nw = 0, grads[8];
   double *val[8];
   for (int i = 0; i < n; i++) {
-    char name[8];
+    char name[16];
     snprintf(name, sizeof name, "x%d", i);
     bool diff = args[i].t == IR_F64;
     x[i] = ok(ir_input(g, diff ? IR_IN_PARAM : IR_IN_DATA, name, args[i].t, args[i].s));
