@@ -1925,3 +1925,89 @@ void sema_check_steps(const Node *program, const char *path) {
         if (diag_error_count() > before) return; /* the steps share forward: report it once */
     }
 }
+
+/* ---- the trainer block ---- */
+
+static bool to_rt(Lower *L, RtTrainerConfig *c, const Value *v, RtValue *out, Span sp) {
+    switch (v->k) {
+    case VK_NONE: *out = (RtValue){RT_NONE, 0, 0, NULL}; return true;
+    case VK_BOOL: *out = (RtValue){RT_BOOL, v->i, 0, NULL}; return true;
+    case VK_INT: *out = (RtValue){RT_INT, v->i, 0, NULL}; return true;
+    case VK_FLOAT: *out = (RtValue){RT_FLOAT, 0, v->f, NULL}; return true;
+    case VK_STR: *out = (RtValue){RT_STR, 0, 0, rt_trainer_str(c, v->s)}; return true;
+    default: fail(L, sp, "a setting is a number, a string, true, false or none, not %s", describe(L, v)); return false;
+    }
+}
+
+/* callbacks = [checkpoint(monitor = "val_acc"), lr_monitor]: names with keyword settings */
+static bool components(Lower *L, RtTrainerConfig *c, const Node *list, RtComponent *out, int *n, int max,
+                       Scope *sc) {
+    const Node *one[1] = {list};
+    const Node *const *items = list->kind == N_LIST ? (const Node *const *)list->kids : one;
+    int count = list->kind == N_LIST ? list->nkids : 1;
+    for (int i = 0; i < count; i++) {
+        const Node *e = items[i], *callee = e->kind == N_CALL ? e->kids[0] : e;
+        if (callee->kind != N_NAME) { fail(L, e->span, "expected a name such as checkpoint(...)"); return false; }
+        if (*n == max) { fail(L, e->span, "at most %d of these", max); return false; }
+        RtComponent *comp = &out[(*n)++];
+        *comp = (RtComponent){.name = rt_trainer_str(c, callee->name)};
+        for (int k = 1; e->kind == N_CALL && k < e->nkids; k++) {
+            const Node *a = e->kids[k];
+            if (a->kind != N_KWARG || comp->n == 16) continue; /* sema_check_config reported it */
+            Value *v = eval(L, a->kids[0], sc);
+            if (!v || !to_rt(L, c, v, &comp->vals[comp->n], a->span)) return false;
+            comp->keys[comp->n++] = rt_trainer_str(c, a->name);
+        }
+    }
+    return true;
+}
+
+bool sema_trainer_config(const Node *program, const char *path, const char *const *ov, int nov,
+                         RtTrainerConfig *c) {
+    Lower L = {.check = true, .step_input = -1};
+    int errors = diag_error_count();
+    L.g = ir_new();
+    Scope *bs = scope_new(&L, NULL);
+    for (int i = 0; i < B_COUNT; i++) { Value *v = val(&L, VK_BUILTIN); v->id = i; scope_set(bs, builtins[i].name, v); }
+    rt_trainer_defaults(c);
+    c->nloggers = 1;
+    c->loggers[0] = (RtComponent){.name = "csv"}; /* Lightning logs somewhere by default */
+    File *f = load_file(&L, path, path, program, (Span){0});
+    const Node *t = NULL;
+    for (int i = 0; f && i < program->nkids; i++)
+        if (program->kids[i]->kind == N_TRAINER) t = program->kids[i];
+    for (int i = 0; t && i < t->kids[0]->nkids; i++) {
+        const Node *m = t->kids[0]->kids[i];
+        if (m->kind != N_BIND || m->kids[0]->nkids != 1) continue;
+        const char *flag = m->kids[0]->kids[0]->name;
+        const Node *e = m->kids[1];
+        if (!strcmp(flag, "callbacks")) {
+            c->ncallbacks = 0;
+            if (e->kind == N_LIST && !components(&L, c, e, c->callbacks, &c->ncallbacks, 16, f->globals)) break;
+            continue;
+        }
+        if (!strcmp(flag, "logger") && e->kind != N_BOOL) {
+            c->nloggers = 0;
+            if (!components(&L, c, e, c->loggers, &c->nloggers, 4, f->globals)) break;
+            continue;
+        }
+        Value *v = eval(&L, e, f->globals);
+        RtValue rv;
+        if (!v || !to_rt(&L, c, v, &rv, e->span)) break;
+        const char *err = rt_trainer_set(c, flag, &rv);
+        if (err) { diag_error(e->span, "%s", err); break; }
+        if (!strcmp(flag, "logger") && !rv.i) c->nloggers = 0;
+    }
+    for (int i = 0; i < nov && diag_error_count() == errors; i++) {
+        const char *eq = strchr(ov[i], '=');
+        if (!eq) { diag_plain_error("--trainer.%s: expected FLAG=VALUE", ov[i]); break; }
+        char *flag = xstrndup(ov[i], (size_t)(eq - ov[i]));
+        RtValue rv = rt_value_parse(c, eq + 1);
+        const char *err = rt_trainer_set(c, flag, &rv);
+        if (err) diag_plain_error("--trainer.%s: %s", ov[i], err);
+        free(flag);
+    }
+    ir_free(L.g);
+    lower_free(&L);
+    return diag_error_count() == errors;
+}

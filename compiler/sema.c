@@ -73,14 +73,14 @@ static char *join_names(const void *table, int n, size_t stride) {
 static int value_kind(const Node *v) {
     if (v->kind == N_UNARY && v->op == TK_MINUS) v = v->kids[0];
     switch (v->kind) {
-    case N_INT: return V_INT;
-    case N_FLOAT: return V_FLOAT;
-    case N_STRING: return V_STR;
-    case N_BOOL: return V_BOOL;
-    case N_LIST: return V_LIST;
-    case N_DICT: return V_DICT;
-    case N_NAME: return V_NAME;
-    case N_CALL: return V_CALL;
+    case N_INT: return RTV_INT;
+    case N_FLOAT: return RTV_FLOAT;
+    case N_STRING: return RTV_STR;
+    case N_BOOL: return RTV_BOOL;
+    case N_LIST: return RTV_LIST;
+    case N_DICT: return RTV_DICT;
+    case N_NAME: return RTV_NAME;
+    case N_CALL: return RTV_CALL;
     default: return 0; /* an expression: its type is sema's business, later */
     }
 }
@@ -90,7 +90,7 @@ static const char *kinds_text(int kinds) {
     buf[0] = 0;
     const char *names[] = {"an integer", "a number", "a string", "true or false", "a list",
                            "a dict", "a name", "a call"};
-    if ((kinds & V_NUM) == V_NUM) kinds &= ~V_INT;
+    if ((kinds & RTV_NUM) == RTV_NUM) kinds &= ~RTV_INT;
     for (int i = 0, first = 1; i < 8; i++)
         if (kinds & (1 << i)) {
             strcat(buf, first ? "" : " or ");
@@ -102,19 +102,19 @@ static const char *kinds_text(int kinds) {
 
 static void check_value(const char *flag, const Node *v, int kinds, const char *allowed) {
     int k = value_kind(v);
-    if (k == V_NAME && !(kinds & V_NAME)) return; /* a constant: checked once names resolve */
+    if (k == RTV_NAME && !(kinds & RTV_NAME)) return; /* a constant: checked once names resolve */
     if (k == 0) return;
-    if (k == V_INT && (kinds & V_FLOAT)) k = V_FLOAT;
+    if (k == RTV_INT && (kinds & RTV_FLOAT)) k = RTV_FLOAT;
     if (!(k & kinds)) {
         diag_error(v->span, "'%s' must be %s", flag, kinds_text(kinds));
         return;
     }
-    if (k == V_STR && allowed && !in_list(v->name, allowed)) {
+    if (k == RTV_STR && allowed && !in_list(v->name, allowed)) {
         char *msg = xasprintf("'%s' cannot be \"%s\"", flag, v->name);
         unknown(v->span, msg, v->name, allowed);
         free(msg);
     }
-    if ((k == V_INT || k == V_FLOAT) && v->kind == N_UNARY && strcmp(flag, "seed") != 0)
+    if ((k == RTV_INT || k == RTV_FLOAT) && v->kind == N_UNARY && strcmp(flag, "seed") != 0)
         diag_error(v->span, "'%s' cannot be negative", flag);
 }
 

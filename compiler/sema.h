@@ -1,69 +1,10 @@
-/* sema.h — semantic analysis. The trainer's flags, callbacks and loggers are tables here
- * because the checker and (later) the runtime both read them. */
+/* sema.h — semantic analysis: checks of the configuration (sema.c) and the model traced
+ * into step graphs (lower.c). */
 #ifndef LTL_SEMA_H
 #define LTL_SEMA_H
 #include "front.h"
 #include "ir.h"
-
-/* What a setting's value may be: a mask of these. */
-enum { V_INT = 1, V_FLOAT = 2, V_STR = 4, V_BOOL = 8, V_LIST = 16, V_DICT = 32, V_NAME = 64, V_CALL = 128 };
-#define V_NUM (V_INT | V_FLOAT)
-
-/* Trainer flags (names and meaning as in PyTorch Lightning 2.x; `seed` and `threads` are LTL's).
- * X(name, value kinds, allowed strings separated by '|' or NULL) */
-#define TRAINER_FLAGS(X)                                                             \
-    X(accelerator, V_STR, "auto|cpu|cuda")                                           \
-    X(strategy, V_STR, "auto|ddp")                                                   \
-    X(devices, V_INT | V_STR, "auto")                                                \
-    X(num_nodes, V_INT, NULL)                                                        \
-    X(precision, V_STR, "64-true|32-true|bf16-mixed|16-mixed|bf16-true")             \
-    X(logger, V_BOOL | V_LIST | V_NAME | V_CALL, NULL)                               \
-    X(callbacks, V_LIST, NULL)                                                       \
-    X(fast_dev_run, V_BOOL | V_INT, NULL)                                            \
-    X(max_epochs, V_INT, NULL)                                                       \
-    X(min_epochs, V_INT, NULL)                                                       \
-    X(max_steps, V_INT, NULL)                                                        \
-    X(min_steps, V_INT, NULL)                                                        \
-    X(max_time, V_STR | V_DICT, NULL)                                                \
-    X(limit_train_batches, V_NUM, NULL)                                              \
-    X(limit_val_batches, V_NUM, NULL)                                                \
-    X(limit_test_batches, V_NUM, NULL)                                               \
-    X(limit_predict_batches, V_NUM, NULL)                                            \
-    X(overfit_batches, V_NUM, NULL)                                                  \
-    X(val_check_interval, V_NUM, NULL)                                               \
-    X(check_val_every_n_epoch, V_INT, NULL)                                          \
-    X(num_sanity_val_steps, V_INT, NULL)                                             \
-    X(log_every_n_steps, V_INT, NULL)                                                \
-    X(enable_checkpointing, V_BOOL, NULL)                                            \
-    X(enable_progress_bar, V_BOOL, NULL)                                             \
-    X(enable_model_summary, V_BOOL, NULL)                                            \
-    X(accumulate_grad_batches, V_INT, NULL)                                          \
-    X(gradient_clip_val, V_NUM, NULL)                                                \
-    X(gradient_clip_algorithm, V_STR, "norm|value")                                  \
-    X(deterministic, V_BOOL, NULL)                                                   \
-    X(benchmark, V_BOOL, NULL)                                                       \
-    X(inference_mode, V_BOOL, NULL)                                                  \
-    X(profiler, V_STR, "simple|advanced")                                            \
-    X(detect_anomaly, V_BOOL, NULL)                                                  \
-    X(barebones, V_BOOL, NULL)                                                       \
-    X(default_root_dir, V_STR, NULL)                                                 \
-    X(seed, V_INT, NULL)                                                             \
-    X(threads, V_INT, NULL)
-
-/* Callbacks and loggers: X(name, "key|key|…") — the keyword arguments each accepts. */
-#define CALLBACKS(X)                                                                              \
-    X(checkpoint, "dirpath|filename|monitor|mode|save_top_k|save_last|every_n_epochs|"            \
-                  "every_n_train_steps|save_weights_only|save_on_train_epoch_end|verbose|"        \
-                  "auto_insert_metric_name")                                                      \
-    X(early_stopping, "monitor|min_delta|patience|mode|check_finite|stopping_threshold|"          \
-                      "divergence_threshold|verbose|strict|check_on_train_epoch_end")             \
-    X(lr_monitor, "logging_interval|log_momentum")                                                \
-    X(progress_bar, "refresh_rate")                                                               \
-    X(model_summary, "max_depth")                                                                 \
-    X(timer, "duration|interval")
-#define LOGGERS(X)                                        \
-    X(csv, "name|version|save_dir|flush_logs_every_n_steps") \
-    X(tensorboard, "name|version|save_dir")
+#include "rt.h"  /* TRAINER_FLAGS, CALLBACKS, LOGGERS */
 
 /* lower.c: the model traced into one IR graph per step (see docs/semantics.md). */
 typedef enum { INIT_UNIFORM, INIT_NORMAL, INIT_CONST } InitDist;
@@ -123,6 +64,11 @@ void sema_simplify(StepGraph *s);
 char *sema_render(const StepGraph *s, const char *text);
 /* Every step of the root model, lowered in check mode: the shape check of `ltlc check`. */
 void sema_check_steps(const Node *program, const char *path);
+
+/* The trainer block (with top-level constants evaluated) and `trainer.FLAG=VALUE`
+ * overrides, into the runtime's configuration. false after errors (reported). */
+bool sema_trainer_config(const Node *program, const char *path, const char *const *overrides,
+                         int noverrides, RtTrainerConfig *out);
 
 /* sema.c */
 /* Checks what can be checked without types: trainer flags, callbacks and loggers (unknown
