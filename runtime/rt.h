@@ -152,4 +152,46 @@ const char *rt_trainer_set(RtTrainerConfig *c, const char *flag, const RtValue *
 // Prints the configuration as `flag = value` lines (for --help-style dumps and tests).
 void rt_trainer_print(FILE *f, const RtTrainerConfig *c);
 
+//
+// fit.c — the loops (fit, validate, test, predict) with Lightning's flags, over an
+// interface the driver fills from the data pipeline, the compiled steps, the loggers and
+// the checkpoint writer, so the loop's rules are tested apart from all of them.
+//
+
+typedef enum { RT_TRAIN, RT_VAL, RT_TEST, RT_PREDICT, RT_NSTAGES } RtStage;
+typedef enum { RT_MEAN, RT_SUM, RT_MAX, RT_MIN } RtReduce;
+
+// A metric a step logs (from `log(...)` in the .ltl step).
+typedef struct { const char *name; bool prog_bar, on_step, on_epoch; RtReduce reduce; } RtMetricSpec;
+
+typedef struct RtLoop {
+    void *ctx;
+    // Batches per epoch of a stage's loader (0: the stage has no data or no step).
+    int64_t (*batches)(void *ctx, RtStage s);
+    // Loads batch i of epoch `epoch`; positions are explicit so that a resumed run repeats them.
+    bool (*load)(void *ctx, RtStage s, int64_t epoch, int64_t i);
+    // Runs the stage's step on the loaded batch and writes its metrics (in the order of
+    // specs[s]); the training step also updates the model and the optimizer state.
+    bool (*step)(void *ctx, RtStage s, int64_t global_step, double *metrics);
+    // One row of logged values (NULL: no logger). Epoch rows carry the epoch's aggregates.
+    void (*log)(void *ctx, int64_t step, int64_t epoch, int n, const char *const *names, const double *v);
+    // Progress: batch i of n of a stage (NULL: no bar).
+    void (*progress)(void *ctx, RtStage s, int64_t epoch, int64_t i, int64_t n, int nm,
+                     const char *const *names, const double *v);
+    // Saves a checkpoint at the end of an epoch (NULL: none).
+    bool (*save)(void *ctx, int64_t epoch, int64_t global_step);
+    const RtMetricSpec *specs[RT_NSTAGES];
+    int nspecs[RT_NSTAGES];
+    char err[512];           // why a callback or the loop stopped with an error
+    // Results, for the driver and the tests.
+    int64_t global_step, epochs_run, val_runs, train_batches_run, sanity_batches_run;
+    double last_epoch_metrics[64];   // the last epoch's aggregates of the train and val specs
+} RtLoop;
+
+// Runs a stage (fit: training with validation; validate/test/predict: one pass).
+// Returns 0, or 1 with L->err set.
+int rt_run(const RtTrainerConfig *c, RtLoop *L, RtStage stage);
+// How many batches a limit leaves of n (Lightning's int/float rule).
+int64_t rt_limit(RtAmount a, int64_t n);
+
 #endif

@@ -1,0 +1,183 @@
+/* fit.c — the training, validation, test and predict loops with Lightning's flags and
+ * logging rules. The data, the steps and the outputs come through RtLoop, so the rules here
+ * are tested on their own. */
+#include "rt.h"
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+int64_t rt_limit(RtAmount a, int64_t n) {
+    if (a.count) return (int64_t)a.v < n ? (int64_t)a.v : n;
+    return (int64_t)floor(a.v * (double)n); /* Lightning: int(fraction * batches) */
+}
+
+/* Per-stage aggregation of logged values over an epoch. */
+typedef struct { double acc[64]; int64_t count; } Agg;
+
+static void agg_add(Agg *a, const RtMetricSpec *s, int n, const double *v) {
+    for (int i = 0; i < n; i++) {
+        if (a->count == 0) a->acc[i] = v[i];
+        else if (s[i].reduce == RT_MAX) a->acc[i] = fmax(a->acc[i], v[i]);
+        else if (s[i].reduce == RT_MIN) a->acc[i] = fmin(a->acc[i], v[i]);
+        else a->acc[i] += v[i];
+    }
+    a->count++;
+}
+static double agg_value(const Agg *a, const RtMetricSpec *s, int i) {
+    return s[i].reduce == RT_MEAN && a->count ? a->acc[i] / (double)a->count : a->acc[i];
+}
+
+/* Lightning's names: a metric logged both per step and per epoch gets _step/_epoch. */
+static const char *metric_name(const RtMetricSpec *s, bool epoch, char *buf, size_t size) {
+    if (s->on_step && s->on_epoch) snprintf(buf, size, "%s_%s", s->name, epoch ? "epoch" : "step");
+    else snprintf(buf, size, "%s", s->name);
+    return buf;
+}
+
+typedef struct {
+    const char *names[64];
+    double v[64];
+    char store[64][96];
+    int n;
+} Row;
+
+static void row_add(Row *r, const RtMetricSpec *s, bool epoch, double v) {
+    if (r->n == 64) return;
+    r->names[r->n] = metric_name(s, epoch, r->store[r->n], sizeof r->store[r->n]);
+    r->v[r->n++] = v;
+}
+
+/* The values a progress bar shows: prog_bar metrics, latest step values and epoch aggregates. */
+typedef struct { Row row; } Bar;
+static void bar_set(Bar *b, const RtMetricSpec *s, double v) {
+    for (int i = 0; i < b->row.n; i++)
+        if (!strcmp(b->row.names[i], s->name)) { b->row.v[i] = v; return; }
+    if (b->row.n == 64) return;
+    snprintf(b->row.store[b->row.n], sizeof b->row.store[0], "%s", s->name);
+    b->row.names[b->row.n] = b->row.store[b->row.n];
+    b->row.v[b->row.n++] = v;
+}
+
+static bool fail(RtLoop *L, const char *what) {
+    if (!L->err[0]) snprintf(L->err, sizeof L->err, "%s", what);
+    return false;
+}
+
+/* Seconds in "DD:HH:MM:SS" (Lightning's max_time string); -1 when absent or malformed. */
+static double max_time_s(const char *t) {
+    int d, h, m, s;
+    if (!t || sscanf(t, "%d:%d:%d:%d", &d, &h, &m, &s) != 4) return -1;
+    return ((d * 24.0 + h) * 60 + m) * 60 + s;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* One pass over an evaluation stage: n batches, epoch aggregates logged unless sanity. */
+static bool evaluate(RtLoop *L, RtStage st, int64_t epoch, int64_t n, bool sanity, bool log_it, Bar *bar) {
+    const RtMetricSpec *s = L->specs[st];
+    int ns = L->nspecs[st];
+    double m[64];
+    Agg agg = {0};
+    for (int64_t i = 0; i < n; i++) {
+        if (!L->load(L->ctx, st, epoch, i)) return fail(L, "loading a batch failed");
+        if (!L->step(L->ctx, st, L->global_step, m)) return fail(L, "a step failed");
+        agg_add(&agg, s, ns, m);
+        if (sanity) L->sanity_batches_run++;
+        if (L->progress && !sanity) L->progress(L->ctx, st, epoch, i + 1, n, 0, NULL, NULL);
+    }
+    if (sanity || n == 0) return true;
+    Row r = {0};
+    for (int i = 0; i < ns; i++) {
+        double v = agg_value(&agg, s, i);
+        if (s[i].on_epoch) row_add(&r, &s[i], true, v);
+        if (s[i].prog_bar && bar) bar_set(bar, &s[i], v);
+        if (st == RT_VAL && i < 32) L->last_epoch_metrics[32 + i] = v;
+    }
+    if (log_it && L->log && r.n) L->log(L->ctx, L->global_step, epoch, r.n, r.names, r.v);
+    if (st == RT_VAL) L->val_runs++;
+    return true;
+}
+
+static int fit(const RtTrainerConfig *c, RtLoop *L) {
+    bool dev = c->fast_dev_run > 0;
+    int64_t max_epochs = dev ? 1 : c->max_epochs < 0 && c->max_steps < 0 ? 1000 : c->max_epochs;
+    int64_t ntrain = L->batches(L->ctx, RT_TRAIN), nval = L->batches(L->ctx, RT_VAL);
+    if (ntrain <= 0) return fail(L, "fit needs training data and a training_step"), 1;
+    ntrain = dev ? (c->fast_dev_run < ntrain ? c->fast_dev_run : ntrain) : rt_limit(c->limit_train_batches, ntrain);
+    nval = dev ? (c->fast_dev_run < nval ? c->fast_dev_run : nval) : rt_limit(c->limit_val_batches, nval);
+    if (ntrain == 0) return fail(L, "limit_train_batches leaves no training batch"), 1;
+    bool log_it = !dev && !c->barebones;
+    int64_t every = c->val_check_interval.count ? (int64_t)c->val_check_interval.v
+                                                : (int64_t)floor(c->val_check_interval.v * (double)ntrain);
+    if (every < 1) every = 1;
+    double limit_s = max_time_s(c->max_time), start = now_s();
+    const RtMetricSpec *s = L->specs[RT_TRAIN];
+    int ns = L->nspecs[RT_TRAIN];
+    Bar bar = {0};
+    /* Sanity check: a few validation batches first, so a broken validation_step fails fast. */
+    int64_t sanity = dev || c->barebones ? 0 : c->num_sanity_val_steps < 0 ? nval : c->num_sanity_val_steps;
+    if (sanity > nval) sanity = nval;
+    if (sanity > 0 && !evaluate(L, RT_VAL, 0, sanity, true, false, NULL)) return 1;
+    bool stop = false;
+    for (int64_t epoch = 0; !stop && (max_epochs < 0 || epoch < max_epochs); epoch++) {
+        if (c->max_steps >= 0 && L->global_step >= c->max_steps) break;
+        Agg agg = {0};
+        bool val_epoch = nval > 0 && (epoch + 1) % c->check_val_every_n_epoch == 0;
+        for (int64_t i = 0; i < ntrain; i++) {
+            double m[64];
+            if (!L->load(L->ctx, RT_TRAIN, epoch, i)) return fail(L, "loading a batch failed"), 1;
+            if (!L->step(L->ctx, RT_TRAIN, L->global_step, m)) return fail(L, "the training step failed"), 1;
+            L->global_step++;
+            L->train_batches_run++;
+            agg_add(&agg, s, ns, m);
+            Row r = {0};
+            for (int k = 0; k < ns; k++) {
+                if (s[k].on_step) row_add(&r, &s[k], false, m[k]);
+                if (s[k].prog_bar && s[k].on_step) bar_set(&bar, &s[k], m[k]);
+            }
+            if (log_it && L->log && r.n && L->global_step % c->log_every_n_steps == 0)
+                L->log(L->ctx, L->global_step - 1, epoch, r.n, r.names, r.v);
+            if (L->progress && c->enable_progress_bar && !c->barebones)
+                L->progress(L->ctx, RT_TRAIN, epoch, i + 1, ntrain, bar.row.n, bar.row.names, bar.row.v);
+            bool last = i + 1 == ntrain;
+            if (c->max_steps >= 0 && L->global_step >= c->max_steps) stop = true;
+            if (limit_s >= 0 && now_s() - start >= limit_s) stop = true;
+            /* validation every `every` batches and at the end of the epoch it falls in */
+            if (val_epoch && ((i + 1) % every == 0 || (last && every >= ntrain)))
+                if (!evaluate(L, RT_VAL, epoch, nval, false, log_it, &bar)) return 1;
+            if (stop) break;
+        }
+        Row r = {0};
+        for (int k = 0; k < ns; k++) {
+            double v = agg_value(&agg, s, k);
+            if (s[k].on_epoch) row_add(&r, &s[k], true, v);
+            if (k < 32) L->last_epoch_metrics[k] = v;
+        }
+        if (log_it && L->log && r.n) L->log(L->ctx, L->global_step - 1, epoch, r.n, r.names, r.v);
+        L->epochs_run++;
+        if (!dev && c->enable_checkpointing && !c->barebones && L->save && !L->save(L->ctx, epoch, L->global_step))
+            return fail(L, "saving the checkpoint failed"), 1;
+        if (epoch + 1 < c->min_epochs) stop = false;
+    }
+    return 0;
+}
+
+int rt_run(const RtTrainerConfig *c, RtLoop *L, RtStage stage) {
+    L->err[0] = 0;
+    if (stage == RT_TRAIN) return fit(c, L);
+    int64_t n = L->batches(L->ctx, stage);
+    RtAmount lim = stage == RT_VAL ? c->limit_val_batches : stage == RT_TEST ? c->limit_test_batches
+                                                                                : c->limit_predict_batches;
+    n = c->fast_dev_run > 0 ? (c->fast_dev_run < n ? c->fast_dev_run : n) : rt_limit(lim, n);
+    if (n <= 0) {
+        snprintf(L->err, sizeof L->err, "no %s data or no %s", stage == RT_VAL ? "validation" : stage == RT_TEST ? "test" : "predict",
+                 stage == RT_VAL ? "validation_step" : stage == RT_TEST ? "test_step" : "predict_step");
+        return 1;
+    }
+    return evaluate(L, stage, 0, n, false, c->fast_dev_run == 0 && !c->barebones, NULL) ? 0 : 1;
+}
