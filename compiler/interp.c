@@ -137,8 +137,9 @@ static int k_binary(const Kx *k) {
   bstrides(ISH(0), s.rank, sa);
   bstrides(ISH(1), s.rank, sb);
   int64_t n = ir_numel(s);
+  bool da = ir_shape_eq(ISH(0), s), db = ir_shape_eq(ISH(1), s); /* not broadcast: direct */
   for (int64_t i = 0; i < n; i++) {
-    double a = k->in[0][offset(i, s, sa)], b = k->in[1][offset(i, s, sb)], r;
+    double a = k->in[0][da ? i : offset(i, s, sa)], b = k->in[1][db ? i : offset(i, s, sb)], r;
     switch (k->n->op) {
     case IR_ADD: r = a + b; break;
     case IR_SUB: r = a - b; break;
@@ -273,13 +274,14 @@ static int k_matmul(const Kx *k) {
     const double *A = k->in[0] + offset(t, batch, sa) * M * K;
     const double *B = k->in[1] + offset(t, batch, sb) * K * N;
     double *C = k->out + t * M * N;
-    for (int64_t i = 0; i < M; i++)
-      for (int64_t j = 0; j < N; j++) {
-        double s = 0;
-        for (int64_t p = 0; p < K; p++)
-          s += A[i * K + p] * B[p * N + j];
-        C[i * N + j] = s;
-      }
+    /* C[i, j] = sum over p of A[i, p] B[p, j], p in order; rows of B walked contiguously */
+    for (int64_t i = 0; i < M; i++) {
+      for (int64_t j = 0; j < N; j++)
+        C[i * N + j] = 0;
+      for (int64_t p = 0; p < K; p++)
+        for (int64_t j = 0; j < N; j++)
+          C[i * N + j] += A[i * K + p] * B[p * N + j];
+    }
   }
   return 0;
 }
@@ -369,40 +371,62 @@ static int k_pad(const Kx *k) {
   return 0;
 }
 
-/* ---- convolution: one loop nest visits every (output, tap) pair; the three kernels differ
- * only in which of x, w, y is written ---- */
+/* ---- convolution: one loop nest visits every (output position, tap) pair; the three
+ * kernels differ only in which of x, w, y they accumulate into ---- */
 
 typedef enum { CONV_FWD, CONV_DATA, CONV_FILTER } ConvMode;
+
+/* The output positions o in [0, n) whose input position o * stride + off is in [0, in):
+ * the taps that do not fall on zero padding. */
+static void in_bounds(int64_t n, int64_t in, int64_t stride, int64_t off, int64_t *lo, int64_t *hi) {
+  *lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+  *hi = in - off <= 0 ? 0 : (in - off - 1) / stride + 1;
+  if (*hi > n)
+    *hi = n;
+  if (*lo > *hi)
+    *lo = *hi;
+}
 
 static void conv_loops(ConvMode mode, const IrAttr *a, IrShape xs, IrShape ws, double *x,
                        double *w, double *y) {
   int64_t N = xs.d[0], C = xs.d[1], H = xs.d[2], W = xs.d[3];
   int64_t O = ws.d[0], Cg = ws.d[1], KH = ws.d[2], KW = ws.d[3];
-  int64_t G = a->groups, Og = O / G;
-  int64_t OH = (H + 2 * a->pad[0] - a->dil[0] * (KH - 1) - 1) / a->stride[0] + 1;
-  int64_t OW = (W + 2 * a->pad[1] - a->dil[1] * (KW - 1) - 1) / a->stride[1] + 1;
+  int64_t Og = O / a->groups, sh = a->stride[0], sw = a->stride[1];
+  int64_t OH = (H + 2 * a->pad[0] - a->dil[0] * (KH - 1) - 1) / sh + 1;
+  int64_t OW = (W + 2 * a->pad[1] - a->dil[1] * (KW - 1) - 1) / sw + 1;
+  /* taps outside, output positions inside: y[oh, ow] meets x[oh sh + offh, ow sw + offw] */
   for (int64_t n = 0; n < N; n++)
     for (int64_t o = 0; o < O; o++)
-      for (int64_t oh = 0; oh < OH; oh++)
-        for (int64_t ow = 0; ow < OW; ow++) {
-          double *yv = &y[((n * O + o) * OH + oh) * OW + ow];
-          for (int64_t c = 0; c < Cg; c++)
-            for (int64_t kh = 0; kh < KH; kh++)
-              for (int64_t kw = 0; kw < KW; kw++) {
-                int64_t ih = oh * a->stride[0] - a->pad[0] + kh * a->dil[0];
-                int64_t iw = ow * a->stride[1] - a->pad[1] + kw * a->dil[1];
-                if (ih < 0 || ih >= H || iw < 0 || iw >= W)
-                  continue; /* zero padding */
-                int64_t ci = (o / Og) * Cg + c;
-                double *xv = &x[((n * C + ci) * H + ih) * W + iw];
-                double *wv = &w[((o * Cg + c) * KH + kh) * KW + kw];
-                switch (mode) {
-                case CONV_FWD: *yv += *xv * *wv; break;
-                case CONV_DATA: *xv += *yv * *wv; break;
-                case CONV_FILTER: *wv += *yv * *xv; break;
-                }
+      for (int64_t c = 0; c < Cg; c++) {
+        int64_t ci = (o / Og) * Cg + c; /* output channel o reads its group's inputs */
+        double *xc = &x[(n * C + ci) * H * W], *yc = &y[(n * O + o) * OH * OW];
+        for (int64_t kh = 0; kh < KH; kh++)
+          for (int64_t kw = 0; kw < KW; kw++) {
+            double *wv = &w[((o * Cg + c) * KH + kh) * KW + kw];
+            int64_t offh = kh * a->dil[0] - a->pad[0], offw = kw * a->dil[1] - a->pad[1];
+            int64_t h0, h1, w0, w1;
+            in_bounds(OH, H, sh, offh, &h0, &h1);
+            in_bounds(OW, W, sw, offw, &w0, &w1);
+            for (int64_t oh = h0; oh < h1; oh++) {
+              int64_t xo = (oh * sh + offh) * W + offw; /* x[xo + ow sw] meets yr[ow] */
+              double *yr = &yc[oh * OW];
+              switch (mode) {
+              case CONV_FWD:
+                for (int64_t ow = w0; ow < w1; ow++)
+                  yr[ow] += xc[xo + ow * sw] * *wv;
+                break;
+              case CONV_DATA:
+                for (int64_t ow = w0; ow < w1; ow++)
+                  xc[xo + ow * sw] += yr[ow] * *wv;
+                break;
+              case CONV_FILTER:
+                for (int64_t ow = w0; ow < w1; ow++)
+                  *wv += yr[ow] * xc[xo + ow * sw];
+                break;
               }
-        }
+            }
+          }
+      }
 }
 
 static int k_conv2d(const Kx *k) {

@@ -79,7 +79,9 @@ typedef struct {
   /* INPUT */
   IrInputKind kind;
   const char *name;
-  /* CONST: numel(shape) values when data is set, else every element is a.value */
+  /* CONST: numel(shape) values when data is set, else every element is a.value.  Kept as
+   * given (a literal's double value) and rounded to dtype when run, so the f64 interpreter
+   * sees 0.1, not f32's 0.100000001. */
   const double *data;
   int line, col; /* source position for diagnostics; 0 when unknown */
 } IrNode;

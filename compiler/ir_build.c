@@ -589,7 +589,8 @@ int ir_make(IrGraph *g, IrOp op, const int *in, int nin, const IrAttr *a) {
   n->op = op;
   n->nin = nin;
   n->in = ir_alloc(g, (size_t)(nin ? nin : 1) * sizeof(int));
-  memcpy(n->in, in, (size_t)nin * sizeof(int));
+  if (nin > 0)
+    memcpy(n->in, in, (size_t)nin * sizeof(int));
   if (a)
     n->a = *a;
   n->line = g->line;
@@ -680,7 +681,7 @@ int ir_const(IrGraph *g, double v, IrDtype t, IrShape s) {
   IrAttr a = no_attr();
   a.dtype = t;
   a.shape = s;
-  a.value = ir_round(t, v);
+  a.value = v; /* unrounded: rounded to t when run, except by the f64 interpreter */
   return ir_make(g, IR_CONST, NULL, 0, &a);
 }
 
@@ -692,8 +693,7 @@ int ir_const_data(IrGraph *g, IrDtype t, IrShape s, const double *v) {
     return -1;
   int64_t k = ir_numel(s);
   double *d = ir_alloc(g, (size_t)(k ? k : 1) * sizeof *d);
-  for (int64_t i = 0; i < k; i++)
-    d[i] = ir_round(t, v[i]);
+  memcpy(d, v, (size_t)k * sizeof *d);
   g->node[c].data = d;
   return c;
 }

@@ -1,6 +1,8 @@
 /* ir_fold.c — constant folding: a node whose operands are all constants is evaluated now, by
  * the reference interpreter's kernel for it, and becomes a constant in place.  A result whose
- * elements are all equal becomes a fill (no data); others keep their values when small. */
+ * elements are all equal becomes a fill (no data); others keep their values when small.
+ * Folding computes with each op rounded to its dtype, as an f32 run does: a folded graph runs
+ * bit-identically to the unfolded one (the f64 interpreter then sees the rounded constants). */
 #include "ir.h"
 
 #include <stdlib.h>
@@ -8,12 +10,12 @@
 
 enum { FOLD_MAX = 1 << 16 }; /* largest tensor folded (elements): keep graphs small */
 
-/* the values of constant c, expanded */
+/* the values of constant c, expanded and rounded to its dtype as a run would */
 static double *values(const IrNode *c) {
   int64_t n = ir_numel(c->shape);
   double *v = malloc((size_t)(n ? n : 1) * sizeof *v);
   for (int64_t i = 0; v && i < n; i++)
-    v[i] = c->data ? c->data[i] : c->a.value;
+    v[i] = ir_round(c->dtype, c->data ? c->data[i] : c->a.value);
   return v;
 }
 

@@ -83,7 +83,8 @@ int ir_sgd(IrGraph *g, const char *prefix, const IrSgd *o, const int *params, co
   int first = -1;
   if (o->momentum != 0 && o->dampening != 0) {
     int next, t = step_counter(g, prefix, &next);
-    first = ir_eq(g, t, ir_scalar(g, 0, IR_I64));
+    if ((first = ir_eq(g, t, ir_scalar(g, 0, IR_I64))) < 0)
+      return -1;
   }
   for (int i = 0; i < n; i++) {
     int p = params[i], d = grads[i];
@@ -93,6 +94,8 @@ int ir_sgd(IrGraph *g, const char *prefix, const IrSgd *o, const int *params, co
       d = ir_add(g, d, ir_mul(g, lit(g, p, o->weight_decay), p));
     if (o->momentum != 0) {
       int buf = state_like(g, p, "momentum_buffer");
+      if (buf < 0)
+        return -1;
       int nb = ir_add(g, ir_mul(g, lit(g, p, o->momentum), buf),
                       ir_mul(g, lit(g, p, 1 - o->dampening), d));
       if (first >= 0)
@@ -140,7 +143,10 @@ int ir_adam(IrGraph *g, const char *prefix, const IrAdam *o, const int *params,
       p = ir_mul(g, p, ir_cast(g, decay, pt));
     else if (o->weight_decay != 0)
       d = ir_add(g, d, ir_mul(g, lit(g, p, o->weight_decay), p));
-    int m = state_like(g, p0, "exp_avg"), v = state_like(g, p0, "exp_avg_sq");
+    int m = state_like(g, p0, "exp_avg");
+    int v = m < 0 ? -1 : state_like(g, p0, "exp_avg_sq");
+    if (v < 0)
+      return -1; /* a name taken: the param is in two optimizers */
     int nm = ir_add(g, m, ir_mul(g, lit(g, p0, 1 - o->beta1), ir_sub(g, d, m)));
     int nv = ir_add(g, ir_mul(g, lit(g, p0, o->beta2), v),
                     ir_mul(g, lit(g, p0, 1 - o->beta2), ir_mul(g, d, d)));
@@ -149,6 +155,8 @@ int ir_adam(IrGraph *g, const char *prefix, const IrAdam *o, const int *params,
     int vhat = nv;
     if (o->amsgrad) {
       int vmax = state_like(g, p0, "max_exp_avg_sq");
+      if (vmax < 0)
+        return -1;
       vhat = ir_maximum(g, vmax, nv);
       if (update(g, vhat, vmax) < 0)
         return -1;

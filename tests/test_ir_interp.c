@@ -124,6 +124,16 @@ Test(interp, f32_mode_rounds_each_op) {
   interp_free(ip);
 }
 
+Test(interp, f64_mode_keeps_literals_exact) {
+  /* an f32 graph run in f64 mode: 0.1 is 0.1, not f32's 0.100000001; f32 mode rounds it */
+  int c = ok(ir_mul(g, ir_scalar(g, 0.1, IR_F32), ir_scalar(g, 3, IR_F32)));
+  check(c, 0, 0.1 * 3);
+  IrInterp *ip = interp_new(g, false);
+  cr_assert_null(interp_run(ip));
+  cr_expect_eq(interp_scalar(ip, c), (double)(0.1f * 3.0f));
+  interp_free(ip);
+}
+
 Test(interp, reductions) {
   int x = data(IR_F64, IR_SHAPE(2, 3), D(1, 2, 3, 4, 5, 6));
   check(ir_sum(g, x, (int[]){0}, 1, false), 0, 5, 7, 9);

@@ -283,3 +283,49 @@ Test(optim, errors) {
   cr_expect_str_eq(ir_error(g), "adam: betas (0.9, 1) must be in [0, 1)");
   ir_free(g);
 }
+
+Test(optim, two_optimizers_two_groups) {
+  /* a GAN's step: each loss w.r.t. its own group, each group stepped by its own Adam */
+  IrGraph *g = ir_new();
+  int z = ok(ir_input(g, IR_IN_DATA, "z", IR_F64, IR_SHAPE(4, 2)));
+  int gw = ok(ir_input(g, IR_IN_PARAM, "G.w", IR_F64, IR_SHAPE(2, 2)));
+  int dw = ok(ir_input(g, IR_IN_PARAM, "D.w", IR_F64, IR_SHAPE(1, 2)));
+  int fake = ok(ir_linear(g, z, gw, -1));
+  int ones = ok(ir_const(g, 1, IR_F64, IR_SHAPE(4, 1))), zeros = ok(ir_const(g, 0, IR_F64, IR_SHAPE(4, 1)));
+  int g_loss = ok(ir_bce_with_logits(g, ir_linear(g, fake, dw, -1), ones));
+  int d_loss = ok(ir_bce_with_logits(g, ir_linear(g, ir_detach(g, fake), dw, -1), zeros));
+  int gg, gd;
+  cr_assert_eq(ad_grad(g, g_loss, &gw, 1, &gg), 0);
+  cr_assert_eq(ad_grad(g, d_loss, &dw, 1, &gd), 0);
+  IrAdam a = ir_adam_defaults(ok(ir_scalar(g, 0.1, IR_F64)));
+  a.beta1 = 0.5;
+  cr_assert_eq(ir_adam(g, "opt_G", &a, &gw, &gg, 1), 0, "%s", ir_error(g));
+  cr_assert_eq(ir_adam(g, "opt_D", &a, &dw, &gd, 1), 0, "%s", ir_error(g));
+  cr_expect_eq(ir_adam(g, "opt_D2", &a, &dw, &gd, 1), -1, "one param, one optimizer");
+  cr_expect_str_eq(ir_error(g), "input: \"D.w.exp_avg\" is defined twice");
+  cr_expect_geq(ir_find_input(g, "opt_G.step"), 0);
+  cr_expect_geq(ir_find_input(g, "opt_D.step"), 0);
+  double vz[8], vg[4], vd[2], zero[4] = {0};
+  int64_t t0 = 0;
+  fill_uniform(vz, 8, 5, -1, 1);
+  fill_uniform(vg, 4, 6, -1, 1);
+  fill_uniform(vd, 2, 7, -1, 1);
+  IrInterp *ip = interp_new(g, true);
+  interp_set_f64(ip, z, vz);
+  interp_set_f64(ip, gw, vg);
+  interp_set_f64(ip, dw, vd);
+  for (int i = 0; i < g->n; i++)
+    if (g->node[i].op == IR_INPUT && g->node[i].kind == IR_IN_STATE)
+      interp_set(ip, i, g->node[i].dtype == IR_I64 ? (void *)&t0 : (void *)zero);
+  cr_assert_null(interp_run(ip));
+  int moved = 0;
+  for (int k = 0; k < g->nout; k++) {
+    const IrOutput *o = &g->out[k];
+    if (o->target == gw || o->target == dw) /* the first Adam step moves each weight by ~lr */
+      for (int i = 0; i < (o->target == gw ? 4 : 2); i++)
+        moved += fabs(interp_data(ip, o->value)[i] - (o->target == gw ? vg : vd)[i]) > 0.09;
+  }
+  cr_expect_eq(moved, 6);
+  interp_free(ip);
+  ir_free(g);
+}
