@@ -25,7 +25,7 @@ ifeq ($(SAN),1)
   LDSAN = -fsanitize=address,undefined
 endif
 CFLAGS  += $(CFLAGS_BASE)
-LDLIBS  += -lm -lpthread -lz
+LDLIBS  += -lm -lpthread -lz -lcjson
 
 # Generated front end: re2c lexer and Lemon parser, never committed.
 GEN_C   = $(BUILD)/gen/lexer.c $(BUILD)/gen/parser.c

@@ -759,8 +759,14 @@ static Flow run_stmts(Lower *L, const Node *seq, Scope *sc);
 
 static bool bind_targets(Lower *L, const Node *targets, Value *v, Scope *sc, Span sp) {
     if (targets->nkids == 1) { scope_set(sc, targets->kids[0]->name, v); return true; }
-    if (v->k == VK_OPAQUE) {
-        for (int i = 0; i < targets->nkids; i++) scope_set(sc, targets->kids[i]->name, v);
+    if (v->k == VK_OPAQUE) { /* train, val = split(...): part i of the source */
+        for (int i = 0; i < targets->nkids; i++) {
+            Value *part = val(L, VK_OPAQUE);
+            part->s = "part";
+            part->i = i;
+            v_push(part, NULL, v);
+            scope_set(sc, targets->kids[i]->name, part);
+        }
         return true;
     }
     if ((v->k != VK_TUPLE && v->k != VK_LIST) || v->n != targets->nkids) {
@@ -1013,7 +1019,13 @@ static Value *b_random(Lower *L, int which, Value **a, Span sp) {
 static Value *builtin(Lower *L, int which, const Node *call, Value **pos, int npos, const char **kwn,
                       Value **kwv, int nkw) {
     Span sp = call ? call->span : (Span){0};
-    if (which >= BASE_DATA) { Value *v = val(L, VK_OPAQUE); v->s = data_fns[which - BASE_DATA]; return v; }
+    if (which >= BASE_DATA) { /* a description of a data source, built by the runtime */
+        Value *v = val(L, VK_OPAQUE);
+        v->s = data_fns[which - BASE_DATA];
+        for (int i = 0; i < npos; i++) v_push(v, NULL, pos[i]);
+        for (int i = 0; i < nkw; i++) v_push(v, kwn[i], kwv[i]);
+        return v;
+    }
     if (which >= BASE_CONFIG) {
         const char *name = configs[which - BASE_CONFIG].name;
         if (npos) return fail(L, sp, "%s takes keyword arguments: %s(name = value, ...)", name, name);
@@ -1523,6 +1535,9 @@ static Module *instantiate(Lower *L, Value *cls, const Node *call, Value **pos, 
     free(sig);
     free(args);
     L->depth--;
+    const char *dot = strchr(path, '.');
+    if (ok && L->out && dot && !dot[1] && strcmp(path, "data.") && L->out->nsubs < 64) /* "l1.": a child of the root */
+        L->out->subs[L->out->nsubs++].type = decl->name, L->out->subs[L->out->nsubs - 1].name = path;
     return ok ? m : NULL;
 }
 
@@ -1876,6 +1891,12 @@ StepGraph *sema_lower(const Node *program, const char *path, const char *step, c
     ok = diag_error_count() == errors;
 done:
     for (int i = 0; i < o->nparams; i++) o->params[i].name = o->g->node[o->params[i].id].name;
+    for (int i = 0; i < o->nsubs; i++) {
+        char *nm = xstrndup(o->subs[i].name, strlen(o->subs[i].name) - 1);
+        o->subs[i].name = ir_strdup(o->g, nm);
+        o->subs[i].type = ir_strdup(o->g, o->subs[i].type);
+        free(nm);
+    }
     for (int i = 0; i < o->nlogs; i++) {
         o->logs[i].name = ir_strdup(o->g, o->logs[i].name);
         o->logs[i].reduce_fx = ir_strdup(o->g, o->logs[i].reduce_fx);
@@ -2011,3 +2032,208 @@ bool sema_trainer_config(const Node *program, const char *path, const char *cons
     lower_free(&L);
     return diag_error_count() == errors;
 }
+
+/* ---- the data module, for the runtime ---- */
+
+typedef struct { Value *v; DataExpr *e; } Memo;
+
+static DataExpr *data_expr(Lower *L, DataPlan *dp, Value *v, Memo *memo, int *nmemo, Span sp);
+
+static bool data_arg(Lower *L, DataPlan *dp, Value *v, DataArg *a, Memo *memo, int *nmemo, Span sp) {
+    if (is_num(v)) { a->kind = DA_NUM; a->num = num(v); return true; }
+    if (v->k == VK_STR) { a->kind = DA_STR; a->str = rt_trainer_str(&dp->strings, v->s); return true; }
+    if (v->k == VK_OPAQUE) { a->kind = DA_EXPR; return (a->expr = data_expr(L, dp, v, memo, nmemo, sp)) != NULL; }
+    if ((v->k == VK_LIST || v->k == VK_TUPLE) && v->n <= 16) {
+        a->kind = DA_LIST;
+        a->nlist = v->n;
+        for (int i = 0; i < v->n; i++)
+            if (!want_num(L, v->items[i], sp, "a list element", &a->list[i])) return false;
+        return true;
+    }
+    fail(L, sp, "a data source takes numbers, strings, lists of numbers and other sources, not %s", describe(L, v));
+    return false;
+}
+
+static DataExpr *data_expr(Lower *L, DataPlan *dp, Value *v, Memo *memo, int *nmemo, Span sp) {
+    for (int i = 0; i < *nmemo; i++)
+        if (memo[i].v == v) return memo[i].e; /* a source used twice is one source */
+    if (dp->nexprs == 64 || v->n > 8 || *nmemo == 64) { fail(L, sp, "the data sources are too complex"); return NULL; }
+    DataExpr *e = &dp->exprs[dp->nexprs++];
+    memo[(*nmemo)++] = (Memo){v, e};
+    *e = (DataExpr){.fn = rt_trainer_str(&dp->strings, v->s), .part = v->i, .n = v->n};
+    for (int i = 0; i < v->n; i++) {
+        e->keys[i] = v->keys[i] ? rt_trainer_str(&dp->strings, v->keys[i]) : NULL;
+        if (!data_arg(L, dp, v->items[i], &e->args[i], memo, nmemo, sp)) return NULL;
+    }
+    return e;
+}
+
+static bool tf_push(Lower *L, DataPlan *dp, TfStep *steps, int *n, TfStep t, Span sp) {
+    if (t.kind == TF_SCALE && *n && steps[*n - 1].kind == TF_SCALE) { /* merge affine maps */
+        TfStep *p = &steps[*n - 1];
+        p->b = t.a * p->b + t.b;
+        p->a *= t.a;
+        return true;
+    }
+    (void)dp;
+    if (*n == 16) { fail(L, sp, "at most 16 transform steps"); return false; }
+    steps[(*n)++] = t;
+    return true;
+}
+
+static double kw_num(Lower *L, const Node *call, Scope *sc, const char *key, int pos, double def, bool *ok) {
+    for (int i = 1; i < call->nkids; i++) {
+        const Node *a = call->kids[i];
+        bool hit = a->kind == N_KWARG ? !strcmp(a->name, key) : i - 1 == pos;
+        if (!hit) continue;
+        Value *v = eval(L, a->kind == N_KWARG ? a->kids[0] : a, sc);
+        double d = def;
+        if (!v || !want_num(L, v, a->span, key, &d)) *ok = false;
+        return d;
+    }
+    return def;
+}
+
+/* Whether expression e uses the name x. */
+static bool mentions(const Node *e, const char *x) {
+    if (!e) return false;
+    if (e->kind == N_NAME && !strcmp(e->name, x)) return true;
+    for (int i = 0; i < e->nkids; i++)
+        if (mentions(e->kids[i], x)) return true;
+    return false;
+}
+
+/* A transform is an expression of its parameter built from arithmetic with numbers and the
+ * pipeline's primitives; it becomes the list of primitives, innermost first. */
+static bool tf_compile(Lower *L, DataPlan *dp, Module *m, const Node *e, const char *x, TfStep *st, int *n) {
+    Scope *sc = m->scope;
+    if (e->kind == N_NAME && !strcmp(e->name, x)) return true;
+    if (e->kind == N_UNARY && e->op == TK_MINUS) {
+        return tf_compile(L, dp, m, e->kids[0], x, st, n) && tf_push(L, dp, st, n, (TfStep){TF_SCALE, -1, 0, 0, 0}, e->span);
+    }
+    if (e->kind == N_BINARY && (e->op == TK_PLUS || e->op == TK_MINUS || e->op == TK_STAR || e->op == TK_SLASH)) {
+        /* one side is a number known now, the other depends on x */
+        for (int side = 0; side < 2; side++) {
+            if (mentions(e->kids[side], x)) continue;
+            Value *c;
+            c = eval(L, e->kids[side], sc);
+            double k;
+            if (!c || !want_num(L, c, e->kids[side]->span, "a transform constant", &k)) return false;
+            if (!tf_compile(L, dp, m, e->kids[1 - side], x, st, n)) return false;
+            TfStep t = {TF_SCALE, 1, 0, 0, 0};
+            switch (e->op) {
+            case TK_PLUS: t.b = k; break;
+            case TK_MINUS: if (side == 1) t.b = -k; else { t.a = -1; t.b = k; } break;
+            case TK_STAR: t.a = k; break;
+            default:
+                if (side == 0) { fail(L, e->span, "a transform cannot divide by its input"); return false; }
+                if (k == 0) { fail(L, e->kids[1]->span, "division by zero"); return false; }
+                t.a = 1 / k;
+            }
+            return tf_push(L, dp, st, n, t, e->span);
+        }
+    }
+    if (e->kind == N_CALL && e->kids[0]->kind == N_NAME && e->nkids >= 2) {
+        const char *fn = e->kids[0]->name;
+        const Node *arg = e->kids[1];
+        bool ok = true;
+        Value *method = scope_get_local(sc, fn);
+        if (method && method->k == VK_FUNC && method->node->kids[0]->nkids == 1) { /* another transform */
+            const Node *body = method->node->kids[2];
+            if (body->kind == N_SEQ) { fail(L, e->span, "a transform is one expression: name(x) = ..."); return false; }
+            return tf_compile(L, dp, m, arg, x, st, n) && tf_compile(L, dp, m, body, method->node->kids[0]->kids[0]->name, st, n);
+        }
+        TfStep t = {0};
+        if (!strcmp(fn, "normalize")) {
+            t = (TfStep){TF_NORMALIZE, kw_num(L, e, sc, "mean", 1, 0, &ok), kw_num(L, e, sc, "std", 2, 1, &ok), 0, 0};
+            if (t.b == 0) { fail(L, e->span, "normalize needs std != 0"); return false; }
+        } else if (!strcmp(fn, "random_crop")) {
+            t = (TfStep){TF_RANDOM_CROP, kw_num(L, e, sc, "size", 1, -1, &ok), kw_num(L, e, sc, "padding", 2, 0, &ok), 0, 0};
+            if (t.a <= 0) { fail(L, e->span, "random_crop needs a size"); return false; }
+        } else if (!strcmp(fn, "hflip")) {
+            t = (TfStep){TF_HFLIP, kw_num(L, e, sc, "p", 1, 0.5, &ok), 0, 0, 0};
+        } else if (!strcmp(fn, "random_erasing")) {
+            t = (TfStep){TF_RANDOM_ERASING, kw_num(L, e, sc, "p", 1, 0.5, &ok), 0, 0, 0};
+        } else {
+            fail(L, e->span, "'%s' is not a transform the data pipeline knows (normalize, random_crop, hflip, "
+                 "random_erasing, arithmetic with numbers)", fn);
+            return false;
+        }
+        return ok && tf_compile(L, dp, m, arg, x, st, n) && tf_push(L, dp, st, n, t, e->span);
+    }
+    fail(L, e->span, "a transform is arithmetic with numbers and normalize/random_crop/hflip/random_erasing of its input");
+    return false;
+}
+
+static bool tf_method(Lower *L, DataPlan *dp, Module *m, const char *name, TfStep *st, int *n, bool *found) {
+    Value *f = scope_get_local(m->scope, name);
+    *found = f && f->k == VK_FUNC;
+    if (!*found) return true;
+    const Node *meth = f->node;
+    if (meth->kids[0]->nkids != 1 || meth->kids[2]->kind == N_SEQ) {
+        fail(L, meth->span, "%s takes one input and is one expression: %s(x) = ...", name, name);
+        return false;
+    }
+    return tf_compile(L, dp, m, meth->kids[2], meth->kids[0]->kids[0]->name, st, n);
+}
+
+bool sema_data_plan(const Node *program, const char *path, const SemaOptions *opt, DataPlan *dp) {
+    Lower L = {.check = true, .step_input = -1};
+    int errors = diag_error_count();
+    memset(dp, 0, sizeof *dp);
+    rt_trainer_defaults(&dp->strings);
+    dp->batch = 1;
+    dp->shuffle = false;
+    L.g = ir_new();
+    Scope *bs = scope_new(&L, NULL);
+    for (int i = 0; i < B_COUNT; i++) { Value *v = val(&L, VK_BUILTIN); v->id = i; scope_set(bs, builtins[i].name, v); }
+    for (int i = 0; i < NCONFIGS; i++) { Value *v = val(&L, VK_BUILTIN); v->id = BASE_CONFIG + i; scope_set(bs, configs[i].name, v); }
+    for (int i = 0; i < NDATA_FNS; i++) { Value *v = val(&L, VK_BUILTIN); v->id = BASE_DATA + i; scope_set(bs, data_fns[i], v); }
+    const Node *dm = NULL;
+    for (int i = 0; i < program->nkids; i++)
+        if (program->kids[i]->kind == N_DATA) dm = program->kids[i];
+    File *f = load_file(&L, path, path, program, (Span){0});
+    Module *m = NULL;
+    if (f && dm) {
+        const char *kwn[64];
+        Value *kwv[64];
+        int nkw = overrides(&L, opt, "data", kwn, kwv);
+        m = instantiate(&L, scope_get_local(f->globals, dm->name), NULL, NULL, 0, kwn, kwv, nkw, "data.");
+    }
+    if (m) {
+        dp->name = rt_trainer_str(&dp->strings, dm->name);
+        static const char *const stages[4] = {"train", "val", "test", "predict"};
+        Memo memo[64];
+        int nmemo = 0;
+        for (int s = 0; s < 4; s++) {
+            Value *v = scope_get_local(m->scope, stages[s]);
+            if (!v) continue;
+            if (v->k != VK_OPAQUE) { fail(&L, dm->span, "'%s' of %s must be a data source such as idx(...)", stages[s], dm->name); break; }
+            if (!(dp->source[s] = data_expr(&L, dp, v, memo, &nmemo, dm->span))) break;
+        }
+        Value *ld = scope_get_local(m->scope, "loader");
+        if (ld && ld->k == VK_CONFIG)
+            for (int i = 0; i < ld->n; i++) {
+                double d = 0;
+                Value *v = ld->items[i];
+                const char *k = ld->keys[i];
+                if (v->k == VK_BOOL) { if (!strcmp(k, "shuffle")) dp->shuffle = v->i; else if (!strcmp(k, "drop_last")) dp->drop_last = v->i; continue; }
+                if (!want_num(&L, v, dm->span, k, &d)) break;
+                if (!strcmp(k, "batch")) dp->batch = (int64_t)d;
+                else if (!strcmp(k, "workers")) dp->workers = (int)d;
+                else if (!strcmp(k, "prefetch")) dp->prefetch = (int)d;
+            }
+        if (dp->batch < 1) fail(&L, dm->span, "the loader's batch must be at least 1");
+        bool found;
+        if (tf_method(&L, dp, m, "transform", dp->eval_tf, &dp->neval_tf, &found) &&
+            tf_method(&L, dp, m, "train_transform", dp->train_tf, &dp->ntrain_tf, &found) && !found) {
+            memcpy(dp->train_tf, dp->eval_tf, sizeof dp->eval_tf); /* one transform for every stage */
+            dp->ntrain_tf = dp->neval_tf;
+        }
+    }
+    ir_free(L.g);
+    lower_free(&L);
+    return diag_error_count() == errors;
+}
+
+void sema_data_free(DataPlan *dp) { rt_trainer_free(&dp->strings); }

@@ -1,6 +1,7 @@
 /* main.c — the ltlc driver. Each command is the pipeline as a flat list of pass calls;
  * `ltlc emit STAGE` stops after STAGE and prints it. Exit status: 0 ok, 1 user error, 2 usage. */
 #include "sema.h"
+#include "driver.h"
 #include "ir.h"
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@ static const char usage_text[] =
     "commands:\n"
     "  check FILE...       parse and check; errors as file:line:col with a caret\n"
     "  emit STAGE FILE     print an intermediate form: ast, ir, grad (see emit --help)\n"
+    "  run FILE [STAGE]    train and evaluate: fit, validate, test, predict (see run --help)\n"
     "\n"
     "options:\n"
     "  -h, --help          this help; `ltlc COMMAND --help` for one command\n"
@@ -138,5 +140,6 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "--version")) { printf("ltlc %s\n", LTL_VERSION); return 0; }
     if (!strcmp(cmd, "check")) return cmd_check(argc - 2, argv + 2);
     if (!strcmp(cmd, "emit")) return cmd_emit(argc - 2, argv + 2);
+    if (!strcmp(cmd, "run")) return run_command(argc - 2, argv + 2);
     return usage_error("unknown command '%s'", cmd);
 }

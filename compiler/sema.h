@@ -41,6 +41,8 @@ typedef struct {
     OptGroup *groups; int ngroups;
     char *model;         /* the root model's name */
     Sym syms[32]; int nsyms;
+    struct { const char *name, *type; } subs[64];   /* the root's sub-modules: "l1", "Linear" */
+    int nsubs;
 } StepGraph;
 typedef struct {
     bool check;          /* symbolic dimensions: ltlc check / emit */
@@ -69,6 +71,42 @@ void sema_check_steps(const Node *program, const char *path);
  * overrides, into the runtime's configuration. false after errors (reported). */
 bool sema_trainer_config(const Node *program, const char *path, const char *const *overrides,
                          int noverrides, RtTrainerConfig *out);
+
+/* The data module as the runtime needs it: each stage's source as written (idx, split,
+ * csv, …, which the driver turns into data sets), the transforms compiled to the data
+ * pipeline's primitives, and the loader's options. */
+typedef struct DataExpr DataExpr;
+typedef struct {
+    enum { DA_NUM, DA_STR, DA_LIST, DA_EXPR } kind;
+    double num;
+    const char *str;
+    double list[16];
+    int nlist;
+    DataExpr *expr;
+} DataArg;
+struct DataExpr {
+    const char *fn;      /* "idx", "split", "csv", "raw", "part" (part `part` of args[0]) */
+    int64_t part;
+    int n;
+    const char *keys[8]; /* NULL for positional arguments */
+    DataArg args[8];
+};
+typedef enum { TF_SCALE, TF_NORMALIZE, TF_RANDOM_CROP, TF_HFLIP, TF_RANDOM_ERASING } TfKind;
+typedef struct { TfKind kind; double a, b, c, d; } TfStep;  /* scale: x*a+b; normalize: mean a, std b; crop: size a, padding b; flip/erase: p a */
+typedef struct {
+    const char *name;
+    DataExpr *source[4];        /* train, val, test, predict (NULL: none) */
+    TfStep eval_tf[16], train_tf[16];
+    int neval_tf, ntrain_tf;
+    int64_t batch;
+    bool shuffle, drop_last;
+    int workers, prefetch;
+    DataExpr exprs[64];
+    int nexprs;
+    RtTrainerConfig strings;    /* owns the strings */
+} DataPlan;
+bool sema_data_plan(const Node *program, const char *path, const SemaOptions *opt, DataPlan *out);
+void sema_data_free(DataPlan *dp);
 
 /* sema.c */
 /* Checks what can be checked without types: trainer flags, callbacks and loggers (unknown

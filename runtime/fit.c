@@ -96,7 +96,7 @@ static bool evaluate(RtLoop *L, RtStage st, int64_t epoch, int64_t n, bool sanit
         double v = agg_value(&agg, s, i);
         if (s[i].on_epoch) row_add(&r, &s[i], true, v);
         if (s[i].prog_bar && bar) bar_set(bar, &s[i], v);
-        if (st == RT_VAL && i < 32) L->last_epoch_metrics[32 + i] = v;
+        if (i < 32) L->last_epoch_metrics[32 + i] = v; /* the last evaluation's aggregates */
     }
     if (log_it && L->log && r.n) L->log(L->ctx, L->global_step, epoch, r.n, r.names, r.v);
     if (st == RT_VAL) L->val_runs++;

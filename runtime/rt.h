@@ -194,4 +194,392 @@ int rt_run(const RtTrainerConfig *c, RtLoop *L, RtStage stage);
 // How many batches a limit leaves of n (Lightning's int/float rule).
 int64_t rt_limit(RtAmount a, int64_t n);
 
+//
+// data.c, data_transform.c, data_loader.c — the data pipeline (docs/data.md).
+//
+// A data set is N samples of x (u8 or f32, one fixed sample shape such as [1, 28, 28]) and
+// an optional i64 label. Errors: a function that can fail returns NULL (or -1) and, when
+// err is not NULL, sets *err to one malloc'd message "FILE: problem" (free() it). The
+// library never prints and never exits.
+//
+
+typedef enum { RT_DATA_U8, RT_DATA_F32, RT_DATA_I32, RT_DATA_I64 } RtDataDtype;
+enum { RT_DATA_MAX_DIMS = 6 };
+// Philox streams (the counter's high word) of the data pipeline; the shuffle of epoch e
+// uses stream e, the transforms of epoch e stream RT_DATA_STREAM_TRANSFORM | e.
+#define RT_DATA_STREAM_SPLIT (UINT64_C(1) << 62)
+#define RT_DATA_STREAM_TRANSFORM (UINT64_C(1) << 63)
+
+typedef struct RtDataset RtDataset;
+
+size_t rt_data_dtype_size(RtDataDtype t);
+const char *rt_data_dtype_name(RtDataDtype t);
+
+// Sources. Any file may be gzip'd (told by the gzip magic 1f 8b) or raw.
+// IDX (MNIST): images u8 with magic 0x00000803 [N, H, W] -> samples [1, H, W] (also
+// 0x802 [N, D] -> [D] and 0x804 [N, C, H, W] -> [C, H, W]); labels u8 0x00000801 [N], or
+// NULL for none. num_classes > 0: every label must lie in [0, num_classes).
+RtDataset *rt_data_idx(const char *images, const char *labels, int64_t num_classes, char **err);
+// CSV: numeric columns, one sample a line (blank lines skipped); errors as FILE:LINE:COL.
+typedef struct {
+    bool header;              // the first line names the columns
+    char delim;               // 0: ','
+    int64_t label_col;        // the label's column; -1: no label (ignored with label_name)
+    const char *label_name;   // the label's column by name (needs header)
+    int64_t num_classes;      // > 0: labels must lie in [0, num_classes)
+    int sample_ndim;          // 0: samples are [columns - label]; else this shape
+    const int64_t *sample_shape;
+} RtCsvOptions;
+RtDataset *rt_data_csv(const char *path, const RtCsvOptions *opt, char **err);
+// Raw little-endian arrays: x of x_dtype (U8 or F32) and shape [n, *shape] (n < 0: n
+// from the file's size); labels (y_path NULL: none) of y_dtype (U8, I32, I64) [n]. The
+// files must hold exactly that many bytes.
+RtDataset *rt_data_raw(const char *x_path, RtDataDtype x_dtype, int64_t n, int ndim, const int64_t *shape,
+                       const char *y_path, RtDataDtype y_dtype, int64_t num_classes, char **err);
+// From memory (copied): x [n, *shape] of dtype U8 or F32, y [n] or NULL.
+RtDataset *rt_data_from_memory(RtDataDtype dtype, int64_t n, int ndim, const int64_t *shape, const void *x,
+                               const int64_t *y, int64_t num_classes, char **err);
+void rt_data_free(RtDataset *ds);
+
+int64_t rt_data_len(const RtDataset *ds);
+RtDataDtype rt_data_dtype(const RtDataset *ds);                         // of x: U8 or F32
+int rt_data_sample_shape(const RtDataset *ds, int64_t shape[RT_DATA_MAX_DIMS]);  // returns ndim
+int64_t rt_data_sample_numel(const RtDataset *ds);
+bool rt_data_has_labels(const RtDataset *ds);
+int64_t rt_data_num_classes(const RtDataset *ds);   // given, else max label + 1; 0: no labels
+const char *rt_data_name(const RtDataset *ds);      // the (images) file it came from
+const void *rt_data_sample(const RtDataset *ds, int64_t i);   // numel elements of the dtype
+int64_t rt_data_label(const RtDataset *ds, int64_t i);        // -1 without labels
+int64_t rt_data_source_index(const RtDataset *ds, int64_t i); // its index in the source file
+
+// Subsets and splits are views sharing the samples; each is freed with rt_data_free, in
+// any order. A subset of indices NULL is the first n samples.
+RtDataset *rt_data_clone(const RtDataset *ds, char **err);
+RtDataset *rt_data_subset(const RtDataset *ds, const int64_t *indices, int64_t n, char **err);
+// torch.utils.data.random_split: sizes are k counts summing to the length, or k fractions
+// summing to 1 (floor(f * N) each, the remainder one by one to the parts in order). The
+// parts are consecutive runs of rt_data_permutation(N, seed, RT_DATA_STREAM_SPLIT).
+int rt_data_split(const RtDataset *ds, int k, const double *sizes, uint64_t seed, RtDataset **out, char **err);
+// A permutation of 0..n-1: Fisher-Yates with one Philox(seed, stream, i) draw per position.
+void rt_data_permutation(int64_t n, uint64_t seed, uint64_t stream, int64_t *perm);
+
+// Transforms: a list of primitives applied in order to each sample, on f32. Image
+// primitives act on the last two dimensions [..., H, W]; normalize's channel is dimension
+// -3. Random ones draw Philox(seed, RT_DATA_STREAM_TRANSFORM | epoch,
+// sample << 16 | position << 8 | draw): the same for a sample whatever the thread.
+typedef enum { RT_TF_SCALE, RT_TF_NORMALIZE, RT_TF_RANDOM_CROP, RT_TF_HFLIP, RT_TF_RANDOM_ERASING } RtTfKind;
+typedef struct RtTransforms RtTransforms;
+RtTransforms *rt_tf_new(void);
+RtTransforms *rt_tf_clone(const RtTransforms *tf);
+void rt_tf_free(RtTransforms *tf);
+int rt_tf_count(const RtTransforms *tf);
+RtTfKind rt_tf_kind(const RtTransforms *tf, int i);
+// Each appends one primitive; 0, or -1 with *err for a bad argument.
+int rt_tf_scale(RtTransforms *tf, float a, float b, char **err);    // x * a + b
+int rt_tf_normalize(RtTransforms *tf, int nch, const float *mean, const float *std,
+                    char **err);                                     // (x - mean[c]) / std[c]; nch 1: all
+int rt_tf_random_crop(RtTransforms *tf, int64_t h, int64_t w, int64_t padding, char **err);  // zero pad
+int rt_tf_hflip(RtTransforms *tf, double p, char **err);
+int rt_tf_random_erasing(RtTransforms *tf, double p, double scale_lo, double scale_hi, double ratio_lo,
+                         double ratio_hi, float value, char **err);  // torchvision: 0.5, .02, .33, .3, 3.3, 0
+// The output sample shape for an input one (same ndim); -1 with *err if a primitive does not apply.
+int rt_tf_output_shape(const RtTransforms *tf, int ndim, const int64_t *in, int64_t out[RT_DATA_MAX_DIMS],
+                       char **err);
+int64_t rt_tf_scratch_floats(const RtTransforms *tf, int ndim, const int64_t *in);
+// One sample (dtype U8 or F32, a shape rt_tf_output_shape accepts) to out (f32, the output
+// shape); scratch holds rt_tf_scratch_floats floats. `sample` is its index in the data set.
+void rt_tf_apply(const RtTransforms *tf, RtDataDtype dtype, int ndim, const int64_t *shape, const void *in,
+                 float *out, float *scratch, uint64_t seed, int64_t epoch, int64_t sample);
+
+// The loader. Batch k of epoch e is a pure function of (data set, options, e, k): the same
+// with any number of workers, and after a resume at batch k.
+typedef struct {
+    int64_t batch_size;
+    bool shuffle;          // a new permutation each epoch: Philox(seed, stream = epoch)
+    bool drop_last;        // drop the final partial batch
+    uint64_t seed;         // shuffle and transforms
+    int workers;           // threads assembling batches; 0: on the caller's thread
+    int prefetch;          // batches ready ahead of the caller (0: 2 per worker)
+    int rank, world_size;  // DistributedSampler sharding (world_size 0 or 1: none)
+    int64_t limit;         // only the first `limit` batches of each epoch (0: all)
+} RtLoaderOptions;
+
+typedef struct {
+    int64_t size;          // samples in this batch (B, or fewer for the last one)
+    int64_t index, epoch;  // batch number within the epoch, and the epoch
+    RtDataDtype dtype;     // F32 with transforms; else the data set's
+    int ndim;
+    int64_t shape[RT_DATA_MAX_DIMS + 1];   // [size, *sample shape]
+    void *x;               // size samples
+    int64_t *y;            // size labels, NULL without labels
+    int64_t *indices;      // the samples' indices in the data set
+} RtBatch;
+
+typedef struct RtLoader RtLoader;
+// Copies what it needs (the data set handle and the transforms); tf NULL: raw samples.
+RtLoader *rt_loader_create(const RtDataset *ds, const RtTransforms *tf, const RtLoaderOptions *opt, char **err);
+int64_t rt_loader_num_batches(const RtLoader *ld);     // per epoch, after drop_last and limit
+int64_t rt_loader_last_batch_size(const RtLoader *ld);  // size of the final batch (B if full; 0 if none)
+int64_t rt_loader_num_samples(const RtLoader *ld);     // this rank's samples per epoch (padded)
+RtDataDtype rt_loader_dtype(const RtLoader *ld);
+int rt_loader_sample_shape(const RtLoader *ld, int64_t shape[RT_DATA_MAX_DIMS]);  // returns ndim
+// Begins epoch `epoch` at batch `start_batch` (0: the whole epoch), starting the workers.
+int rt_loader_start(RtLoader *ld, int64_t epoch, int64_t start_batch, char **err);
+// The next batch in order, valid until the next call; NULL at the end of the epoch.
+const RtBatch *rt_loader_next(RtLoader *ld);
+// Ends the epoch early: the workers are stopped and joined (also done by start and free).
+void rt_loader_stop(RtLoader *ld);
+void rt_loader_free(RtLoader *ld);
+
+//
+// ckpt.c — checkpoints as safetensors files (docs/checkpoints.md).
+//
+// A checkpoint is a list of named tensors plus string metadata, in the
+// safetensors format: PyTorch opens it with safetensors.torch.load_file and no
+// code runs on load. Saving is atomic (a temporary file next to the target,
+// fsync, rename, fsync of the directory). Opening checks the whole header —
+// length, UTF-8, JSON, dtypes, shapes, offsets, unique names, tensors tiling
+// the data exactly — before anything is used. Failures return false (or
+// NULL) with one message in `err` naming the file and the tensor or field; the
+// library never prints or exits. `err` may be NULL.
+
+enum { RT_CKPT_ERR_LEN = 1024, RT_CKPT_MAX_DIMS = 64 };
+
+typedef enum {
+    RT_CKPT_F32, RT_CKPT_F64, RT_CKPT_BF16, RT_CKPT_F16,
+    RT_CKPT_I64, RT_CKPT_I32, RT_CKPT_U8, RT_CKPT_BOOL,
+    RT_CKPT_NDTYPES
+} RtCkptDtype;
+
+// One tensor of a table: what to save, or (for rt_ckpt_load) what the model
+// expects and where its bytes go. `data` holds numel * dtype size bytes,
+// row-major; it may be NULL when that is 0.
+typedef struct {
+    const char *name;
+    RtCkptDtype dtype;
+    int ndim;                  // 0 (a scalar) .. RT_CKPT_MAX_DIMS
+    const int64_t *shape;
+    void *data;
+} RtCkptTensor;
+
+typedef struct {
+    const char *key, *value;   // UTF-8 strings
+} RtCkptMeta;
+
+// A tensor found in a file; offsets count from the end of the header.
+typedef struct {
+    const char *name;
+    RtCkptDtype dtype;
+    int ndim;
+    const int64_t *shape;
+    uint64_t numel, nbytes;
+    uint64_t begin;            // data_offsets = [begin, begin + nbytes]
+} RtCkptInfo;
+
+typedef struct RtCkpt RtCkpt;
+
+const char *rt_ckpt_dtype_name(RtCkptDtype dt);            // "F32", ...; "?" if unknown
+size_t rt_ckpt_dtype_size(RtCkptDtype dt);                 // bytes per element; 0 if unknown
+bool rt_ckpt_dtype_parse(const char *name, RtCkptDtype *out);
+// "F32[128, 784]" ("F32[]" for a scalar) into buf; returns the full length.
+size_t rt_ckpt_shape_str(RtCkptDtype dt, int ndim, const int64_t *shape, char *buf, size_t n);
+
+// Writes the checkpoint to `path` atomically: on failure the previous file, if
+// any, is unchanged and no temporary file is left. Tensors are laid out
+// largest element first (each aligned to its element size); metadata is
+// written in the order given.
+bool rt_ckpt_save(const char *path, const RtCkptTensor *t, size_t nt, const RtCkptMeta *meta, size_t nmeta,
+                  char err[RT_CKPT_ERR_LEN]);
+// The same file image in memory (*out is malloc'd; free it).
+bool rt_ckpt_encode(const RtCkptTensor *t, size_t nt, const RtCkptMeta *meta, size_t nmeta, void **out,
+                    size_t *size, char err[RT_CKPT_ERR_LEN]);
+
+// Opens and checks a checkpoint; tensor data is read later, on demand.
+RtCkpt *rt_ckpt_open(const char *path, char err[RT_CKPT_ERR_LEN]);
+// The same over a file image in memory, which must outlive the RtCkpt;
+// `label` names it in messages.
+RtCkpt *rt_ckpt_open_memory(const void *data, size_t size, const char *label, char err[RT_CKPT_ERR_LEN]);
+void rt_ckpt_close(RtCkpt *ck);
+
+// What is inside: tensors in data order, metadata in header order.
+size_t rt_ckpt_count(const RtCkpt *ck);
+const RtCkptInfo *rt_ckpt_tensor(const RtCkpt *ck, size_t i);          // NULL past the end
+const RtCkptInfo *rt_ckpt_find(const RtCkpt *ck, const char *name);    // NULL if absent
+size_t rt_ckpt_meta_count(const RtCkpt *ck);
+const RtCkptMeta *rt_ckpt_meta(const RtCkpt *ck, size_t i);
+const char *rt_ckpt_meta_get(const RtCkpt *ck, const char *key);      // NULL if absent
+uint64_t rt_ckpt_header_size(const RtCkpt *ck);                        // N, the JSON's bytes
+uint64_t rt_ckpt_data_size(const RtCkpt *ck);
+
+// Copies one tensor's nbytes into dst. Thread-safe (pread).
+bool rt_ckpt_read(const RtCkpt *ck, const RtCkptInfo *t, void *dst, char err[RT_CKPT_ERR_LEN]);
+
+// Resume: checks the file against the model's table first — names, dtypes and
+// shapes — and reports every missing, unexpected or mis-shaped tensor by name
+// in one message, copying nothing; when all match, copies each tensor into its
+// `data`. Tensors missing from the file are left untouched when allowed.
+enum { RT_CKPT_ALLOW_MISSING = 1, RT_CKPT_ALLOW_UNEXPECTED = 2 };
+bool rt_ckpt_load(const RtCkpt *ck, const RtCkptTensor *model, size_t n, unsigned flags,
+                  char err[RT_CKPT_ERR_LEN]);
+
+//
+// logger.c — the trainer's outputs (Lightning's loggers): run folders, metrics.csv,
+// hparams.yaml and the logger front the trainer calls; tb.c — TensorBoard event files;
+// plot.c — curves.svg. See docs/logging.md.
+//
+// Errors: functions return -1 (or NULL) and leave one message for rt_log_error().
+
+const char *rt_log_error(void);           // the last error of this thread ("" if none)
+int rt_log_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));   // returns -1
+
+// Python's repr() of a number (the text Lightning's CSV files hold: 0.5, 1e-05, 100.0,
+// nan, inf), with the shortest digits that read back as the same float32 when v is exactly
+// a float32 (a loss computed in f32), else as the same double. Returns strlen.
+int rt_log_fmt_num(char *buf, size_t size, double v);
+// Writes a file whole or not at all: PATH.tmp.PID, fsync, rename. 0 or -1.
+int rt_log_write_atomic(const char *path, const void *data, size_t len);
+
+// Run folders: ROOT/NAME/version_N ("" or NULL NAME: ROOT/version_N). version < 0 picks
+// Lightning's next version (1 + the largest existing version_N, 0 if none); the folder is
+// created with mkdir and, if another run took that number first, the next one is tried,
+// so two runs started together never share a folder. version >= 0 reuses that folder.
+// Writes the folder's path into out and returns its version, or -1.
+int rt_run_dir(const char *root, const char *name, int version, char *out, size_t outsz);
+int rt_next_version(const char *root, const char *name);   // the version rt_run_dir would pick
+
+// Hyperparameters. Dotted keys make nested maps ("model.hidden" → model: {hidden: …});
+// keys keep the order they were first set in; setting a key again replaces its value.
+typedef struct RtHparams RtHparams;
+RtHparams *rt_hparams_new(void);
+void rt_hparams_free(RtHparams *h);
+void rt_hparams_int(RtHparams *h, const char *key, int64_t v);
+void rt_hparams_float(RtHparams *h, const char *key, double v);
+void rt_hparams_bool(RtHparams *h, const char *key, bool v);
+void rt_hparams_str(RtHparams *h, const char *key, const char *v);   // NULL: null
+char *rt_hparams_yaml(const RtHparams *h);                 // YAML text (malloc'd)
+char *rt_hparams_markdown(const RtHparams *h);             // a | key | value | table (malloc'd)
+int rt_hparams_save(const RtHparams *h, const char *path); // atomically
+
+// CSV logger (Lightning's CSVLogger): DIR/metrics.csv, one row per rt_csv_log call; the
+// header holds every key seen so far plus epoch and step, sorted as Lightning sorts them;
+// missing values are empty cells. Rows are kept in memory and written every
+// flush_every_n_steps steps (when (step + 1) % n == 0), at rt_csv_flush and at close:
+// appended when the header is unchanged, else the whole file is rewritten atomically.
+typedef struct RtCsvLogger RtCsvLogger;
+RtCsvLogger *rt_csv_open(const char *dir, int flush_every_n_steps);   // <= 0: 100
+int rt_csv_log(RtCsvLogger *c, int64_t step, int64_t epoch, int n,
+               const char *const *names, const double *v);
+int rt_csv_flush(RtCsvLogger *c);
+int rt_csv_close(RtCsvLogger *c);          // flushes and frees; 0 or -1
+
+// The logger front: one run folder for all loggers (ROOT/NAME/version_N), hparams.yaml,
+// metrics.csv, a TensorBoard event file and curves.svg at the end.
+typedef struct {
+    const char *root;          // default_root_dir; NULL: "."
+    const char *name;          // NULL: "lightning_logs"; "": no NAME level
+    int version;               // < 0: the next free version
+    bool csv, tensorboard, plot;
+    int flush_every_n_steps;   // <= 0: 100 (Lightning's flush_logs_every_n_steps)
+} RtLoggerConfig;
+typedef struct RtLogger RtLogger;
+RtLogger *rt_logger_open(const RtLoggerConfig *cfg);
+const char *rt_logger_dir(const RtLogger *lg);   // ROOT/NAME/version_N
+int rt_logger_version(const RtLogger *lg);
+// hparams.yaml in the run folder (and the table as TensorBoard text).
+int rt_logger_hparams(RtLogger *lg, const RtHparams *h);
+// One row of metrics at a global step (the epoch goes in as the metric `epoch`).
+int rt_logger_log(RtLogger *lg, int64_t step, int64_t epoch, int n,
+                  const char *const *names, const double *v);
+int rt_logger_flush(RtLogger *lg);
+// Flushes everything, writes curves.svg (if plot), frees. 0, or -1 if anything failed.
+int rt_logger_close(RtLogger *lg);
+
+//
+// tb.c — TensorBoard event files: TFRecords (length, masked CRC-32C, Event protobuf,
+// masked CRC-32C) written by a small hand-written protobuf encoder.
+//
+uint32_t rt_crc32c(uint32_t crc, const void *data, size_t n);   // start with crc = 0
+typedef struct RtTbWriter RtTbWriter;
+// DIR/events.out.tfevents.<time>.<host>.<pid>.<k>; the first record is the file_version event.
+RtTbWriter *rt_tb_open(const char *dir);
+const char *rt_tb_path(const RtTbWriter *w);
+// wall_time <= 0: now. Buffered; rt_tb_flush hands the records to the OS.
+int rt_tb_scalar(RtTbWriter *w, const char *tag, double value, int64_t step, double wall_time);
+int rt_tb_text(RtTbWriter *w, const char *tag, const char *markdown, int64_t step, double wall_time);
+int rt_tb_flush(RtTbWriter *w);
+int rt_tb_close(RtTbWriter *w);
+
+//
+// plot.c — curves.svg: one panel per metric, axes with ticks, a polyline, a legend.
+//
+typedef struct {
+    const char *name;          // the metric: panel title and legend
+    const char *xlabel;        // "step" or "epoch"
+    const double *x, *y;       // n points (non-finite y values break the line)
+    int n;
+} RtPlotSeries;
+char *rt_plot_svg(const char *title, const RtPlotSeries *s, int n);   // SVG text (malloc'd)
+int rt_plot_save(const char *path, const char *title, const RtPlotSeries *s, int n);
+
+//
+// progress.c — Lightning's TQDM progress bar. On a terminal one line redrawn with \r
+// (a second one during validation); elsewhere a plain line every 10% or 30 s. The
+// formatting functions are pure, the I/O is in RtProgress.
+//
+// tqdm's format_interval: "mm:ss", or "h:mm:ss" past an hour.
+void rt_fmt_interval(char *buf, size_t size, double seconds);
+// tqdm's format_num (how a postfix value is shown): the shorter of "%.3g" and repr.
+void rt_fmt_tqdm_num(char *buf, size_t size, double v);
+typedef struct {
+    const char *desc;          // "Epoch 3/9", "Validation DataLoader 0"
+    int64_t n, total;          // total <= 0: unknown
+    double elapsed;            // seconds
+    const char *postfix;       // "train_loss=0.412, val_acc=0.871" or NULL
+    int width;                 // terminal columns: the bar fills the line; <= 0: a 10-cell bar
+    bool bar;                  // false: the plain form (no bar cells)
+} RtBar;
+// One line, no \r or newline. Returns strlen (truncated to size - 1 like snprintf).
+int rt_bar_format(char *buf, size_t size, const RtBar *b);
+
+typedef enum { RT_PROGRESS_AUTO, RT_PROGRESS_TTY, RT_PROGRESS_PLAIN, RT_PROGRESS_OFF } RtProgressMode;
+typedef struct {
+    FILE *out;                 // NULL: stdout (as Lightning)
+    RtProgressMode mode;       // AUTO: TTY if isatty(out), else PLAIN
+    int refresh_rate;          // redraw every N batches (Lightning's refresh_rate); <= 0: 1
+    double min_interval;       // terminal: seconds between redraws (tqdm's mininterval); < 0: 0.1
+    int width;                 // <= 0: the terminal's (TIOCGWINSZ), then $COLUMNS, then 80
+    int plain_percent;         // plain: a line every this many percent; <= 0: 10
+    double plain_seconds;      // plain: and at least this often; <= 0: 30
+    bool leave;                // terminal: keep each epoch's final line
+    double (*clock)(void);     // seconds; NULL: CLOCK_MONOTONIC
+} RtProgressConfig;
+typedef struct RtProgress RtProgress;
+RtProgress *rt_progress_new(const RtProgressConfig *cfg);
+void rt_progress_free(RtProgress *p);
+// Postfix values, shown in the order first set (v_num first, as Lightning).
+void rt_progress_metric(RtProgress *p, const char *name, double v);
+void rt_progress_metric_str(RtProgress *p, const char *name, const char *text);
+void rt_progress_train_start(RtProgress *p, int64_t epoch, int64_t max_epochs, int64_t total);
+void rt_progress_train_update(RtProgress *p, int64_t n);      // n batches done
+void rt_progress_train_end(RtProgress *p);                     // end of the epoch
+// sanity: Lightning's "Sanity Checking" bar before training.
+void rt_progress_val_start(RtProgress *p, int64_t total, bool sanity);
+void rt_progress_val_update(RtProgress *p, int64_t n);
+void rt_progress_val_end(RtProgress *p);
+void rt_progress_finish(RtProgress *p);                        // end of fit: ends the line
+
+//
+// summary.c — Lightning's ModelSummary table.
+//
+typedef struct {
+    const char *name, *type;   // "l1", "Linear"
+    int64_t params;
+    const char *out_shape;     // "[B, 128]"; NULL in every row: no Out sizes column
+    bool trainable;
+} RtSummaryRow;
+// Lightning's get_human_readable_count: "0  ", "512  ", "2.6 K", "101 K", "1.2 M".
+void rt_fmt_param_count(char *buf, size_t size, int64_t count);
+// The table and the totals (model size = params * bytes_per_param / 1e6; <= 0: 4). malloc'd.
+char *rt_summary_format(const RtSummaryRow *rows, int n, double bytes_per_param);
+
 #endif

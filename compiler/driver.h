@@ -1,0 +1,8 @@
+/* driver.h — the commands of ltlc beyond the pipeline in main.c. */
+#ifndef LTL_DRIVER_H
+#define LTL_DRIVER_H
+
+/* run.c: `ltlc run FILE [STAGE...] [OPTIONS]`; argv starts after "run". Exit status. */
+int run_command(int argc, char **argv);
+
+#endif

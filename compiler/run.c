@@ -1,0 +1,552 @@
+/* run.c — `ltlc run FILE STAGE...`: the pipeline of main.c carried on into training. The
+ * steps are lowered for the loader's batch size, the data module becomes data sets,
+ * transforms and loaders, the model state lives in flat buffers (params, buffers, optimizer
+ * state) that checkpoints save as they are, and runtime/fit.c runs the loops. */
+#include "driver.h"
+#include "ir.h"
+#include "sema.h"
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+enum { KIND_PARAM, KIND_BUFFER, KIND_STATE, NKINDS };
+static const IrInputKind kinds[NKINDS] = {IR_IN_PARAM, IR_IN_BUFFER, IR_IN_STATE};
+
+typedef struct { RtStage stage; int64_t batch; StepGraph *s; } Compiled;
+
+typedef struct {
+    const Node *program;
+    const char *path;
+    SemaOptions opt;
+    RtTrainerConfig cfg;
+    DataPlan dp;
+    const char *stage_step[RT_NSTAGES];
+    /* data */
+    RtDataset *ds[RT_NSTAGES];
+    RtDataset *owned[16];
+    int nowned;
+    RtLoader *ld[RT_NSTAGES];
+    int64_t next_epoch[RT_NSTAGES], next_batch[RT_NSTAGES];
+    const RtBatch *batch;
+    /* model state: one flat buffer per kind, laid out by the training graph */
+    IrLayout layout[NKINDS];
+    unsigned char *buf[NKINDS];
+    Compiled comp[32];
+    int ncomp;
+    RtMetricSpec specs[RT_NSTAGES][64];
+    /* outputs */
+    RtLogger *logger;
+    RtProgress *bar;
+    int64_t max_epochs;
+    char ckpt_dir[1024], last_ckpt[1200];
+    double epoch_time;
+} Run;
+
+static int error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *m;
+    if (vasprintf(&m, fmt, ap) < 0) m = NULL;
+    va_end(ap);
+    diag_plain_error("%s", m ? m : "error");
+    free(m);
+    return 1;
+}
+
+/* ---- data sets from the data module's description ---- */
+
+typedef struct { const DataExpr *e; RtDataset *parts[8]; int nparts; RtDataset *ds; } Built;
+
+static const DataArg *arg(const DataExpr *e, int pos, const char *key) {
+    for (int i = 0; i < e->n; i++)
+        if (e->keys[i] ? !strcmp(e->keys[i], key) : i == pos) return &e->args[i];
+    return NULL;
+}
+
+static RtDataset *build(Run *r, const DataExpr *e, Built *memo, int *nmemo, int64_t num_classes) {
+    for (int i = 0; i < *nmemo; i++)
+        if (memo[i].e == e) return memo[i].ds;
+    char *err = NULL;
+    RtDataset *ds = NULL;
+    Built b = {.e = e};
+    if (!strcmp(e->fn, "part")) {
+        const DataExpr *src = e->args[0].expr;
+        build(r, src, memo, nmemo, num_classes);
+        for (int i = 0; i < *nmemo; i++)
+            if (memo[i].e == src && e->part < memo[i].nparts) return memo[i].parts[e->part];
+        error("%s: only a split can be unpacked into several data sets", r->path);
+        return NULL;
+    }
+    const DataArg *a0 = arg(e, 0, "images"), *a1 = arg(e, 1, "labels");
+    if (!strcmp(e->fn, "idx")) {
+        if (!a0 || a0->kind != DA_STR || (a1 && a1->kind != DA_STR)) { error("%s: idx(images, labels) takes file names", r->path); return NULL; }
+        ds = rt_data_idx(a0->str, a1 ? a1->str : NULL, num_classes, &err);
+    } else if (!strcmp(e->fn, "csv")) {
+        const DataArg *lab = arg(e, 1, "label");
+        RtCsvOptions o = {.header = true, .label_col = -1, .num_classes = num_classes};
+        if (!a0 || a0->kind != DA_STR) { error("%s: csv(path, label = COLUMN) takes a file name", r->path); return NULL; }
+        if (lab && lab->kind == DA_STR) o.label_name = lab->str;
+        else if (lab && lab->kind == DA_NUM) o.label_col = (int64_t)lab->num;
+        ds = rt_data_csv(a0->str, &o, &err);
+    } else if (!strcmp(e->fn, "split")) {
+        const DataArg *sizes = arg(e, 1, "sizes"), *seed = arg(e, 2, "seed");
+        if (!a0 || a0->kind != DA_EXPR || !sizes || sizes->kind != DA_LIST) {
+            error("%s: split(source, [n1, n2, ...], seed = S) takes a source and a list of sizes", r->path);
+            return NULL;
+        }
+        RtDataset *src = build(r, a0->expr, memo, nmemo, num_classes);
+        if (!src) return NULL;
+        b.nparts = sizes->nlist;
+        if (rt_data_split(src, sizes->nlist, sizes->list, seed ? (uint64_t)seed->num : (uint64_t)r->cfg.seed, b.parts, &err) < 0)
+            b.nparts = 0;
+        for (int i = 0; i < b.nparts && r->nowned < 16; i++) r->owned[r->nowned++] = b.parts[i];
+        ds = src;
+    } else {
+        error("%s: the data source '%s' is not supported by `ltlc run` yet", r->path, e->fn);
+        return NULL;
+    }
+    if (!ds) {
+        error("%s", err ? err : "cannot read the data");
+        free(err);
+        return NULL;
+    }
+    free(err);
+    if (strcmp(e->fn, "split") && r->nowned < 16) r->owned[r->nowned++] = ds;
+    b.ds = ds;
+    if (*nmemo < 16) memo[(*nmemo)++] = b;
+    return ds;
+}
+
+static RtTransforms *transforms(Run *r, const TfStep *st, int n) {
+    RtTransforms *tf = rt_tf_new();
+    char *err = NULL;
+    for (int i = 0; i < n; i++) {
+        const TfStep *t = &st[i];
+        float mean = (float)t->a, sd = (float)t->b;
+        int rc = t->kind == TF_SCALE ? rt_tf_scale(tf, (float)t->a, (float)t->b, &err)
+               : t->kind == TF_NORMALIZE ? rt_tf_normalize(tf, 1, &mean, &sd, &err)
+               : t->kind == TF_RANDOM_CROP ? rt_tf_random_crop(tf, (int64_t)t->a, (int64_t)t->a, (int64_t)t->b, &err)
+               : t->kind == TF_HFLIP ? rt_tf_hflip(tf, t->a, &err)
+               : rt_tf_random_erasing(tf, t->a, 0.02, 0.33, 0.3, 3.3, 0, &err);
+        if (rc < 0) {
+            error("%s: transform: %s", r->path, err ? err : "bad argument");
+            free(err);
+            rt_tf_free(tf);
+            return NULL;
+        }
+    }
+    return tf;
+}
+
+/* The number of classes the loss expects (the label check of the data sets), or 0. */
+static int64_t classes_of(const StepGraph *s) {
+    for (int i = 0; s && i < s->g->n; i++) {
+        const IrNode *n = &s->g->node[i];
+        if ((n->op == IR_CROSS_ENTROPY || n->op == IR_NLL_LOSS) && n->nin >= 1) {
+            const IrNode *in = &s->g->node[n->in[0]];
+            if (in->shape.rank >= 2) return in->shape.d[1];
+        }
+    }
+    return 0;
+}
+
+static bool make_loaders(Run *r, int64_t num_classes) {
+    Built memo[16];
+    int nmemo = 0;
+    RtTransforms *train_tf = transforms(r, r->dp.train_tf, r->dp.ntrain_tf);
+    RtTransforms *eval_tf = train_tf ? transforms(r, r->dp.eval_tf, r->dp.neval_tf) : NULL;
+    bool ok = train_tf && eval_tf;
+    for (int s = 0; ok && s < RT_NSTAGES; s++) {
+        if (!r->dp.source[s] || !r->stage_step[s]) continue;
+        if (!(r->ds[s] = build(r, r->dp.source[s], memo, &nmemo, num_classes))) { ok = false; break; }
+        RtLoaderOptions o = {.batch_size = r->dp.batch, .shuffle = s == RT_TRAIN && r->dp.shuffle,
+                             .drop_last = s == RT_TRAIN && r->dp.drop_last, .seed = (uint64_t)r->cfg.seed,
+                             .workers = r->dp.workers, .prefetch = r->dp.prefetch};
+        char *err = NULL;
+        r->ld[s] = rt_loader_create(r->ds[s], s == RT_TRAIN ? train_tf : eval_tf, &o, &err);
+        if (!r->ld[s]) { error("%s", err ? err : "cannot make the loader"); ok = false; }
+        free(err);
+        r->next_epoch[s] = -1;
+    }
+    rt_tf_free(train_tf);
+    rt_tf_free(eval_tf);
+    return ok;
+}
+
+/* ---- steps and model state ---- */
+
+static const char *step_name(RtStage s) {
+    static const char *const names[] = {"training_step", "validation_step", "test_step", "predict_step"};
+    return names[s];
+}
+
+static Compiled *compiled(Run *r, RtStage st, int64_t batch) {
+    for (int i = 0; i < r->ncomp; i++)
+        if (r->comp[i].stage == st && r->comp[i].batch == batch) return &r->comp[i];
+    if (r->ncomp == 32) return NULL;
+    SemaOptions o = r->opt;
+    o.batch = batch;
+    o.backward = st == RT_TRAIN;
+    StepGraph *s = sema_lower(r->program, r->path, step_name(st), &o, true);
+    if (!s) return NULL;
+    sema_simplify(s);
+    r->comp[r->ncomp] = (Compiled){st, batch, s};
+    return &r->comp[r->ncomp++];
+}
+
+static const IrSlot *slot_named(Run *r, const char *name, int *kind) {
+    for (int k = 0; k < NKINDS; k++)
+        for (int i = 0; i < r->layout[k].n; i++)
+            if (!strcmp(r->layout[k].slot[i].name, name)) { *kind = k; return &r->layout[k].slot[i]; }
+    return NULL;
+}
+
+/* Flat buffers laid out by a step graph; parameters drawn from their initialisers with Philox
+ * (one stream per tensor, keyed by the trainer's seed), optimizer state zero. */
+static void init_state(Run *r, const StepGraph *s) {
+    for (int k = 0; k < NKINDS; k++) {
+        r->layout[k] = ir_layout(s->g, kinds[k]);
+        r->buf[k] = calloc(1, (size_t)r->layout[k].bytes + 64);
+    }
+    for (int i = 0; i < s->nparams; i++) {
+        const ParamInit *p = &s->params[i];
+        int kind;
+        const IrSlot *sl = slot_named(r, p->name, &kind);
+        if (!sl || sl->dtype != IR_F32) continue;
+        float *d = (float *)(r->buf[kind] + sl->offset);
+        int64_t n = ir_numel(sl->shape);
+        if (p->dist == INIT_UNIFORM) philox_fill_uniform(d, n, (uint64_t)r->cfg.seed, (uint64_t)i, p->a, p->b);
+        else if (p->dist == INIT_NORMAL) philox_fill_normal(d, n, (uint64_t)r->cfg.seed, (uint64_t)i, p->a, p->b);
+        else for (int64_t j = 0; j < n; j++) d[j] = (float)p->a;
+    }
+}
+
+/* Runs one compiled step on the reference interpreter; the state is read from and written
+ * back to the flat buffers. */
+static bool exec(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, double *metrics) {
+    const StepGraph *s = c->s;
+    IrGraph *g = s->g;
+    IrInterp *ip = interp_new(g, false);
+    bool ok = true;
+    for (int i = 0; i < g->n && ok; i++) {
+        const IrNode *n = &g->node[i];
+        if (n->op != IR_INPUT) continue;
+        if (n->kind == IR_IN_DATA) {
+            double v;
+            if (i == s->data[0] || (s->ndata > 1 && i == s->data[1])) {
+                bool isx = i == s->data[0];
+                int64_t numel = ir_numel(n->shape), have = isx ? b->size * rt_data_sample_numel(r->ds[c->stage]) : b->size;
+                if (numel != have) {
+                    char t[128];
+                    ir_shape_str(n->dtype, n->shape, t, sizeof t);
+                    error("%s: %s takes %s = %s but a batch of the data holds %lld values", r->path, step_name(c->stage),
+                          n->name, t, (long long)have);
+                    ok = false;
+                    break;
+                }
+                if (isx && b->dtype == RT_DATA_F32 && n->dtype == IR_F32) interp_set(ip, i, b->x);
+                else if (isx) {
+                    double *tmp = malloc(sizeof *tmp * (size_t)numel);
+                    for (int64_t k = 0; k < numel; k++)
+                        tmp[k] = b->dtype == RT_DATA_U8 ? ((const unsigned char *)b->x)[k] : ((const float *)b->x)[k];
+                    interp_set_f64(ip, i, tmp);
+                    free(tmp);
+                } else if (n->dtype == IR_I64 && b->y) interp_set(ip, i, b->y);
+                else { error("%s: %s needs labels that the data does not have", r->path, step_name(c->stage)); ok = false; }
+                continue;
+            }
+            v = !strcmp(n->name, "step") ? (double)gstep : 0;
+            for (int k = 0; k < s->ngroups; k++)
+                if (i == s->groups[k].lr) v = s->groups[k].lr0;
+            interp_set_f64(ip, i, &v);
+            continue;
+        }
+        int kind;
+        const IrSlot *sl = slot_named(r, n->name, &kind);
+        if (!sl) { error("%s: %s has no value in the model state", r->path, n->name); ok = false; break; }
+        interp_set(ip, i, r->buf[kind] + sl->offset);
+    }
+    const char *err = ok ? interp_run(ip) : NULL;
+    if (err) { error("%s: %s failed at step %lld: %s", r->path, step_name(c->stage), (long long)gstep, err); ok = false; }
+    for (int k = 0; ok && k < s->nlogs; k++) metrics[k] = interp_scalar(ip, s->logs[k].id);
+    if (ok && c->stage == RT_TRAIN) {
+        double loss = interp_scalar(ip, s->loss);
+        if (!isfinite(loss) && r->cfg.detect_anomaly) {
+            error("%s: the loss is %g at step %lld (detect_anomaly)", r->path, loss, (long long)gstep);
+            ok = false;
+        }
+        for (int o = 0; ok && o < g->nout; o++) {
+            if (g->out[o].kind != IR_OUT_UPDATE) continue;
+            int kind;
+            const IrSlot *sl = slot_named(r, g->node[g->out[o].target].name, &kind);
+            if (sl) interp_get(ip, g->out[o].value, r->buf[kind] + sl->offset);
+        }
+    }
+    interp_free(ip);
+    return ok;
+}
+
+/* ---- the loop's callbacks ---- */
+
+static int64_t cb_batches(void *ctx, RtStage s) {
+    Run *r = ctx;
+    return r->ld[s] ? rt_loader_num_batches(r->ld[s]) : 0;
+}
+
+static bool cb_load(void *ctx, RtStage s, int64_t epoch, int64_t i) {
+    Run *r = ctx;
+    char *err = NULL;
+    if (r->next_epoch[s] != epoch || r->next_batch[s] != i) { /* not the next batch: restart there */
+        if (rt_loader_start(r->ld[s], epoch, i, &err) < 0) {
+            error("%s", err ? err : "the loader failed");
+            free(err);
+            return false;
+        }
+    }
+    r->batch = rt_loader_next(r->ld[s]);
+    r->next_epoch[s] = epoch;
+    r->next_batch[s] = i + 1;
+    return r->batch != NULL || (error("%s: the loader ended early", r->path), false);
+}
+
+static bool cb_step(void *ctx, RtStage s, int64_t gstep, double *metrics) {
+    Run *r = ctx;
+    Compiled *c = compiled(r, s, r->batch->size);
+    return c && exec(r, c, r->batch, gstep, metrics);
+}
+
+static void cb_log(void *ctx, int64_t step, int64_t epoch, int n, const char *const *names, const double *v) {
+    Run *r = ctx;
+    if (r->logger) rt_logger_log(r->logger, step, epoch, n, names, v);
+}
+
+static void cb_progress(void *ctx, RtStage s, int64_t epoch, int64_t i, int64_t n, int nm, const char *const *names,
+                        const double *v) {
+    Run *r = ctx;
+    if (!r->bar) return;
+    for (int k = 0; k < nm; k++) rt_progress_metric(r->bar, names[k], v[k]);
+    if (s == RT_TRAIN) {
+        if (i == 1) rt_progress_train_start(r->bar, epoch, r->max_epochs, n);
+        rt_progress_train_update(r->bar, i);
+        if (i == n) rt_progress_train_end(r->bar);
+    } else {
+        if (i == 1) rt_progress_val_start(r->bar, n, false);
+        rt_progress_val_update(r->bar, i);
+        if (i == n) rt_progress_val_end(r->bar);
+    }
+}
+
+static RtCkptDtype ckpt_dtype(IrDtype t) {
+    static const RtCkptDtype map[] = {RT_CKPT_F64, RT_CKPT_F32, RT_CKPT_BF16, RT_CKPT_F16,
+                                      RT_CKPT_I64, RT_CKPT_I32, RT_CKPT_U8, RT_CKPT_BOOL};
+    return map[t];
+}
+
+/* The model state as tensors of a checkpoint (params, buffers, optimizer state). */
+static int state_tensors(Run *r, RtCkptTensor *t, int max) {
+    int n = 0;
+    for (int k = 0; k < NKINDS; k++)
+        for (int i = 0; i < r->layout[k].n && n < max; i++) {
+            const IrSlot *sl = &r->layout[k].slot[i];
+            t[n++] = (RtCkptTensor){sl->name, ckpt_dtype(sl->dtype), sl->shape.rank, sl->shape.d, r->buf[k] + sl->offset};
+        }
+    return n;
+}
+
+/* Lightning's default checkpointing: the last epoch's state, epoch=E-step=S.ckpt. */
+static bool cb_save(void *ctx, int64_t epoch, int64_t gstep) {
+    Run *r = ctx;
+    if (!r->ckpt_dir[0]) return true;
+    RtCkptTensor t[4096];
+    int n = state_tensors(r, t, 4096);
+    char path[1200], e[32], st[32], err[RT_CKPT_ERR_LEN];
+    snprintf(path, sizeof path, "%s/epoch=%lld-step=%lld.ckpt", r->ckpt_dir, (long long)epoch, (long long)gstep);
+    snprintf(e, sizeof e, "%lld", (long long)epoch);
+    snprintf(st, sizeof st, "%lld", (long long)gstep);
+    RtCkptMeta meta[] = {{"format", "ltl-checkpoint-1"}, {"ltl_version", LTL_VERSION}, {"model", r->comp[0].s->model},
+                         {"epoch", e}, {"global_step", st}};
+    if (!rt_ckpt_save(path, t, (size_t)n, meta, sizeof meta / sizeof *meta, err)) {
+        error("%s", err);
+        return false;
+    }
+    if (r->last_ckpt[0] && strcmp(r->last_ckpt, path)) remove(r->last_ckpt);
+    snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", path);
+    return true;
+}
+
+/* Loads --ckpt_path into the state (every tensor must match by name, dtype and shape). */
+static bool load_ckpt(Run *r, const char *path) {
+    char err[RT_CKPT_ERR_LEN];
+    RtCkpt *ck = rt_ckpt_open(path, err);
+    if (!ck) return error("%s", err), false;
+    RtCkptTensor t[4096];
+    int n = state_tensors(r, t, 4096);
+    bool ok = rt_ckpt_load(ck, t, (size_t)n, RT_CKPT_ALLOW_MISSING, err);
+    if (!ok) error("%s", err);
+    rt_ckpt_close(ck);
+    return ok;
+}
+
+/* Lightning's ModelSummary: one row per sub-module of the root model. */
+static void summary(const StepGraph *s) {
+    RtSummaryRow rows[64];
+    int n = 0;
+    for (int k = 0; k < s->nsubs && n < 64; k++) {
+        rows[n] = (RtSummaryRow){s->subs[k].name, s->subs[k].type, 0, NULL, true};
+        size_t len = strlen(s->subs[k].name);
+        for (int i = 0; i < s->nparams; i++)
+            if (s->params[i].trainable && !strncmp(s->params[i].name, s->subs[k].name, len) && s->params[i].name[len] == '.')
+                rows[n].params += ir_numel(s->g->node[s->params[i].id].shape);
+        n++;
+    }
+    char *t = rt_summary_format(rows, n, 4);
+    fputs(t, stdout);
+    free(t);
+}
+
+/* ---- the command ---- */
+
+static const char run_help[] =
+    "usage: ltlc run FILE [STAGE...] [OPTIONS]\n"
+    "\n"
+    "Compiles FILE and runs its stages in order: fit (default), validate, test, predict.\n"
+    "\n"
+    "options:\n"
+    "  --trainer.FLAG=VALUE   override a trainer flag (docs/trainer.md), e.g. --trainer.max_epochs=3\n"
+    "  --model.NAME=VALUE     override a hyperparameter of the model, e.g. --model.hidden1=64\n"
+    "  --data.NAME=VALUE      override a parameter of the data module, e.g. --data.batch=128\n"
+    "  --ckpt_path=FILE       start from this checkpoint (validate/test/predict, or fit's weights)\n"
+    "\n"
+    "Runs are written to default_root_dir/NAME/version_N/ (metrics.csv, hparams.yaml,\n"
+    "TensorBoard events, curves.svg, checkpoints/). Exit 0 ok, 1 an error, 2 usage.\n";
+
+int run_command(int argc, char **argv) {
+    const char *file = NULL, *ckpt = NULL;
+    const char *ov[64], *tov[64];
+    int nov = 0, ntov = 0;
+    RtStage stages[8];
+    int nstages = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(run_help, stdout); return 0; }
+        if (!strncmp(a, "--trainer.", 10) && ntov < 64) tov[ntov++] = a + 10;
+        else if ((!strncmp(a, "--model.", 8) || !strncmp(a, "--data.", 7)) && nov < 64) ov[nov++] = a + 2;
+        else if (!strncmp(a, "--ckpt_path=", 12)) ckpt = a + 12;
+        else if (a[0] == '-') { fprintf(stderr, "ltlc: unknown option '%s' for run\nTry 'ltlc run --help'.\n", a); return 2; }
+        else if (!file) file = a;
+        else if (nstages < 8 && (!strcmp(a, "fit") || !strcmp(a, "validate") || !strcmp(a, "test") || !strcmp(a, "predict")))
+            stages[nstages++] = a[0] == 'f' ? RT_TRAIN : a[0] == 'v' ? RT_VAL : a[0] == 't' ? RT_TEST : RT_PREDICT;
+        else { fprintf(stderr, "ltlc: unknown stage '%s' (fit, validate, test, predict)\n", a); return 2; }
+    }
+    if (!file) { fprintf(stderr, "ltlc: run needs a FILE\nTry 'ltlc run --help'.\n"); return 2; }
+    if (!nstages) stages[nstages++] = RT_TRAIN;
+
+    Ast ast = {0};
+    char *text = NULL;
+    Run r = {.path = file, .opt = {.overrides = ov, .noverrides = nov}};
+    int status = 1;
+    r.program = parse_file(&ast, file, &text);
+    if (!r.program || diag_error_count()) goto out;
+    sema_check_config(r.program);
+    if (diag_error_count() || !sema_trainer_config(r.program, file, tov, ntov, &r.cfg)) goto out;
+    r.opt.seed = (uint64_t)r.cfg.seed;
+    if (!sema_data_plan(r.program, file, &r.opt, &r.dp)) goto out;
+    for (int i = 0; i < nstages; i++) {
+        r.stage_step[stages[i]] = step_name(stages[i]);
+        if (stages[i] == RT_TRAIN) r.stage_step[RT_VAL] = step_name(RT_VAL);
+    }
+    /* the steps, compiled for the loader's batch size; the training graph lays out the state */
+    Compiled *first = compiled(&r, stages[0] == RT_TRAIN ? RT_TRAIN : stages[0], r.dp.batch);
+    if (!first) goto out;
+    for (int s = RT_VAL; s < RT_NSTAGES; s++) /* a stage the model has no step for has no data */
+        if (r.stage_step[s]) {
+            SemaOptions o = r.opt;
+            o.batch = r.dp.batch;
+            StepGraph *g = sema_lower(r.program, file, step_name(s), &o, false);
+            if (!g) { if (diag_error_count()) goto out; r.stage_step[s] = NULL; }
+            sema_step_free(g);
+        }
+    init_state(&r, first->s);
+    if (ckpt && !load_ckpt(&r, ckpt)) goto out;
+    if (!make_loaders(&r, classes_of(first->s))) goto out;
+
+    bool quiet = r.cfg.barebones || r.cfg.fast_dev_run > 0;
+    if (!quiet && r.cfg.logger_enabled && r.cfg.nloggers) {
+        RtLoggerConfig lc = {.root = r.cfg.default_root_dir, .name = "lightning_logs", .version = -1};
+        for (int i = 0; i < r.cfg.nloggers; i++) {
+            const RtComponent *c = &r.cfg.loggers[i];
+            lc.csv |= !strcmp(c->name, "csv");
+            lc.tensorboard |= !strcmp(c->name, "tensorboard");
+            for (int k = 0; k < c->n; k++)
+                if (!strcmp(c->keys[k], "name") && c->vals[k].kind == RT_STR) lc.name = c->vals[k].s;
+                else if (!strcmp(c->keys[k], "save_dir") && c->vals[k].kind == RT_STR) lc.root = c->vals[k].s;
+                else if (!strcmp(c->keys[k], "flush_logs_every_n_steps") && c->vals[k].kind == RT_INT) lc.flush_every_n_steps = (int)c->vals[k].i;
+        }
+        lc.plot = stages[0] == RT_TRAIN;
+        if (!(r.logger = rt_logger_open(&lc))) { error("%s", rt_log_error()); goto out; }
+        snprintf(r.ckpt_dir, sizeof r.ckpt_dir, "%s/checkpoints", rt_logger_dir(r.logger));
+        if (r.cfg.enable_checkpointing && mkdir(r.ckpt_dir, 0777) != 0 && errno != EEXIST) {
+            error("cannot create %s: %s", r.ckpt_dir, strerror(errno));
+            goto out;
+        }
+        RtHparams *h = rt_hparams_new();
+        for (int i = 0; i < nov; i++) {
+            char *kv = xstrdup(ov[i]), *eq = strchr(kv, '=');
+            if (eq) { *eq = 0; rt_hparams_str(h, kv, eq + 1); }
+            free(kv);
+        }
+        rt_hparams_str(h, "model.name", first->s->model);
+        rt_hparams_int(h, "data.batch", r.dp.batch);
+        rt_hparams_int(h, "trainer.seed", r.cfg.seed);
+        rt_logger_hparams(r.logger, h);
+        rt_hparams_free(h);
+    }
+    if (!quiet && r.cfg.enable_progress_bar)
+        r.bar = rt_progress_new(&(RtProgressConfig){.mode = RT_PROGRESS_AUTO, .leave = true});
+    if (!quiet && r.cfg.enable_model_summary && stages[0] == RT_TRAIN) summary(first->s);
+
+    RtLoop L = {.ctx = &r, .batches = cb_batches, .load = cb_load, .step = cb_step, .log = cb_log,
+                .progress = cb_progress, .save = r.cfg.enable_checkpointing ? cb_save : NULL};
+    for (int s = 0; s < RT_NSTAGES; s++) {
+        Compiled *c = r.stage_step[s] && r.ld[s] ? compiled(&r, (RtStage)s, r.dp.batch) : NULL;
+        if (r.stage_step[s] && r.ld[s] && !c) goto out;
+        for (int k = 0; c && k < c->s->nlogs && k < 64; k++) {
+            const LogSpec *l = &c->s->logs[k];
+            r.specs[s][k] = (RtMetricSpec){l->name, l->prog_bar, l->on_step, l->on_epoch,
+                                           !strcmp(l->reduce_fx, "sum") ? RT_SUM : !strcmp(l->reduce_fx, "max") ? RT_MAX
+                                           : !strcmp(l->reduce_fx, "min") ? RT_MIN : RT_MEAN};
+        }
+        L.specs[s] = r.specs[s];
+        L.nspecs[s] = c ? c->s->nlogs : 0;
+    }
+    r.max_epochs = r.cfg.max_epochs < 0 && r.cfg.max_steps < 0 ? 1000 : r.cfg.max_epochs;
+    for (int i = 0; i < nstages; i++) {
+        if (rt_run(&r.cfg, &L, stages[i]) != 0) {
+            if (!diag_error_count()) error("%s: %s", file, L.err);
+            goto out;
+        }
+        if (stages[i] != RT_TRAIN && L.nspecs[stages[i]]) { /* Lightning prints the test metrics */
+            printf("%s metrics:\n", stages[i] == RT_TEST ? "test" : stages[i] == RT_VAL ? "validation" : "predict");
+            for (int k = 0; k < L.nspecs[stages[i]]; k++)
+                printf("  %-20s %.6g\n", L.specs[stages[i]][k].name, L.last_epoch_metrics[32 + k]);
+        }
+    }
+    if (r.bar) rt_progress_finish(r.bar);
+    if (r.logger) printf("run folder: %s\n", rt_logger_dir(r.logger));
+    status = 0;
+out:
+    if (r.bar) rt_progress_free(r.bar);
+    if (r.logger && rt_logger_close(r.logger) != 0 && status == 0) status = error("%s", rt_log_error());
+    for (int s = 0; s < RT_NSTAGES; s++) rt_loader_free(r.ld[s]);
+    for (int i = 0; i < r.nowned; i++) rt_data_free(r.owned[i]);
+    for (int i = 0; i < r.ncomp; i++) sema_step_free(r.comp[i].s);
+    for (int k = 0; k < NKINDS; k++) { ir_layout_free(&r.layout[k]); free(r.buf[k]); }
+    sema_data_free(&r.dp);
+    rt_trainer_free(&r.cfg);
+    ast_free(&ast);
+    free(text);
+    return status;
+}
