@@ -377,14 +377,15 @@ static bool cb_save(void *ctx, int64_t epoch, int64_t gstep) {
     return true;
 }
 
-/* Loads --ckpt_path into the state (every tensor must match by name, dtype and shape). */
-static bool load_ckpt(Run *r, const char *path) {
+/* Loads --ckpt_path into the state: every tensor must match by name, dtype and shape. */
+static bool load_ckpt(Run *r, const char *path, bool training) {
     char err[RT_CKPT_ERR_LEN];
     RtCkpt *ck = rt_ckpt_open(path, err);
     if (!ck) return error("%s", err), false;
     RtCkptTensor t[4096];
     int n = state_tensors(r, t, 4096);
-    bool ok = rt_ckpt_load(ck, t, (size_t)n, RT_CKPT_ALLOW_MISSING, err);
+    /* evaluation needs the weights only: the optimizer state in the file is not an error */
+    bool ok = rt_ckpt_load(ck, t, (size_t)n, training ? 0 : RT_CKPT_ALLOW_UNEXPECTED, err);
     if (!ok) error("%s", err);
     rt_ckpt_close(ck);
     return ok;
@@ -470,7 +471,7 @@ int run_command(int argc, char **argv) {
             sema_step_free(g);
         }
     init_state(&r, first->s);
-    if (ckpt && !load_ckpt(&r, ckpt)) goto out;
+    if (ckpt && !load_ckpt(&r, ckpt, r.stage_step[RT_TRAIN] != NULL)) goto out;
     if (!make_loaders(&r, classes_of(first->s))) goto out;
 
     bool quiet = r.cfg.barebones || r.cfg.fast_dev_run > 0;

@@ -1,0 +1,187 @@
+/* test_run.c — `ltlc run` end to end on small IDX files the test writes: training reaches
+ * an accuracy, the run folder holds what Lightning's would, flags change what happens, and
+ * bad data ends in one message and exit 1. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char dir[64];
+
+static void be32(FILE *f, unsigned v) {
+    unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8), (unsigned char)v};
+    fwrite(b, 1, 4, f);
+}
+
+/* n images 4x4 of two classes: class 1 is bright on the left half, class 0 on the right. */
+static void write_idx(const char *name_x, const char *name_y, int n, int bad_label) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", dir, name_x);
+    FILE *fx = fopen(p, "wb");
+    snprintf(p, sizeof p, "%s/%s", dir, name_y);
+    FILE *fy = fopen(p, "wb");
+    be32(fx, 0x803); be32(fx, (unsigned)n); be32(fx, 4); be32(fx, 4);
+    be32(fy, 0x801); be32(fy, (unsigned)n);
+    unsigned s = 12345;
+    for (int i = 0; i < n; i++) {
+        int y = i % 2;
+        for (int k = 0; k < 16; k++) {
+            s = s * 1103515245u + 12345u;
+            int left = k % 4 < 2, noise = (int)(s >> 16) % 60;
+            fputc((left == y ? 180 : 40) + noise, fx);
+        }
+        fputc(i == bad_label ? 7 : y, fy);
+    }
+    fclose(fx);
+    fclose(fy);
+}
+
+static const char *model_src =
+    "use nn\n"
+    "model Tiny(hidden = 16, lr = 1e-2) {\n"
+    "    l1 = nn.Linear(16, hidden)\n"
+    "    l2 = nn.Linear(hidden, 2)\n"
+    "    forward(x: f32[B, 1, 4, 4]) -> f32[B, 2] = l2(relu(l1(flatten(x, 1))))\n"
+    "    training_step(x: f32[B, 1, 4, 4], y: i64[B]) {\n"
+    "        loss = cross_entropy(forward(x), y)\n"
+    "        log(\"train_loss\", loss, prog_bar = true, on_epoch = true)\n"
+    "        return loss\n"
+    "    }\n"
+    "    validation_step(x, y) { log(\"val_acc\", accuracy(forward(x), y)) }\n"
+    "    test_step(x, y) { log(\"test_acc\", accuracy(forward(x), y)) }\n"
+    "    optimizer = adam(lr = lr)\n"
+    "}\n"
+    "data Toy(root = \"%s\", batch = 16) {\n"
+    "    train, val = split(idx(root + \"/x.idx\", root + \"/y.idx\"), [160, 40], seed = 1)\n"
+    "    test = idx(root + \"/tx.idx\", root + \"/ty.idx\")\n"
+    "    transform(x) = x / 255\n"
+    "    loader(batch = batch, shuffle = true)\n"
+    "}\n"
+    "trainer {\n"
+    "    max_epochs = 4\n"
+    "    seed = 3\n"
+    "    log_every_n_steps = 5\n"
+    "    default_root_dir = \"%s/runs\"\n"
+    "    logger = [csv, tensorboard]\n"
+    "}\n";
+
+static void setup(void) {
+    strcpy(dir, "/tmp/ltl_run_XXXXXX");
+    cr_assert(mkdtemp(dir));
+    write_idx("x.idx", "y.idx", 200, -1);
+    write_idx("tx.idx", "ty.idx", 64, -1);
+    char p[256];
+    snprintf(p, sizeof p, "%s/tiny.ltl", dir);
+    FILE *f = fopen(p, "w");
+    fprintf(f, model_src, dir, dir);
+    fclose(f);
+}
+
+static void teardown(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(run, .init = setup, .fini = teardown, .timeout = 60);
+
+/* Runs ltlc with args; stdout+stderr into out. Returns the exit status. */
+static int ltlc(char *out, size_t size, const char *args) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", dir, LTLC, args);
+    FILE *p = popen(cmd, "r");
+    size_t n = fread(out, 1, size - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+Test(run, fit_then_test_writes_the_run_folder) {
+    static char out[1 << 16];
+    int st = ltlc(out, sizeof out, "run tiny.ltl fit test");
+    cr_assert_eq(st, 0, "%s", out);
+    char *acc = strstr(out, "test_acc");
+    cr_assert(acc, "%s", out);
+    double v = atof(acc + 8);
+    cr_assert(v >= 0.95, "test accuracy %g after 4 epochs:\n%s", v, out);
+    cr_assert(strstr(out, "| l1   | Linear | 272"), "the model summary:\n%s", out);
+    char p[256];
+    snprintf(p, sizeof p, "%s/runs/lightning_logs/version_0/metrics.csv", dir);
+    char *csv = slurp(p);
+    cr_assert(csv, "no %s:\n%s", p, out);
+    cr_assert(!strncmp(csv, "epoch,step,test_acc,train_loss_epoch,train_loss_step,val_acc\n", 61), "%s", csv);
+    int rows = 0;
+    for (char *c = csv; *c; c++) rows += *c == '\n';
+    /* 10 batches x 4 epochs: 8 step rows (every 5), 4 epoch rows, 4 validation rows, 1 test row, header */
+    cr_assert_eq(rows, 1 + 8 + 4 + 4 + 1, "%s", csv);
+    snprintf(p, sizeof p, "%s/runs/lightning_logs/version_0/checkpoints/epoch=3-step=40.ckpt", dir);
+    struct stat sb;
+    cr_assert_eq(stat(p, &sb), 0, "the last epoch's checkpoint");
+    snprintf(p, sizeof p, "%s/runs/lightning_logs/version_0/checkpoints/epoch=2-step=30.ckpt", dir);
+    cr_assert_neq(stat(p, &sb), 0, "only the last checkpoint is kept");
+    snprintf(p, sizeof p, "%s/runs/lightning_logs/version_0/curves.svg", dir);
+    cr_assert_eq(stat(p, &sb), 0);
+    snprintf(p, sizeof p, "%s/runs/lightning_logs/version_0", dir);
+    DIR *d = opendir(p);
+    bool events = false;
+    for (struct dirent *e; (e = readdir(d));) events |= !strncmp(e->d_name, "events.out.tfevents.", 20);
+    closedir(d);
+    cr_assert(events, "a TensorBoard event file");
+
+    /* the checkpoint restores the trained weights: testing from it gives the same accuracy */
+    static char out2[1 << 16];
+    char args[512];
+    snprintf(args, sizeof args, "run tiny.ltl test --ckpt_path=runs/lightning_logs/version_0/checkpoints/epoch=3-step=40.ckpt");
+    cr_assert_eq(ltlc(out2, sizeof out2, args), 0, "%s", out2);
+    char *acc2 = strstr(out2, "test_acc");
+    cr_assert(acc2 && atof(acc2 + 8) == v, "%s", out2);
+    snprintf(p, sizeof p, "%s/runs/lightning_logs/version_1", dir);
+    cr_assert_eq(stat(p, &sb), 0, "the next run gets version_1");
+}
+
+Test(run, same_seed_same_result_and_flags) {
+    static char a[1 << 16], b[1 << 16];
+    cr_assert_eq(ltlc(a, sizeof a, "run tiny.ltl fit test --trainer.enable_progress_bar=false --trainer.logger=false"), 0, "%s", a);
+    cr_assert_eq(ltlc(b, sizeof b, "run tiny.ltl fit test --trainer.enable_progress_bar=false --trainer.logger=false"), 0, "%s", b);
+    cr_assert_str_eq(strstr(a, "test_acc"), strstr(b, "test_acc"), "deterministic: same seed, same result");
+    cr_assert_null(strstr(a, "Epoch"), "no progress bar:\n%s", a);
+    struct stat sb;
+    char p[256];
+    snprintf(p, sizeof p, "%s/runs", dir);
+    cr_assert_neq(stat(p, &sb), 0, "logger = false writes no run folder");
+
+    cr_assert_eq(ltlc(a, sizeof a, "run tiny.ltl fit --trainer.fast_dev_run=2"), 0, "%s", a);
+    cr_assert_neq(stat(p, &sb), 0, "fast_dev_run writes nothing");
+    cr_assert_eq(ltlc(a, sizeof a, "run tiny.ltl fit --model.hidden=3 --trainer.max_epochs=1 --trainer.enable_progress_bar=false"), 0, "%s", a);
+    cr_assert(strstr(a, "| l1   | Linear | 51"), "--model.hidden=3 gives l1 16*3+3 parameters:\n%s", a);
+}
+
+Test(run, bad_data_and_usage_errors) {
+    static char out[1 << 16];
+    write_idx("x.idx", "y.idx", 200, 17); /* label 7 at index 17: the model has 2 classes */
+    cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl fit"), 1, "%s", out);
+    cr_assert(strstr(out, "y.idx") && strstr(out, "label"), "names the file and the problem:\n%s", out);
+    char p[256];
+    snprintf(p, sizeof p, "%s/x.idx", dir);
+    truncate(p, 100);
+    cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl fit"), 1, "%s", out);
+    cr_assert(strstr(out, "x.idx"), "%s", out);
+    cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl fit --trainer.max_epoch=3"), 1, "%s", out);
+    cr_assert(strstr(out, "unknown trainer flag 'max_epoch'"), "%s", out);
+    cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl frobnicate"), 2, "%s", out);
+    cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl test --ckpt_path=nonexistent.ckpt"), 1, "%s", out);
+    cr_assert(strstr(out, "nonexistent.ckpt"), "%s", out);
+}
