@@ -238,7 +238,8 @@ static bool exec(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, dou
             double v;
             if (i == s->data[0] || (s->ndata > 1 && i == s->data[1])) {
                 bool isx = i == s->data[0];
-                int64_t numel = ir_numel(n->shape), have = isx ? b->size * rt_data_sample_numel(r->ds[c->stage]) : b->size;
+                int64_t numel = ir_numel(n->shape), have = b->size;
+                for (int k = 1; isx && k <= b->ndim - 1; k++) have *= b->shape[k]; /* after transforms */
                 if (numel != have) {
                     char t[128];
                     ir_shape_str(n->dtype, n->shape, t, sizeof t);

@@ -754,6 +754,10 @@ RtDataset *rt_data_csv(const char *path, const RtCsvOptions *opt, char **err) {
         if (l > widest) widest = l;
         p += l + (nl != NULL);
     }
+    if (widest > (1 << 30)) {
+        free(text);
+        return fail(err, "%s: a line of more than 2^30 bytes", path);
+    }
     Field *f = malloc((size_t)(widest + 2) * sizeof *f);
     Store *st = NULL;
     RtDataset *ds = NULL;
