@@ -39,6 +39,7 @@ typedef struct {
     /* outputs */
     RtLogger *logger;
     RtProgress *bar;
+    bool bar_open;
     int64_t max_epochs;
     char ckpt_dir[1024], last_ckpt[1200];
     double epoch_time;
@@ -330,9 +331,12 @@ static void cb_progress(void *ctx, RtStage s, int64_t epoch, int64_t i, int64_t 
     if (!r->bar) return;
     for (int k = 0; k < nm; k++) rt_progress_metric(r->bar, names[k], v[k]);
     if (s == RT_TRAIN) {
-        if (i == 1) rt_progress_train_start(r->bar, epoch, r->max_epochs, n);
+        /* an epoch's line ends when the next begins (or at the end), after its validation,
+         * so that it shows the validation metrics, as Lightning's does */
+        if (i == 1 && r->bar_open) rt_progress_train_end(r->bar);
+        if (i == 1) rt_progress_train_start(r->bar, epoch, r->max_epochs - 1, n);
         rt_progress_train_update(r->bar, i);
-        if (i == n) rt_progress_train_end(r->bar);
+        r->bar_open = true;
     } else {
         if (i == 1) rt_progress_val_start(r->bar, n, false);
         rt_progress_val_update(r->bar, i);
@@ -485,6 +489,7 @@ int run_command(int argc, char **argv) {
             for (int k = 0; k < c->n; k++)
                 if (!strcmp(c->keys[k], "name") && c->vals[k].kind == RT_STR) lc.name = c->vals[k].s;
                 else if (!strcmp(c->keys[k], "save_dir") && c->vals[k].kind == RT_STR) lc.root = c->vals[k].s;
+                else if (!strcmp(c->keys[k], "version") && c->vals[k].kind == RT_INT) lc.version = (int)c->vals[k].i;
                 else if (!strcmp(c->keys[k], "flush_logs_every_n_steps") && c->vals[k].kind == RT_INT) lc.flush_every_n_steps = (int)c->vals[k].i;
         }
         lc.plot = stages[0] == RT_TRAIN;
@@ -497,7 +502,7 @@ int run_command(int argc, char **argv) {
         RtHparams *h = rt_hparams_new();
         for (int i = 0; i < nov; i++) {
             char *kv = xstrdup(ov[i]), *eq = strchr(kv, '=');
-            if (eq) { *eq = 0; rt_hparams_str(h, kv, eq + 1); }
+            if (eq) { *eq = 0; rt_hparams_parse(h, kv, eq + 1); }
             free(kv);
         }
         rt_hparams_str(h, "model.name", first->s->model);
@@ -536,6 +541,7 @@ int run_command(int argc, char **argv) {
                 printf("  %-20s %.6g\n", L.specs[stages[i]][k].name, L.last_epoch_metrics[32 + k]);
         }
     }
+    if (r.bar && r.bar_open) rt_progress_train_end(r.bar);
     if (r.bar) rt_progress_finish(r.bar);
     if (r.logger) printf("run folder: %s\n", rt_logger_dir(r.logger));
     status = 0;

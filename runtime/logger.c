@@ -9,6 +9,7 @@
 // Every logged row is also kept in memory: the CSV header can then grow (a key that
 // appears later rewrites the file with the wider header, as Lightning does, but through
 // a temporary file and a rename), and the curves are drawn from it at the end.
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -325,6 +326,22 @@ void rt_hparams_str(RtHparams *h, const char *key, const char *v) {
     if (v) n->s = xstrdup(v);
 }
 
+void rt_hparams_parse(RtHparams *h, const char *key, const char *text) {
+    char *end;
+    if (!text) { rt_hparams_str(h, key, NULL); return; }
+    if (!strcmp(text, "true") || !strcmp(text, "True")) { rt_hparams_bool(h, key, true); return; }
+    if (!strcmp(text, "false") || !strcmp(text, "False")) { rt_hparams_bool(h, key, false); return; }
+    if (!strcmp(text, "none") || !strcmp(text, "None") || !strcmp(text, "null")) { rt_hparams_str(h, key, NULL); return; }
+    if (*text && !isspace((unsigned char)*text)) {
+        errno = 0;
+        long long i = strtoll(text, &end, 10);
+        if (!*end && errno == 0) { rt_hparams_int(h, key, i); return; }
+        double f = strtod(text, &end);
+        if (!*end && strspn(text, "+-0123456789.eE") == strlen(text)) { rt_hparams_float(h, key, f); return; }
+    }
+    rt_hparams_str(h, key, text);
+}
+
 // A YAML float as PyYAML writes one: repr, ".0" before an exponent without a point,
 // .inf/.nan.
 static void yaml_float(Buf *b, double v) {
@@ -513,6 +530,7 @@ struct RtCsvLogger {
     int flush_every;
     Table t;
     int64_t written;      // rows already in the file
+    int64_t flushed;      // (step + 1) / flush_every at the last flush
     int header_keys;      // t.nkeys when the file's header was written; -1: no file yet
     int *order;           // columns: table keys, with -1 = epoch and -2 = step, sorted
 };
@@ -581,12 +599,18 @@ RtCsvLogger *rt_csv_open(const char *dir, int flush_every_n_steps) {
 
 int rt_csv_log(RtCsvLogger *c, int64_t step, int64_t epoch, int n, const char *const *names, const double *v) {
     table_add(&c->t, step, epoch, n, names, v);
-    if ((step + 1) % c->flush_every == 0) return rt_csv_flush(c);
+    // Lightning flushes when (step + 1) % n == 0; a step past a multiple of n counts too,
+    // so rows logged every 30 steps with n = 100 are still written every ~100 steps.
+    if ((step + 1) / c->flush_every > c->flushed) {
+        c->flushed = (step + 1) / c->flush_every;
+        return rt_csv_flush(c);
+    }
     return 0;
 }
 
 int rt_csv_flush(RtCsvLogger *c) {
-    if (c->written == c->t.nrows && c->header_keys == c->t.nkeys) return 0;
+    // Nothing logged: no file (as Lightning); nothing new: nothing to do.
+    if (c->t.nrows == 0 || (c->written == c->t.nrows && c->header_keys == c->t.nkeys)) return 0;
     Buf b = {0};
     int r = 0;
     if (c->header_keys != c->t.nkeys) {
@@ -633,7 +657,7 @@ struct RtLogger {
     int version;
     bool plot;
     int flush_every;
-    int64_t since_flush;
+    int64_t flushed;      // (step + 1) / flush_every at the last event-file flush
     RtCsvLogger *csv;
     RtTbWriter *tb;
     Table t;              // for the curves
@@ -683,18 +707,15 @@ int rt_logger_log(RtLogger *lg, int64_t step, int64_t epoch, int n, const char *
                 rt_tb_scalar(lg->tb, names[i], v[i], step, 0) != 0) r = -1;
         // Lightning logs the epoch with every row as the scalar `epoch`.
         if (rt_tb_scalar(lg->tb, "epoch", (double)epoch, step, 0) != 0) r = -1;
-        if ((step + 1) % lg->flush_every == 0 && rt_tb_flush(lg->tb) != 0) r = -1;
+        if ((step + 1) / lg->flush_every > lg->flushed) {
+            lg->flushed = (step + 1) / lg->flush_every;
+            if (rt_tb_flush(lg->tb) != 0) r = -1;
+        }
     }
     if (r) lg->failed = 1;
     return r;
 }
 
-int rt_logger_flush(RtLogger *lg) {
-    int r = 0;
-    if (lg->csv && rt_csv_flush(lg->csv) != 0) r = -1;
-    if (lg->tb && rt_tb_flush(lg->tb) != 0) r = -1;
-    return r;
-}
 
 // The curves: a metric logged at most once per epoch is drawn against the epoch,
 // any other against the step.
@@ -732,6 +753,14 @@ static int write_curves(RtLogger *lg) {
     int r = rt_plot_save(path, title, s, t->nkeys);
     for (int k = 0; k < t->nkeys; k++) free((double *)s[k].x);
     free(s);
+    return r;
+}
+
+int rt_logger_flush(RtLogger *lg) {
+    int r = 0;
+    if (lg->csv && rt_csv_flush(lg->csv) != 0) r = -1;
+    if (lg->tb && rt_tb_flush(lg->tb) != 0) r = -1;
+    if (lg->plot && write_curves(lg) != 0) r = -1;   // the curves so far, for a look mid-run
     return r;
 }
 

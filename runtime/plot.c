@@ -180,7 +180,7 @@ static void panel(Svg *b, const RtPlotSeries *s, int idx, double ox, double oy) 
 
     // Legend: a strip between the title and the plot area, so it never hides the curve.
     char tl[160];
-    snprintf(tl, sizeof tl, "last %.4g   min %.4g   max %.4g", last, ymin, ymax);
+    snprintf(tl, sizeof tl, "last %.4g · min %.4g · max %.4g", last, ymin, ymax);
     double ly = oy + 44;
     put(b, "<g class=\"legend\" font-size=\"11\">\n");
     put(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2.5\"/>\n",

@@ -131,7 +131,9 @@ int rt_bar_format(char *buf, size_t size, const RtBar *b) {
 // ---------------------------------------------------------------------------
 // The bar as the trainer drives it.
 
-typedef struct { char name[64]; char text[64]; } Metric;
+// A postfix value: formatted when a line is drawn, not when it is set (setting one is
+// then a copy, whatever the number of steps per second).
+typedef struct { char name[64]; char text[64]; double v; bool num; } Metric;
 typedef struct {
     char desc[64];
     int64_t n, total;
@@ -164,10 +166,10 @@ RtProgress *rt_progress_new(const RtProgressConfig *cfg) {
     RtProgress *p = calloc(1, sizeof *p);
     if (!p) abort();
     if (cfg) p->cfg = *cfg;
-    else p->cfg.min_interval = -1;
     p->out = p->cfg.out ? p->cfg.out : stdout;
     if (p->cfg.refresh_rate <= 0) p->cfg.refresh_rate = 1;
-    if (p->cfg.min_interval < 0) p->cfg.min_interval = 0.1;
+    if (p->cfg.min_interval == 0) p->cfg.min_interval = 0.1;
+    else if (p->cfg.min_interval < 0) p->cfg.min_interval = 0;
     if (p->cfg.plain_percent <= 0) p->cfg.plain_percent = 10;
     if (p->cfg.plain_seconds <= 0) p->cfg.plain_seconds = 30;
     RtProgressMode mode = p->cfg.mode;
@@ -179,21 +181,29 @@ RtProgress *rt_progress_new(const RtProgressConfig *cfg) {
 
 void rt_progress_free(RtProgress *p) { free(p); }
 
-void rt_progress_metric_str(RtProgress *p, const char *name, const char *text) {
+static Metric *metric(RtProgress *p, const char *name) {
     int i = 0;
     while (i < p->nm && strcmp(p->m[i].name, name) != 0) i++;
     if (i == p->nm) {
-        if (p->nm == (int)(sizeof p->m / sizeof *p->m)) return;
+        if (p->nm == (int)(sizeof p->m / sizeof *p->m)) return NULL;
         snprintf(p->m[i].name, sizeof p->m[i].name, "%s", name);
         p->nm++;
     }
-    snprintf(p->m[i].text, sizeof p->m[i].text, "%s", text);
+    return &p->m[i];
+}
+
+void rt_progress_metric_str(RtProgress *p, const char *name, const char *text) {
+    Metric *m = metric(p, name);
+    if (!m) return;
+    snprintf(m->text, sizeof m->text, "%s", text);
+    m->num = false;
 }
 
 void rt_progress_metric(RtProgress *p, const char *name, double v) {
-    char t[64];
-    rt_fmt_tqdm_num(t, sizeof t, v);
-    rt_progress_metric_str(p, name, t);
+    Metric *m = metric(p, name);
+    if (!m) return;
+    m->v = v;
+    m->num = true;
 }
 
 static int term_width(const RtProgress *p) {
@@ -208,8 +218,12 @@ static int term_width(const RtProgress *p) {
 static void format_bar(const RtProgress *p, const Bar *b, bool with_postfix, char *line, size_t size) {
     char post[1024] = "";
     size_t k = 0;
-    for (int i = 0; with_postfix && i < p->nm && k < sizeof post; i++)
-        k += (size_t)snprintf(post + k, sizeof post - k, "%s%s=%s", i ? ", " : "", p->m[i].name, p->m[i].text);
+    for (int i = 0; with_postfix && i < p->nm && k < sizeof post; i++) {
+        char num[64];
+        if (p->m[i].num) rt_fmt_tqdm_num(num, sizeof num, p->m[i].v);
+        k += (size_t)snprintf(post + k, sizeof post - k, "%s%s=%s", i ? ", " : "", p->m[i].name,
+                              p->m[i].num ? num : p->m[i].text);
+    }
     double t = b->stop >= 0 ? b->stop : now(p);
     RtBar rb = {b->desc, b->n, b->total, t - b->t0, post, p->tty ? term_width(p) : 0, p->tty};
     rt_bar_format(line, size, &rb);
@@ -305,6 +319,7 @@ void rt_progress_val_start(RtProgress *p, int64_t total, bool sanity) {
     p->sanity = sanity;
     start(&p->val, sanity ? "Sanity Checking DataLoader 0" : "Validation DataLoader 0", total, now(p));
     p->val.shown = false;
+    if (p->val.t0 - p->last_line > p->cfg.plain_seconds) p->last_line = p->val.t0;   // plain: 30 s from here
     if (p->tty) {
         if (p->train.shown) fputs("\n", p->out);   // the validation bar goes below
         draw(p, &p->val, false);
@@ -342,6 +357,21 @@ void rt_progress_val_end(RtProgress *p) {
     } else {
         print_line(p, &p->val, false);
     }
+}
+
+void rt_progress_print(RtProgress *p, const char *line) {
+    if (!p->tty || (!p->train.shown && !p->in_val)) {
+        fprintf(p->out, "%s\n", line);
+        fflush(p->out);
+        return;
+    }
+    // Clear the bar (both lines during validation), print, draw the bar again below.
+    bool two = p->in_val && p->train.shown;
+    fputs(two ? "\r\033[K\033[A\r\033[K" : "\r\033[K", p->out);
+    fprintf(p->out, "%s\n", line);
+    if (p->train.shown) draw(p, &p->train, true);
+    if (two) fputs("\n", p->out);
+    if (p->in_val) draw(p, &p->val, false);
 }
 
 void rt_progress_finish(RtProgress *p) {
