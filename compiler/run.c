@@ -334,7 +334,7 @@ static void cb_progress(void *ctx, RtStage s, int64_t epoch, int64_t i, int64_t 
         /* an epoch's line ends when the next begins (or at the end), after its validation,
          * so that it shows the validation metrics, as Lightning's does */
         if (i == 1 && r->bar_open) rt_progress_train_end(r->bar);
-        if (i == 1) rt_progress_train_start(r->bar, epoch, r->max_epochs - 1, n);
+        if (i == 1) rt_progress_train_start(r->bar, epoch, r->max_epochs, n);
         rt_progress_train_update(r->bar, i);
         r->bar_open = true;
     } else {
