@@ -37,7 +37,7 @@ TEST_SRC = $(wildcard tests/test_*.c)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 LTLC    = $(BUILD)/ltlc
 
-.PHONY: all deps run run-only test check-tests asan fuzz fuzz-short bench clean examples
+.PHONY: all deps run run-only test check-tests asan fuzz fuzz-short fuzz-ckpt-short bench clean examples
 all: $(LTLC)
 
 # Install missing Debian packages (a fresh machine has no package lists: update first).
@@ -95,13 +95,13 @@ check-tests: $(LTLC) $(BUILD)/tests/run
 
 test: deps
 	$(MAKE) check-tests
-	$(MAKE) fuzz-short
+	$(MAKE) fuzz-short fuzz-ckpt-short
 
 asan: deps
 	$(MAKE) BUILD=build-asan SAN=1 OPT=-O1 check-tests
 
 # libFuzzer over the front end (clang), seeded from the examples.
-FUZZ_FLAGS = -fsanitize=fuzzer,address,undefined -g -O1 -std=c17 -D_GNU_SOURCE -Icompiler -I$(BUILD)/fuzz/gen
+FUZZ_FLAGS = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -g -O1 -std=c17 -D_GNU_SOURCE -Icompiler -I$(BUILD)/fuzz/gen
 $(BUILD)/fuzz/fuzz_front: tests/fuzz/fuzz_front.c $(COMPILER_SRC) grammar/lexer.re grammar/parser.y
 	$(MAKE) BUILD=$(BUILD)/fuzz $(BUILD)/fuzz/gen/lexer.c $(BUILD)/fuzz/gen/parser.c
 	clang $(FUZZ_FLAGS) -Wno-unused-variable -DNDEBUG -o $@ tests/fuzz/fuzz_front.c $(FUZZ_SRC) \
@@ -113,7 +113,22 @@ fuzz-short: $(BUILD)/fuzz/fuzz_front
 	./$(BUILD)/fuzz/fuzz_front -max_total_time=30 -max_len=4096 -timeout=5 $(BUILD)/fuzz/corpus 2>$(BUILD)/fuzz/log.txt \
 	  && echo "fuzz: 30 s, no crash" || { tail -50 $(BUILD)/fuzz/log.txt; exit 1; }
 
-fuzz: $(BUILD)/fuzz/fuzz_front
+# libFuzzer over the checkpoint reader (runtime/ckpt.c).
+$(BUILD)/fuzz/fuzz_ckpt: tests/fuzz/fuzz_ckpt.c runtime/ckpt.c runtime/rt.h
+	@mkdir -p $(@D)
+	clang -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -g -O1 -std=c17 -D_GNU_SOURCE \
+	  -Iruntime -o $@ tests/fuzz/fuzz_ckpt.c runtime/ckpt.c -lcjson
+
+CKPT_FUZZ = ./$(BUILD)/fuzz/fuzz_ckpt -dict=tests/fixtures/ckpt/fuzz.dict -max_len=4096 -timeout=5 \
+	  $(BUILD)/fuzz/ckpt_corpus tests/fixtures/ckpt/seeds
+fuzz-ckpt-short: $(BUILD)/fuzz/fuzz_ckpt
+	@mkdir -p $(BUILD)/fuzz/ckpt_corpus; \
+	$(CKPT_FUZZ) -max_total_time=30 2>$(BUILD)/fuzz/ckpt_log.txt \
+	  && echo "fuzz ckpt: 30 s, no crash" || { tail -50 $(BUILD)/fuzz/ckpt_log.txt; exit 1; }
+
+fuzz: $(BUILD)/fuzz/fuzz_front $(BUILD)/fuzz/fuzz_ckpt
+	@mkdir -p $(BUILD)/fuzz/ckpt_corpus; $(CKPT_FUZZ) -max_total_time=$${FUZZ_TIME:-600}
+
 	@mkdir -p $(BUILD)/fuzz/corpus && cp examples/*.ltl tests/frontend/*.ltl $(BUILD)/fuzz/corpus/ 2>/dev/null; \
 	./$(BUILD)/fuzz/fuzz_front -max_total_time=$${FUZZ_TIME:-600} -max_len=65536 $(BUILD)/fuzz/corpus
 

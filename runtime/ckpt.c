@@ -47,6 +47,12 @@
 
 #define MAX_HEADER 100000000ull        // the safetensors reference reader's limit
 #define MAX_EXACT (1ull << 53)         // JSON numbers from here on may be rounded in cJSON's double
+// JSON values (strings, numbers, literals, objects, arrays) in a header at most.
+// cJSON takes ~100-250 bytes a value, so a 100 MB header of tiny values would
+// take gigabytes; this bounds it to ~150 MB. A tensor entry is 10 + rank values:
+// this still allows some 70 000 tensors of rank 4 (large LLM checkpoints hold
+// a few thousand per file).
+#define MAX_VALUES (1u << 20)
 enum { SHOWN = 96 };                   // bytes of a name quoted in a message
 typedef char Shown[SHOWN + 8];         // a quoted name: 'name' or 'nam...'
 
@@ -305,6 +311,100 @@ static bool check_table(const char *what, const RtCkptTensor *t, size_t nt, char
 }
 
 //
+// The lexical scan of a header (reading, and writing as a check).
+//
+
+// What the scan learns that cJSON cannot tell afterwards: the first number not
+// spelt as a plain non-negative integer ("1e3", "1.0", "-0", "007": cJSON
+// accepts them, the reference reader does not), with the top-level key before it.
+typedef struct {
+    size_t bad_at;    // byte offset + 1; 0: none
+    size_t bad_len;
+    const char *bad;  // the number's text
+    const char *key;  // the raw key (a tensor name, still JSON-escaped)
+    size_t key_len;
+} Scan;
+
+static bool is_digit(unsigned c) { return c >= '0' && c <= '9'; }
+
+static bool scan_header(const char *file, const unsigned char *h, size_t n, Scan *sc, char *err) {
+    int depth = 0;
+    unsigned char kind[4] = {0};
+    unsigned commas[4] = {0};
+    const unsigned char *key = NULL;
+    size_t key_len = 0, values = 0;
+    *sc = (Scan){0};
+    for (size_t i = 0; i < n;) {
+        unsigned c = h[i];
+        if ((c == '"' || c == '{' || c == '[' || c == '-' || is_digit(c) || (c >= 'a' && c <= 'z')) &&
+            ++values > MAX_VALUES)
+            return failf(err, "%s: the header holds more than %u JSON values (byte %zu); LTL refuses it rather "
+                         "than spend gigabytes parsing it", file, MAX_VALUES, i);
+        if (c >= 'a' && c <= 'z') {   // a literal (true, false, null) or garbage: one value, cJSON judges it
+            while (i < n && h[i] >= 'a' && h[i] <= 'z') i++;
+            continue;
+        }
+        if (c == '"') {
+            size_t start = ++i;
+            for (;;) {
+                if (i >= n)
+                    return failf(err, "%s: the header is not valid JSON: the string at byte %zu never ends", file,
+                                 start - 1);
+                c = h[i];
+                if (c == '"') break;
+                if (c < 0x20)
+                    return failf(err, "%s: the header is not valid JSON: control character 0x%02x inside a string "
+                                 "(byte %zu)", file, c, i);
+                if (c == '\\') {
+                    if (i + 5 < n && h[i + 1] == 'u' && memcmp(h + i + 2, "0000", 4) == 0)
+                        return failf(err, "%s: the header holds a NUL character (\\u0000) in a string (byte %zu)",
+                                     file, i);
+                    i += 2;
+                    continue;
+                }
+                size_t k = utf8_len(h + i, n - i);
+                if (!k) return failf(err, "%s: the header is not valid UTF-8 (byte %zu)", file, i);
+                i += k;
+            }
+            if (depth == 1) key = h + start, key_len = i - start;
+            i++;
+            continue;
+        }
+        if (c == '{' || c == '[') {
+            if (depth == 3)
+                return failf(err, "%s: the header nests deeper than a safetensors header can (byte %zu)", file, i);
+            depth++;
+            kind[depth] = (unsigned char)c, commas[depth] = 0;
+        } else if (c == '}' || c == ']') {
+            if (depth == 0) return failf(err, "%s: the header is not valid JSON (byte %zu)", file, i);
+            depth--;
+        } else if (c == ',') {
+            if (depth > 0 && kind[depth] == '[' && ++commas[depth] >= RT_CKPT_MAX_DIMS)
+                return failf(err, "%s: the header holds an array of more than %d elements (byte %zu); a shape has "
+                             "at most %d dimensions", file, RT_CKPT_MAX_DIMS, i, RT_CKPT_MAX_DIMS);
+        } else if (c == '-' || is_digit(c)) {
+            size_t start = i;
+            while (i < n && (is_digit(h[i]) || h[i] == '-' || h[i] == '+' || h[i] == '.' || h[i] == 'e' ||
+                             h[i] == 'E'))
+                i++;
+            bool plain = h[start] != '0' || i - start == 1;
+            for (size_t j = start; j < i; j++) plain = plain && is_digit(h[j]);
+            if (!plain && !sc->bad_at) {
+                sc->bad_at = start + 1, sc->bad_len = i - start, sc->bad = (const char *)h + start;
+                sc->key = (const char *)key, sc->key_len = key_len;
+            }
+            continue;
+        } else if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
+            return failf(err, "%s: the header is not valid JSON: control character 0x%02x (byte %zu)", file, c, i);
+        } else if (c >= 0x80 && !utf8_len(h + i, n - i)) {
+            return failf(err, "%s: the header is not valid UTF-8 (byte %zu)", file, i);
+        }
+        i++;
+    }
+    return true;
+}
+
+//
 // Writing.
 //
 
@@ -328,9 +428,19 @@ static bool plan_file(const char *what, const RtCkptTensor *t, size_t nt, const 
             return failf(err, "%s: metadata key %s is not valid UTF-8", what, shownz(a, meta[i].key));
         if (!utf8_valid(meta[i].value))
             return failf(err, "%s: metadata %s: the value is not valid UTF-8", what, shownz(a, meta[i].key));
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(meta[i].key, meta[j].key) == 0)
-                return failf(err, "%s: metadata key %s appears twice", what, shownz(a, meta[i].key));
+    }
+    if (nmeta > 1) {
+        const char **keys = malloc(nmeta * sizeof *keys);
+        if (!keys) return failf(err, "%s: out of memory", what);
+        for (size_t i = 0; i < nmeta; i++) keys[i] = meta[i].key;
+        qsort(keys, nmeta, sizeof *keys, cmp_str);
+        for (size_t i = 1; i < nmeta; i++)
+            if (strcmp(keys[i - 1], keys[i]) == 0) {
+                failf(err, "%s: metadata key %s appears twice", what, shownz(a, keys[i]));
+                free(keys);
+                return false;
+            }
+        free(keys);
     }
     p->order = malloc((nt ? nt : 1) * sizeof *p->order);
     if (!p->order) return failf(err, "%s: out of memory", what);
@@ -352,10 +462,10 @@ static bool plan_file(const char *what, const RtCkptTensor *t, size_t nt, const 
         buf_add(h, "}", 1);
     }
     uint64_t off = 0;
-    for (size_t k = 0; k < nt; k++) {
-        const RtCkptTensor *x = &t[p->order[k]];
+    for (size_t j = 0; j < nt; j++) {
+        const RtCkptTensor *x = &t[p->order[j]];
         uint64_t nbytes = table_bytes(x);
-        if (nmeta || k) buf_add(h, ",", 1);
+        if (nmeta || j) buf_add(h, ",", 1);
         buf_json(h, x->name);
         buf_str(h, ":{\"dtype\":\"");
         buf_str(h, dtypes[x->dtype].name);
@@ -381,6 +491,12 @@ static bool plan_file(const char *what, const RtCkptTensor *t, size_t nt, const 
         free(p->order), free(h->p);
         return oom ? failf(err, "%s: out of memory", what)
                    : failf(err, "%s: the header would exceed the 100 MB that readers accept", what);
+    }
+    // Never write what the reader would refuse: the same lexical limits (JSON values).
+    Scan sc;
+    if (!scan_header(what, (const unsigned char *)h->p, h->len, &sc, err)) {
+        free(p->order), free(h->p);
+        return false;
     }
     p->data_size = off;
     return true;
@@ -534,92 +650,6 @@ bool rt_ckpt_save(const char *path, const RtCkptTensor *t, size_t nt, const RtCk
     free(tmp);
     if ((e = sync_dir(path)) != 0)
         return failf(err, "%s: saved, but syncing its directory failed: %s", path, errstr(e, eb, sizeof eb));
-    return true;
-}
-
-//
-// Reading: the lexical scan of the header.
-//
-
-// What the scan learns that cJSON cannot tell afterwards: the first number not
-// spelt as a plain non-negative integer ("1e3", "1.0", "-0", "007": cJSON
-// accepts them, the reference reader does not), with the top-level key before it.
-typedef struct {
-    size_t bad_at;    // byte offset + 1; 0: none
-    size_t bad_len;
-    const char *bad;  // the number's text
-    const char *key;  // the raw key (a tensor name, still JSON-escaped)
-    size_t key_len;
-} Scan;
-
-static bool is_digit(unsigned c) { return c >= '0' && c <= '9'; }
-
-static bool scan_header(const char *file, const unsigned char *h, size_t n, Scan *sc, char *err) {
-    int depth = 0;
-    unsigned char kind[4] = {0};
-    unsigned commas[4] = {0};
-    const unsigned char *key = NULL;
-    size_t key_len = 0;
-    *sc = (Scan){0};
-    for (size_t i = 0; i < n;) {
-        unsigned c = h[i];
-        if (c == '"') {
-            size_t start = ++i;
-            for (;;) {
-                if (i >= n)
-                    return failf(err, "%s: the header is not valid JSON: the string at byte %zu never ends", file,
-                                 start - 1);
-                c = h[i];
-                if (c == '"') break;
-                if (c < 0x20)
-                    return failf(err, "%s: the header is not valid JSON: control character 0x%02x inside a string "
-                                 "(byte %zu)", file, c, i);
-                if (c == '\\') {
-                    if (i + 5 < n && h[i + 1] == 'u' && memcmp(h + i + 2, "0000", 4) == 0)
-                        return failf(err, "%s: the header holds a NUL character (\\u0000) in a string (byte %zu)",
-                                     file, i);
-                    i += 2;
-                    continue;
-                }
-                size_t k = utf8_len(h + i, n - i);
-                if (!k) return failf(err, "%s: the header is not valid UTF-8 (byte %zu)", file, i);
-                i += k;
-            }
-            if (depth == 1) key = h + start, key_len = i - start;
-            i++;
-            continue;
-        }
-        if (c == '{' || c == '[') {
-            if (depth == 3)
-                return failf(err, "%s: the header nests deeper than a safetensors header can (byte %zu)", file, i);
-            depth++;
-            kind[depth] = (unsigned char)c, commas[depth] = 0;
-        } else if (c == '}' || c == ']') {
-            if (depth == 0) return failf(err, "%s: the header is not valid JSON (byte %zu)", file, i);
-            depth--;
-        } else if (c == ',') {
-            if (depth > 0 && kind[depth] == '[' && ++commas[depth] >= RT_CKPT_MAX_DIMS)
-                return failf(err, "%s: the header holds an array of more than %d elements (byte %zu); a shape has "
-                             "at most %d dimensions", file, RT_CKPT_MAX_DIMS, i, RT_CKPT_MAX_DIMS);
-        } else if (c == '-' || is_digit(c)) {
-            size_t start = i;
-            while (i < n && (is_digit(h[i]) || h[i] == '-' || h[i] == '+' || h[i] == '.' || h[i] == 'e' ||
-                             h[i] == 'E'))
-                i++;
-            bool plain = h[start] != '0' || i - start == 1;
-            for (size_t j = start; j < i; j++) plain = plain && is_digit(h[j]);
-            if (!plain && !sc->bad_at) {
-                sc->bad_at = start + 1, sc->bad_len = i - start, sc->bad = (const char *)h + start;
-                sc->key = (const char *)key, sc->key_len = key_len;
-            }
-            continue;
-        } else if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
-            return failf(err, "%s: the header is not valid JSON: control character 0x%02x (byte %zu)", file, c, i);
-        } else if (c >= 0x80 && !utf8_len(h + i, n - i)) {
-            return failf(err, "%s: the header is not valid UTF-8 (byte %zu)", file, i);
-        }
-        i++;
-    }
     return true;
 }
 
@@ -843,7 +873,9 @@ static bool read_entries(RtCkpt *ck, const cJSON *root, const Scan *sc, char *er
 
 static bool parse_header(RtCkpt *ck, const unsigned char *h, size_t n, char *err) {
     const char *file = ck->label;
-    if (n == 0 || h[0] != '{')
+    size_t first = 0;   // JSON whitespace may come first (the reference reader allows it)
+    while (first < n && (h[first] == ' ' || h[first] == '\t' || h[first] == '\n' || h[first] == '\r')) first++;
+    if (first == n || h[first] != '{')
         return failf(err, "%s: not a safetensors file: the header does not begin with '{'", file);
     Scan sc;
     if (!scan_header(file, h, n, &sc, err)) return false;
