@@ -128,7 +128,6 @@ fuzz-ckpt-short: $(BUILD)/fuzz/fuzz_ckpt
 
 fuzz: $(BUILD)/fuzz/fuzz_front $(BUILD)/fuzz/fuzz_ckpt
 	@mkdir -p $(BUILD)/fuzz/ckpt_corpus; $(CKPT_FUZZ) -max_total_time=$${FUZZ_TIME:-600}
-
 	@mkdir -p $(BUILD)/fuzz/corpus && cp examples/*.ltl tests/frontend/*.ltl $(BUILD)/fuzz/corpus/ 2>/dev/null; \
 	./$(BUILD)/fuzz/fuzz_front -max_total_time=$${FUZZ_TIME:-600} -max_len=65536 $(BUILD)/fuzz/corpus
 
