@@ -37,7 +37,7 @@ TEST_SRC = $(wildcard tests/test_*.c)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 LTLC    = $(BUILD)/ltlc
 
-.PHONY: all deps run run-only test check-tests asan fuzz fuzz-short fuzz-ckpt-short bench clean examples
+.PHONY: golden-update all deps run run-only test check-tests asan fuzz fuzz-short fuzz-ckpt-short bench clean examples
 all: $(LTLC)
 
 # Install missing Debian packages (a fresh machine has no package lists: update first).
@@ -54,7 +54,7 @@ $(BUILD)/gen/lexer.c: grammar/lexer.re $(BUILD)/gen/parser.h
 	@mkdir -p $(@D)
 	re2c -W --no-generation-date -o $@ $<
 
-$(BUILD)/gen/parser.c $(BUILD)/gen/parser.h: grammar/parser.y
+$(BUILD)/gen/parser.c $(BUILD)/gen/parser.h &: grammar/parser.y
 	@mkdir -p $(BUILD)/gen
 	cp $< $(BUILD)/gen/parser.y
 	lemon -q -T/usr/share/lemon/lempar.c -d$(BUILD)/gen $(BUILD)/gen/parser.y
@@ -109,8 +109,8 @@ $(BUILD)/fuzz/fuzz_front: tests/fuzz/fuzz_front.c $(COMPILER_SRC) grammar/lexer.
 FUZZ_SRC = $(filter compiler/util.c compiler/diag.c compiler/ast.c compiler/parse.c compiler/print.c,$(COMPILER_SRC))
 
 fuzz-short: $(BUILD)/fuzz/fuzz_front
-	@mkdir -p $(BUILD)/fuzz/corpus && cp examples/*.ltl tests/frontend/*.ltl $(BUILD)/fuzz/corpus/ 2>/dev/null; \
-	./$(BUILD)/fuzz/fuzz_front -max_total_time=30 -max_len=4096 -timeout=5 $(BUILD)/fuzz/corpus 2>$(BUILD)/fuzz/log.txt \
+	@mkdir -p $(BUILD)/fuzz/corpus && cp examples/*.ltl stdlib/*.ltl tests/frontend/*.ltl $(BUILD)/fuzz/corpus/ 2>/dev/null; \
+	./$(BUILD)/fuzz/fuzz_front -dict=tests/fuzz/ltl.dict -max_total_time=30 -max_len=4096 -timeout=5 $(BUILD)/fuzz/corpus 2>$(BUILD)/fuzz/log.txt \
 	  && echo "fuzz: 30 s, no crash" || { tail -50 $(BUILD)/fuzz/log.txt; exit 1; }
 
 # libFuzzer over the checkpoint reader (runtime/ckpt.c).
@@ -128,12 +128,16 @@ fuzz-ckpt-short: $(BUILD)/fuzz/fuzz_ckpt
 
 fuzz: $(BUILD)/fuzz/fuzz_front $(BUILD)/fuzz/fuzz_ckpt
 	@mkdir -p $(BUILD)/fuzz/ckpt_corpus; $(CKPT_FUZZ) -max_total_time=$${FUZZ_TIME:-600}
-	@mkdir -p $(BUILD)/fuzz/corpus && cp examples/*.ltl tests/frontend/*.ltl $(BUILD)/fuzz/corpus/ 2>/dev/null; \
-	./$(BUILD)/fuzz/fuzz_front -max_total_time=$${FUZZ_TIME:-600} -max_len=65536 $(BUILD)/fuzz/corpus
+	@mkdir -p $(BUILD)/fuzz/corpus && cp examples/*.ltl stdlib/*.ltl tests/frontend/*.ltl $(BUILD)/fuzz/corpus/ 2>/dev/null; \
+	./$(BUILD)/fuzz/fuzz_front -dict=tests/fuzz/ltl.dict -max_total_time=$${FUZZ_TIME:-600} -max_len=65536 $(BUILD)/fuzz/corpus
 
 bench: deps
 	$(MAKE) $(LTLC)
 	bench/frontend.sh $(LTLC)
+
+# Regenerates the expected output of tests/frontend/ (review the diff before committing).
+golden-update: $(LTLC)
+	tests/frontend/update.sh
 
 clean:
 	rm -rf build build-asan

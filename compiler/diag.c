@@ -69,9 +69,10 @@ static void show_line(FILE *f, Span sp) {
     const Source *s = &sources[sp.file];
     size_t off = sp.off > s->len ? s->len : sp.off;
     size_t start = off, end = off;
-    while (start > 0 && s->text[start - 1] != '\n') start--;
-    while (end < s->len && s->text[end] != '\n' && s->text[end] != '\r') end++;
-    if (end - start > 512) return; /* a minified wall of text helps nobody */
+    enum { MAX_SHOWN = 512 }; /* a longer line (minified, or garbage) helps nobody */
+    while (start > 0 && s->text[start - 1] != '\n' && off - start <= MAX_SHOWN) start--;
+    while (end < s->len && s->text[end] != '\n' && s->text[end] != '\r' && end - start <= MAX_SHOWN) end++;
+    if (end - start > MAX_SHOWN) return;
     fprintf(f, "%5d | ", sp.line);
     int pad = 0, width = 0;
     const unsigned char *text = (const unsigned char *)s->text;

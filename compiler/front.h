@@ -138,8 +138,10 @@ typedef struct {
     Span at;                           /* the token being fed */
     Token prev;                        /* the one fed before it; kind -1 at the start */
     bool dead;                         /* a fatal error: feed no more tokens */
-    bool quiet;                        /* the driver reported an error in this statement:
-                                          the parser's own would only repeat it */
+    int quiet;                         /* -1, or an error was reported in the statement at
+                                          this brace depth: further ones would only echo it */
+    bool skip;                         /* the parser is recovering: feed it nothing until
+                                          that statement (or its block) ends */
 } ParseCtx;
 Node *p_leaf(ParseCtx *px, NodeKind k, const Token *t);
 Node *p_node(ParseCtx *px, NodeKind k, Span sp, int nkids, ...);

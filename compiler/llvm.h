@@ -128,4 +128,195 @@ bool llvm_gemm_run(LlvmGemm *g, const LlvmGemmSpec *spec, int nthreads,
                    const float *a, int64_t lda, const float *b, int64_t ldb,
                    float beta, float *c, int64_t ldc, const float *bias);
 
+
+//
+// fuse.c, llvm_step.c, llvm_step_kern.c — the whole-step CPU backend (prefixes fuse_,
+// llvm_step_). A step graph (after sema_simplify) is grouped into kernels and every
+// intermediate value gets a place in one scratch arena (fuse_plan); the kernels become one
+// LLVM module with one entry point, JIT-compiled for the host (llvm_step_compile), and an
+// executor binds the flat buffers and runs it. See docs/backend-cpu.md, "The step compiler".
+//
+#include <stdio.h>
+#include "ir.h"
+
+// ---- fuse.c: kernels and the memory plan ----
+
+typedef enum {
+    FUSE_ELEMWISE,    // one loop nest: elementwise and broadcast ops, casts, compares, where,
+                      // one_hot, dropout, rand_*, strided copies; several outputs
+    FUSE_GEMM,        // matmul (+ bias) (+ relu); transposed operands become GEMM flags
+    FUSE_REDUCE,      // sum / mean / max over any axes
+    FUSE_SOFTMAX,     // softmax / log_softmax along an axis
+    FUSE_ARGMAX,
+    FUSE_CLASS_LOSS,  // cross_entropy / nll_loss
+    FUSE_PAIR_LOSS,   // mse_loss / bce_with_logits
+    FUSE_CONV,        // conv2d (+ bias) (+ relu), conv2d_bwd_data, conv2d_bwd_filter: im2col + GEMM
+    FUSE_POOL,        // max_pool2d, max_pool2d_bwd
+    FUSE_COPY,        // an UPDATE output copied into its input's slot at the end of the step
+    FUSE_FALLBACK,    // one node run by the reference interpreter (interp_node) on doubles
+    FUSE_NKINDS
+} FuseKind;
+
+// The buffers a compiled step addresses: bases[i] of its entry point.
+// FUNCS holds the 16 shared GEMM entry points (spec bits ta | tb << 1 | bias << 2 | relu << 3),
+// so a compiled module has no absolute address in it.
+enum { FUSE_BASE_ARENA, FUSE_BASE_PARAM, FUSE_BASE_BUFFER, FUSE_BASE_STATE, FUSE_BASE_CONST,
+       FUSE_BASE_STATUS, FUSE_BASE_FUNCS, FUSE_BASE_DATA /* + i: the plan's data[i] */ };
+
+typedef enum {
+    FUSE_NONE,   // never stored: folded into a GEMM / conv epilogue, or unused
+    FUSE_IMM,    // every element is `imm` (an immediate inside loops); never stored
+    FUSE_REG,    // lives only in the registers of its kernel's loop
+    FUSE_MEM,    // has its own bytes at bases[base] + offset
+    FUSE_VIEW,   // reads the bytes of `of` (reshape, permute, broadcast, slice: no copy)
+} FuseHow;
+
+typedef struct FuseValue {
+    FuseHow how;
+    bool splat;                   // every element is `imm` (IMM, or a constant also stored)
+    double imm;
+    int base;                     // FUSE_MEM: a FUSE_BASE_*
+    int64_t offset, bytes;        // FUSE_MEM
+    int of;                       // MEM, VIEW: the FUSE_MEM value read (itself when MEM)
+    int64_t voff;                 // MEM, VIEW: element offset into `of`
+    int64_t stride[IR_MAX_RANK];  // MEM, VIEW: elements per step of each dimension
+    int kernel;                   // position of the kernel computing it, -1 if none
+    int last;                     // position of the last kernel reading its bytes
+} FuseValue;
+
+typedef struct FuseKernel {
+    FuseKind kind;
+    int *node, nnode;     // the nodes it computes, in graph order
+    int *out, nout;       // the values it writes (FUSE_MEM)
+    IrShape shape;        // FUSE_ELEMWISE: the loop shape
+    int op;               // the main node (matmul, conv, reduction, ...); -1 for ELEMWISE, COPY
+    int result;           // GEMM, CONV: the node holding the result, after the epilogue
+    int bias;             // GEMM, CONV: the bias value the epilogue adds, else -1
+    bool relu;            // GEMM, CONV: relu last
+    bool out_t;           // GEMM: computes (AB)^T directly; `result` permutes the product
+    int nparts;           // tasks it is cut into (1: runs on the calling thread)
+    int64_t scratch, scratch_bytes;  // arena bytes only it uses (GEMM packing, im2col, ...)
+    int copy_src, copy_dst;          // COPY: value copied into the slot of input copy_dst
+} FuseKernel;
+
+typedef struct FuseOptions {
+    int nthreads;                 // the kernels are cut for this many threads (>= 1)
+    bool grads;                   // GRAD outputs stay readable (else only what updates need)
+    const LlvmGemmBlocking *blk;  // GEMM blocking: packing buffers and tiles
+    bool no_reuse;                // debugging: every value keeps its bytes to the end
+} FuseOptions;
+
+typedef struct FusePlan {
+    const IrGraph *g;             // not owned; must outlive the plan
+    FuseOptions opt;
+    FuseValue *val;               // per node
+    int **in;                     // per node: operands as kernels read them (epilogues redirect)
+    FuseKernel *k;                // in execution order
+    int nk;
+    int64_t arena_bytes;          // every intermediate value and kernel scratch
+    unsigned char *consts;        // constant tensors: bases[FUSE_BASE_CONST]
+    int64_t const_bytes;
+    int *data, ndata;             // DATA and GRAD inputs: bases[FUSE_BASE_DATA + i] holds data[i]
+    int64_t gemm_stride;          // GEMM packing bytes per task (64-byte multiple)
+    char *names;                  // fuse_print's scratch
+} FusePlan;
+
+FusePlan *fuse_plan(const IrGraph *g, const FuseOptions *opt, char *err, size_t errlen);
+void fuse_free(FusePlan *p);
+const char *fuse_kind_name(FuseKind k);
+// `ltlc emit fused`: one line per kernel: the nodes it fuses, what it reads and writes, and
+// where (arena offsets), then the arena's size.
+void fuse_print(FILE *f, const FusePlan *p);
+// Whether the CPU backend generates code for node `id` (false: the interpreter fallback).
+bool fuse_is_native(const FusePlan *p, int id);
+
+// ---- llvm_step.c: compile a step once, run it many times ----
+//
+// The module's entry point is  void step(void *const *bases, const LlvmStepCtx *ctx):
+// bases[] are the buffers above; every kernel is a function (args, part, nparts) that the
+// entry calls directly or through ctx->run (rt_pool_run) with a fixed number of parts.
+
+typedef struct LlvmStepCtx {
+    RtPool *pool;
+    void (*run)(RtPool *pool, int64_t count, void (*fn)(void *, int64_t, int64_t), void *arg);
+    void (*fallback)(void *exec, int64_t kernel, void **args);   // FUSE_FALLBACK kernels
+    void *exec;
+    void (*tick)(void *exec, int64_t kernel);   // after each kernel when compiled with profile
+} LlvmStepCtx;
+
+typedef struct LlvmStepOptions {
+    int nthreads;         // 0: rt_cpu_count(); 1: everything on the calling thread
+    bool grads;           // GRAD outputs readable after a run
+    bool keep_ir;         // keep the module's text for llvm_step_ir
+    bool optimized_ir;    // ... after O3 instead of as generated
+    bool no_reuse;        // debugging: arena bytes are never reused (llvm_step_value works)
+    bool profile;         // time every kernel (llvm_step_profile)
+} LlvmStepOptions;
+
+typedef struct LlvmStep LlvmStep;
+
+// Plans, generates, optimises (O3, host CPU) and JIT-compiles g, which must outlive the
+// result. NULL with a message on failure.
+LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *err, size_t errlen);
+void llvm_step_free(LlvmStep *s);
+const FusePlan *llvm_step_plan(const LlvmStep *s);
+const char *llvm_step_ir(const LlvmStep *s);     // NULL unless compiled with keep_ir
+double llvm_step_compile_seconds(const LlvmStep *s);
+int llvm_step_threads(const LlvmStep *s);
+// Binds the caller's flat buffer of the PARAM, BUFFER or STATE inputs (ir_layout(g, kind)).
+void llvm_step_bind(LlvmStep *s, IrInputKind kind, void *flat);
+// Points a DATA or GRAD input at the caller's bytes (in its dtype), read by the next runs.
+void llvm_step_set_input(LlvmStep *s, int input, const void *data);
+// One step. UPDATE outputs are written into their inputs' slots of the bound buffers.
+// NULL, or a message (a class index out of range, an unbound input).
+const char *llvm_step_run(LlvmStep *s);
+// Output i of the graph (g->out[i]) after a run, in its dtype; UPDATE outputs point into the
+// bound slot. NULL for a GRAD output compiled without grads.
+const void *llvm_step_output(const LlvmStep *s, int i);
+double llvm_step_scalar(const LlvmStep *s, int i);   // element 0 of output i
+// Compiled with profile: seconds spent in each kernel (plan order) over all runs so far.
+const double *llvm_step_profile(const LlvmStep *s);
+// Debugging (compiled with no_reuse): the bytes of any stored value after a run, else NULL.
+const void *llvm_step_value(const LlvmStep *s, int id);
+
+
+// ---- internal: shared by llvm_step.c (module, entry point, executor) and
+// llvm_step_kern.c (the kernels' loops) ----
+
+typedef struct LlvmStepBuf {
+    int base;        // FUSE_BASE_*
+    int64_t off;     // bytes from bases[base]
+} LlvmStepBuf;
+
+typedef struct LlvmStepGen {
+    const FusePlan *p;
+    const IrGraph *g;
+    const LlvmHost *host;
+    const LlvmGemmBlocking *blk;
+    LLVMContextRef cx;
+    LLVMModuleRef mod;
+    LLVMBuilderRef b;
+    LLVMTypeRef i1, i8, i32, i64, f32, f64, ptr, voidt;
+    LLVMValueRef fn;              // the function being built
+    LLVMValueRef gemm[16];        // GEMM variants emitted so far: ta | tb << 1 | bias << 2 | relu << 3
+    char prefix[32];              // of every symbol of the module
+    LlvmStepBuf *buf;             // the current kernel's buffers: args[i] of its task function
+    int nbuf, capbuf;
+    LLVMValueRef *bufp;           // ... as the body's parameters
+} LlvmStepGen;
+
+// Emits kernel kid as a task function fn(void **args, int64 part, int64 nparts) and leaves
+// in gen->buf the buffers args[] must hold. A conv2d_bwd_filter has a second phase (1) that
+// sums its partial products. NULL (with err) when the kernel cannot be generated.
+LLVMValueRef llvm_step_kernel(LlvmStepGen *gen, int kid, int phase, char *err, size_t errlen);
+// The GEMM variant, a function pointer loaded from bases[FUSE_BASE_FUNCS] (NULL if it
+// cannot be compiled).
+LLVMValueRef llvm_step_gemm_fn(LlvmStepGen *gen, bool ta, bool tb, bool bias, bool relu);
+// llvm_step.c: the GEMMs every step calls, JIT-compiled once per process (an LlvmGemm in a
+// JIT of its own), and their blocking.
+LlvmGemmFn llvm_step_shared_gemm(const LlvmGemmSpec *spec);
+const LlvmGemmBlocking *llvm_step_shared_blocking(void);
+// fuse.c: the view of a layout node that a copy loop reads (of, voff, stride).
+bool fuse_layout_view(const FusePlan *p, int id, FuseValue *out);
+
 #endif

@@ -93,7 +93,7 @@ static size_t bp_floats(const LlvmGemmBlocking *b) {
     return (n + 15) & ~(size_t)15;
 }
 static size_t ap_floats(const LlvmGemmBlocking *b) {
-    size_t n = (size_t)(b->kc + b->vec + 1) * b->mr + 2 * (size_t)b->vec;
+    size_t n = (size_t)b->mc * b->kc + (size_t)(b->vec + 1) * b->mr + 2 * (size_t)b->vec;
     return (n + 15) & ~(size_t)15;
 }
 size_t llvm_gemm_work_size(const LlvmGemmBlocking *b) { return 4 * (bp_floats(b) + ap_floats(b)); }
@@ -533,7 +533,8 @@ LLVMValueRef llvm_gemm_emit(LLVMModuleRef mod, const LlvmGemmBlocking *blk, cons
     Gen *g = &gs;
     g->V = blk->vec, g->MR = blk->mr, g->NR = blk->nr, g->NV = blk->nr / blk->vec;
     if (g->V > 64 || g->NV > 8 || g->MR * g->NV > 64 || (g->MR + g->V - 1) / g->V > 8 || blk->unroll < 1 ||
-        blk->nr % blk->vec || blk->kc < 1 || blk->nc < blk->nr || blk->nc % blk->nr)
+        blk->nr % blk->vec || blk->kc < 1 || blk->nc < blk->nr || blk->nc % blk->nr ||
+        blk->mc < blk->mr || blk->mc % blk->mr)
         return NULL;
     g->b = LLVMCreateBuilderInContext(g->cx);
     g->f32 = LLVMFloatTypeInContext(g->cx);
@@ -574,7 +575,7 @@ LLVMValueRef llvm_gemm_emit(LLVMModuleRef mod, const LlvmGemmBlocking *blk, cons
                  alpha = field(g, sty, args, 10, g->f32), beta = field(g, sty, args, 11, g->f32),
                  work = field(g, sty, args, 12, g->ptr), wstride = field(g, sty, args, 13, g->i64),
                  pm = field(g, sty, args, 14, g->i64);
-    int MR = g->MR, NR = g->NR, KC = blk->kc, NC = blk->nc;
+    int MR = g->MR, NR = g->NR, KC = blk->kc, NC = blk->nc, MC = blk->mc;
 
     // This part's block of C: whole MR x NR tiles, split evenly.
     LLVMValueRef pn = div_(g, nparts, pm), ip = LLVMBuildSRem(g->b, part, pm, ""), jp = div_(g, part, pm);
@@ -595,7 +596,7 @@ LLVMValueRef llvm_gemm_emit(LLVMModuleRef mod, const LlvmGemmBlocking *blk, cons
     LLVMValueRef w = sub(g, n1, n0), nblk = ceil_div(g, w, NC);
     LLVMValueRef ncb = mul(g, ceil_div(g, div_(g, add(g, w, sub(g, nblk, ci(g, 1))), nblk), NR), ci(g, NR));
 
-    Loop ljc, lic, ljr;
+    Loop ljc, lic, ljr;   // jc: NC blocks, ic: MC blocks, jr: NR slivers
     LLVMValueRef jc = loop_open(g, &ljc, n0, n1, "jc");
     LLVMValueRef nb = smin(g, ncb, sub(g, n1, jc));
     // do { ... } while (pc < K): K == 0 still runs once, to apply beta and the epilogue.
@@ -615,17 +616,26 @@ LLVMValueRef llvm_gemm_emit(LLVMModuleRef mod, const LlvmGemmBlocking *blk, cons
     LLVMValueRef bsrc = spec->trans_b ? gep(g, B, add(g, mul(g, jc, ldb), pc)) : gep(g, B, add(g, mul(g, pc, ldb), jc));
     call_fn(g, pack_b, (LLVMValueRef[]){bsrc, ldb, kb, nb, bp}, 5);
 
+    // A block: MC x KC in MR-row slivers (sliver s at ap + s*MR*kb), then every
+    // B sliver of the panel against every A sliver of the block.
     LLVMValueRef ic = loop_open(g, &lic, m0, m1, "ic");
-    LLVMValueRef mb = smin(g, ci(g, MR), sub(g, m1, ic));
-    LLVMValueRef asrc = spec->trans_a ? gep(g, A, add(g, mul(g, pc, lda), ic)) : gep(g, A, add(g, mul(g, ic, lda), pc));
-    call_fn(g, pack_a, (LLVMValueRef[]){asrc, lda, mb, kb, ap}, 5);
+    LLVMValueRef mcb = smin(g, ci(g, MC), sub(g, m1, ic));
+    Loop lpa, lir;
+    LLVMValueRef ir = loop_open(g, &lpa, zero64, mcb, "pa");
+    LLVMValueRef row = add(g, ic, ir);
+    LLVMValueRef asrc = spec->trans_a ? gep(g, A, add(g, mul(g, pc, lda), row)) : gep(g, A, add(g, mul(g, row, lda), pc));
+    call_fn(g, pack_a, (LLVMValueRef[]){asrc, lda, smin(g, ci(g, MR), sub(g, mcb, ir)), kb, gep(g, ap, mul(g, ir, kb))}, 5);
+    loop_close(g, &lpa, ci(g, MR));
     LLVMValueRef jr = loop_open(g, &ljr, zero64, nb, "jr");
-    LLVMValueRef col = add(g, jc, jr);
-    LLVMValueRef kargs[] = {ap, gep(g, bp, mul(g, jr, kb)), kb, gep(g, C, add(g, mul(g, ic, ldc), col)), ldc, mb,
-                            smin(g, ci(g, NR), sub(g, nb, jr)), alpha, beff, loadc, last, gep(g, bias, col)};
+    LLVMValueRef col = add(g, jc, jr), bsl = gep(g, bp, mul(g, jr, kb)), nrb = smin(g, ci(g, NR), sub(g, nb, jr));
+    ir = loop_open(g, &lir, zero64, mcb, "ir");
+    row = add(g, ic, ir);
+    LLVMValueRef kargs[] = {gep(g, ap, mul(g, ir, kb)), bsl, kb, gep(g, C, add(g, mul(g, row, ldc), col)), ldc,
+                            smin(g, ci(g, MR), sub(g, mcb, ir)), nrb, alpha, beff, loadc, last, gep(g, bias, col)};
     call_fn(g, kernel, kargs, 12);
+    loop_close(g, &lir, ci(g, MR));
     loop_close(g, &ljr, ci(g, NR));
-    loop_close(g, &lic, ci(g, MR));
+    loop_close(g, &lic, ci(g, MC));
 
     LLVMValueRef pcn = add(g, pc, ci(g, KC));
     LLVMBasicBlockRef latch = LLVMGetInsertBlock(g->b);

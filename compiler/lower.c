@@ -1606,7 +1606,18 @@ static File *load_file(Lower *L, const char *path, const char *name, const Node 
     if (root) f->root = (Node *)root;
     else {
         int before = diag_error_count();
-        f->root = parse_file(&f->ast, path, &f->text);
+        size_t len;
+        char *err = NULL;
+        if (!(f->text = read_file(path, &len, SOURCE_MAX_BYTES, &err))) {
+            diag_error(site, "%s", err);
+            free(err);
+            return NULL;
+        }
+        /* the standard library is named stdlib/NAME.ltl in messages, wherever it is installed */
+        const char *lib = stdlib_dir();
+        char *shown = !strncmp(path, lib, strlen(lib)) ? xasprintf("stdlib%s", path + strlen(lib)) : xstrdup(path);
+        f->root = parse_source(&f->ast, shown, f->text, len);
+        free(shown);
         if (!f->root || diag_error_count() > before) return NULL;
     }
     f->loading = true; /* a cycle of uses finds it so */
@@ -1681,7 +1692,11 @@ static bool add_group(Lower *L, const char *name, Value *cfg, int loss, bool bac
     for (int i = 0; i < o->nparams && np < 4096; i++)
         if (o->params[i].trainable && (!plen || (!strncmp(o->params[i].name, name, plen) && o->params[i].name[plen] == '.')))
             params[np++] = o->params[i].id;
-    if (np == 0) { fail(L, at, "optimizer %s has no parameters to train", name); return false; }
+    if (np == 0) {
+        if (name[0]) fail(L, at, "optimizer %s has no parameters to train", name);
+        else fail(L, at, "the optimizer has no parameters to train: the model declares none");
+        return false;
+    }
     double lr0 = cfg_num(cfg, "lr", !strcmp(cfg->s, "sgd") ? -1 : 1e-3);
     if (lr0 < 0) { fail(L, at, "sgd needs a learning rate: sgd(lr = 0.1)"); return false; }
     const char *lrname = ir_strdup(g, name[0] ? lstr(L, xasprintf("lr.%s", name)) : "lr");
@@ -1938,9 +1953,20 @@ void sema_simplify(StepGraph *s) {
 }
 
 void sema_check_steps(const Node *program, const char *path) {
-    static const char *const steps[] = {"training_step", "validation_step", "test_step", "predict_step"};
+    static const char *const steps[] = {"training_step", "validation_step", "test_step", "predict_step", "forward"};
     SemaOptions opt = {.check = true, .backward = true};
-    for (int i = 0; i < 4; i++) {
+    /* a model whose hyperparameters need values and that has no step is a library module
+     * (like stdlib/nn.ltl's): it is checked where it is used */
+    const Node *rm = root_model(program);
+    if (!rm) return;
+    bool has_step = false, needs_args = false;
+    for (int j = 0; j < rm->kids[1]->nkids; j++) {
+        const Node *m = rm->kids[1]->kids[j];
+        for (int i = 0; i < 4; i++) has_step |= m->kind == N_METHOD && !strcmp(m->name, steps[i]);
+    }
+    for (int j = 0; rm->kids[0] && j < rm->kids[0]->nkids; j++) needs_args |= !rm->kids[0]->kids[j]->kids[1];
+    if (needs_args && !has_step) return;
+    for (int i = 0; i < 5; i++) {
         int before = diag_error_count();
         sema_step_free(sema_lower(program, path, steps[i], &opt, false));
         if (diag_error_count() > before) return; /* the steps share forward: report it once */

@@ -8,6 +8,7 @@
 void *ltlParseAlloc(void *(*alloc)(size_t), ParseCtx *px);
 void ltlParseFree(void *p, void (*dealloc)(void *));
 void ltlParse(void *p, int kind, Token t);
+void ltlParseResync(void *p);
 
 /* ---- node helpers for the grammar's actions ---- */
 
@@ -54,46 +55,78 @@ Node *p_tuple(ParseCtx *px, Node *first, Node *rest) {
 }
 
 /* An argument or parameter: `e: type = value`. Calls and parameter lists share the grammar
- * rule; p_call and p_params reject what does not belong to them. */
+ * rule; p_call and p_params reject what does not belong to them. When e is not a name, the
+ * error is reported here and the node has no name: the others skip it. */
 Node *p_arg(ParseCtx *px, Node *e, Node *type, Node *value) {
     Span sp = span_join(e->span, (value ? value : type)->span);
-    if (e->kind != N_NAME) {
+    if (e->kind != N_NAME)
         diag_error(e->span, type ? "expected a parameter name before ':'"
                                  : "expected a name before '=' (keyword arguments are name = value)");
-        return value ? value : e;
-    }
     Node *n = type ? p_node(px, N_PARAM, sp, 2, type, value) : p_node(px, N_KWARG, sp, 1, value);
-    n->name = e->name;
+    n->name = e->kind == N_NAME ? e->name : NULL;
     return n;
+}
+
+/* For names[0..n) (NULL: none), again[i] is set when names[i] is an earlier one's: a sort,
+ * so that a call with 100 000 keyword arguments takes no quadratic time. */
+typedef struct { const char *name; int i; } NameAt;
+static int by_name(const void *a, const void *b) {
+    const NameAt *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+static bool *repeated(const char **names, int n) {
+    NameAt *v = xmalloc(sizeof *v * (size_t)(n ? n : 1));
+    bool *again = xcalloc((size_t)(n ? n : 1), sizeof *again);
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (names[i]) v[m++] = (NameAt){names[i], i};
+    qsort(v, (size_t)m, sizeof *v, by_name);
+    for (int k = 1; k < m; k++)
+        if (strcmp(v[k].name, v[k - 1].name) == 0) again[v[k].i] = true;
+    free(v);
+    return again;
 }
 
 Node *p_call(ParseCtx *px, Node *callee, Node *args, const Token *close) {
     Node *c = p_node(px, N_CALL, span_join(callee->span, close->span), 1, callee);
     bool keywords = false;
+    const char **kw = xmalloc(sizeof *kw * (size_t)(args->nkids ? args->nkids : 1));
+    for (int i = 0; i < args->nkids; i++) kw[i] = args->kids[i]->kind == N_KWARG ? args->kids[i]->name : NULL;
+    bool *again = repeated(kw, args->nkids);
     for (int i = 0; i < args->nkids; i++) {
         Node *a = args->kids[i];
+        if ((a->kind == N_PARAM || a->kind == N_KWARG) && !a->name) continue; /* reported */
         if (a->kind == N_PARAM) {
             diag_error(a->span, "a type annotation belongs in a parameter list, not in a call");
             continue;
         }
         if (a->kind == N_KWARG) {
-            for (int j = 0; j < i; j++)
-                if (args->kids[j]->kind == N_KWARG && strcmp(args->kids[j]->name, a->name) == 0)
-                    diag_error(a->span, "keyword argument '%s' given twice", a->name);
+            if (again[i]) diag_error(a->span, "keyword argument '%s' given twice", a->name);
             keywords = true;
         } else if (keywords) {
             diag_error(a->span, "positional argument after keyword arguments");
         }
         ast_add(px->ast, c, a);
     }
+    free(again);
+    free(kw);
     return c;
 }
 
 Node *p_params(ParseCtx *px, Node *args) {
     Node *seq = p_seq(px, args->span);
     bool defaults = false;
+    const char **names = xmalloc(sizeof *names * (size_t)(args->nkids ? args->nkids : 1));
+    for (int i = 0; i < args->nkids; i++) {
+        Node *a = args->kids[i];
+        bool named = a->kind == N_NAME || a->kind == N_KWARG || a->kind == N_PARAM;
+        names[i] = named ? a->name : NULL;
+    }
+    bool *again = repeated(names, args->nkids);
     for (int i = 0; i < args->nkids; i++) {
         Node *a = args->kids[i], *p;
+        if ((a->kind == N_PARAM || a->kind == N_KWARG) && !a->name) continue; /* reported */
         if (a->kind == N_NAME) p = p_node(px, N_PARAM, a->span, 2, NULL, NULL);
         else if (a->kind == N_KWARG) p = p_node(px, N_PARAM, a->span, 2, NULL, a->kids[0]);
         else if (a->kind == N_PARAM) p = a;
@@ -102,14 +135,14 @@ Node *p_params(ParseCtx *px, Node *args) {
             continue;
         }
         p->name = a->name;
-        for (int j = 0; j < seq->nkids; j++)
-            if (strcmp(seq->kids[j]->name, p->name) == 0)
-                diag_error(p->span, "parameter '%s' declared twice", p->name);
+        if (again[i]) diag_error(p->span, "parameter '%s' declared twice", p->name);
         if (p->kids[1]) defaults = true;
         else if (defaults)
             diag_error(p->span, "parameter '%s' needs a default: it follows one that has a default", p->name);
         ast_add(px->ast, seq, p);
     }
+    free(again);
+    free(names);
     return seq;
 }
 
@@ -151,18 +184,48 @@ static bool is_fallback_keyword(int k) {
            k == TK_BUFFER || k == TK_USE || k == TK_AS;
 }
 
+/* On the bracket stack, a '{' that opens a block (not a dict) has ival 1: it follows what
+ * ends a name, a type or a head (`model M {`, `f(x) {`, `if a {`, `else {`, `trainer {`),
+ * where a dict cannot start. */
+static bool is_block(const Token *open) { return open->kind == TK_LBRACE && open->ival; }
+static bool opens_block(int prev) {
+    return prev == TK_NAME || prev == TK_RPAREN || prev == TK_RBRACKET || prev == TK_RBRACE ||
+           prev == TK_ELSE || prev == TK_TRAINER || prev == TK_DTYPE || prev == TK_INT ||
+           prev == TK_FLOAT || prev == TK_STRING || prev == TK_TRUE || prev == TK_FALSE ||
+           prev == TK_NONE || prev == TK_ELLIPSIS || is_fallback_keyword(prev);
+}
+
+/* How many blocks are open: the depth of the statement being read. */
+static int brace_depth(const ParseCtx *px) {
+    int n = 0;
+    for (int i = 0; i < px->nopen; i++) n += is_block(&px->open[i]);
+    return n;
+}
+
+/* After an error, stay quiet until the statement at this depth ends (see feed). */
+static void hush(ParseCtx *px, int depth) {
+    if (px->quiet < 0 || depth < px->quiet) px->quiet = depth;
+}
+
 void p_syntax_error(ParseCtx *px, const Token *t, const bool *expected, int ntokens) {
     if (px->dead) return;
-    int closer = px->nopen ? closer_of(px->open[px->nopen - 1].kind) : -1;
-    if (px->quiet) goto recover;
+    /* Lemon goes back to the statement around t (a '{' that is t opens nothing yet) and throws
+     * tokens away until one can follow it; the driver does that skipping, by brackets. */
+    bool quiet = px->quiet >= 0;
+    hush(px, brace_depth(px) - (t->kind == TK_LBRACE && is_block(&px->open[px->nopen - 1])));
+    px->skip = true;
+    if (quiet) return;
+    /* the innermost bracket still open before t (an opener t is on the stack already) */
+    int top = px->nopen - 1 - (px->nopen && (t->kind == TK_LPAREN || t->kind == TK_LBRACKET || t->kind == TK_LBRACE));
+    const Token *o = top >= 0 ? &px->open[top] : NULL;
+    int closer = o ? closer_of(o->kind) : -1;
     if (!expected) { /* the grammar saw a second comparison operator in a row */
         diag_error(t->span, "comparisons do not chain: write 'a < b and b < c', or add parentheses");
-        goto recover;
+        return;
     }
     bool exp[256] = {0};
     memcpy(exp, expected, sizeof *exp * (size_t)(ntokens < 256 ? ntokens : 256));
     char *found = describe(t);
-    const Token *o = px->nopen ? &px->open[px->nopen - 1] : NULL;
     if (t->kind == TK_ELSE && px->prev.kind == TK_SEMI && px->prev.auto_semi) {
         diag_error(t->span, "'else' must be on the same line as the '}' before it");
         goto done;
@@ -194,9 +257,18 @@ void p_syntax_error(ParseCtx *px, const Token *t, const bool *expected, int ntok
     for (int i = 0; i < nitems; i++)
         sb_printf(&list, "%s%s", i == 0 ? "" : i == nitems - 1 ? " or " : ", ", items[i]);
     if (o && exp[closer]) {
-        diag_error(t->span, "expected %s%s%s to close %s at %d:%d, found %s",
-                   nitems && nitems <= 3 ? list.s : "", nitems && nitems <= 3 ? " or " : "",
-                   tok_name(closer), tok_name(o->kind), o->span.line, o->span.col, found);
+        /* a few alternatives, then the closer: "expected ',' or ')' to close '(' at 1:5" */
+        StrBuf alts = {0};
+        sb_putn(&alts, "", 0);
+        for (int i = 0; i < nitems && nitems <= 3; i++) sb_printf(&alts, "%s%s", items[i], i < nitems - 1 ? ", " : " or ");
+        diag_error(t->span, "expected %s%s to close %s at %d:%d, found %s", alts.s, tok_name(closer),
+                   tok_name(o->kind), o->span.line, o->span.col, found);
+        sb_free(&alts);
+    } else if (nitems > 0 && total + any_expr <= 6 && is_fallback_keyword(prev) && exp[TK_NAME] &&
+               (t->kind == TK_ASSIGN || t->kind == TK_COMMA || t->kind == TK_DOT || t->kind == TK_LPAREN)) {
+        /* `model = 1`: the keyword was read as the start of a declaration, not as a name */
+        diag_error(t->span, "unexpected %s, expected %s (%s is a keyword where a declaration can start)",
+                   found, list.s, tok_name(prev));
     } else if (nitems > 0 && total + any_expr <= 6) {
         diag_error(t->span, "unexpected %s, expected %s", found, list.s);
     } else {
@@ -205,10 +277,6 @@ void p_syntax_error(ParseCtx *px, const Token *t, const bool *expected, int ntok
     sb_free(&list);
 done:
     free(found);
-recover:
-    /* Lemon recovers at the statement of the innermost block: brackets opened inside it are
-     * abandoned, so later closers are matched against the block's '{'. */
-    while (px->nopen && px->open[px->nopen - 1].kind != TK_LBRACE && t->kind != closer) px->nopen--;
 }
 
 void p_stack_overflow(ParseCtx *px) {
@@ -232,10 +300,30 @@ static bool ends_statement(int k) {
 static bool is_closer(int k) { return k == TK_RPAREN || k == TK_RBRACKET || k == TK_RBRACE; }
 static bool is_opener(int k) { return k == TK_LPAREN || k == TK_LBRACKET || k == TK_LBRACE; }
 
+/* Feeds one token. After a syntax error, tokens are dropped until the ';' that ends the
+ * statement with the error, or the '}' that ends its block: Lemon would drop them too, but
+ * without regard to brackets, and a '}' of a nested block would end the enclosing one. That
+ * ';' ends the quiet time: errors are reported again, without waiting for Lemon's three
+ * tokens. */
 static void feed(ParseCtx *px, void *parser, Token *t) {
     px->at = t->span;
+    bool ends = false;
+    if (px->quiet >= 0) {
+        int depth = brace_depth(px); /* a closer's bracket is still open here */
+        bool in_brackets = px->nopen && px->open[px->nopen - 1].kind != TK_LBRACE;
+        bool closes_block = t->kind == TK_RBRACE && px->nopen && is_block(&px->open[px->nopen - 1]);
+        ends = t->kind == 0 || (t->kind == TK_SEMI && depth <= px->quiet && !in_brackets) ||
+               (closes_block && depth - 1 < px->quiet);
+    }
+    if (px->skip && !ends) return;
     if (!px->dead && !diag_too_many()) ltlParse(parser, t->kind, *t);
-    if (t->kind == TK_SEMI) px->quiet = false; /* the statement with the error has ended */
+    if (ends) {
+        px->skip = false; /* even if t was the error: Lemon reads it again once recovered */
+        if (t->kind == TK_SEMI) {
+            px->quiet = -1;
+            ltlParseResync(parser);
+        }
+    }
     px->prev = *t;
 }
 
@@ -247,20 +335,23 @@ static bool match_closer(ParseCtx *px, void *parser, Token *t) {
     int k = t->kind, i = px->nopen - 1;
     while (i >= 0 && closer_of(px->open[i].kind) != k) i--;
     if (i >= 0 && i == px->nopen - 1) return true;
-    px->quiet = true;
+    bool report = px->quiet < 0;
+    hush(px, brace_depth(px));
     if (i < 0 && (px->nopen == 0 || px->open[px->nopen - 1].kind == TK_LBRACE)) {
-        diag_error(t->span, "unmatched %s", tok_name(k));
+        if (report) diag_error(t->span, "unmatched %s", tok_name(k));
         return false;
     }
     const Token *o = &px->open[px->nopen - 1];
     if (i < 0) {
-        diag_error(t->span, "mismatched %s: expected %s to close %s at %d:%d", tok_name(k),
-                   tok_name(closer_of(o->kind)), tok_name(o->kind), o->span.line, o->span.col);
+        if (report)
+            diag_error(t->span, "mismatched %s: expected %s to close %s at %d:%d", tok_name(k),
+                       tok_name(closer_of(o->kind)), tok_name(o->kind), o->span.line, o->span.col);
         t->kind = closer_of(o->kind); /* read it as the closer that fits, and go on */
         return true;
     }
-    diag_error(t->span, "expected %s to close %s at %d:%d, found %s", tok_name(closer_of(o->kind)),
-               tok_name(o->kind), o->span.line, o->span.col, tok_name(k));
+    if (report)
+        diag_error(t->span, "expected %s to close %s at %d:%d, found %s", tok_name(closer_of(o->kind)),
+                   tok_name(o->kind), o->span.line, o->span.col, tok_name(k));
     while (px->nopen - 1 > i) {
         Token c = {.kind = closer_of(px->open[px->nopen - 1].kind),
                    .span = {t->span.file, t->span.off, 0, t->span.line, t->span.col}};
@@ -274,14 +365,16 @@ Node *parse_source(Ast *ast, const char *name, const char *text, size_t len) {
     int file = diag_add_source(name, text, len);
     Lexer lx;
     lex_init(&lx, file, text, len);
-    ParseCtx px = {.ast = ast, .prev = {.kind = -1}};
+    ParseCtx px = {.ast = ast, .prev = {.kind = -1}, .quiet = -1};
     void *parser = ltlParseAlloc(malloc, &px);
     int last = -1;
     Span last_span = {file, 0, 0, 1, 1};
     for (;;) {
         Token t;
+        int errors = diag_error_count();
         int k = lex_next(&lx, &t);
         ast_str(ast, t.text);
+        if (diag_error_count() > errors) hush(&px, brace_depth(&px)); /* the parser would echo it */
         bool in_brackets = px.nopen && px.open[px.nopen - 1].kind != TK_LBRACE;
         if ((t.nl_before || k == 0) && ends_statement(last) && !in_brackets && !is_closer(k)) {
             Span sp = {file, last_span.off + last_span.len, 0, last_span.line,
@@ -298,6 +391,7 @@ Node *parse_source(Ast *ast, const char *name, const char *text, size_t len) {
                 px.capopen = px.capopen ? px.capopen * 2 : 16;
                 px.open = xrealloc(px.open, sizeof *px.open * (size_t)px.capopen);
             }
+            t.ival = k == TK_LBRACE && opens_block(last);
             px.open[px.nopen++] = t;
         } else if (is_closer(k) && !match_closer(&px, parser, &t)) {
             last = k; /* dropped; the line still ends the statement */

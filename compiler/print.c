@@ -29,7 +29,10 @@ static const char *op_text(int op) {
     }
 }
 
-static void expr(StrBuf *b, const Node *e, int min);
+static void expr_at(StrBuf *b, const Node *e, int min, bool open);
+
+/* An expression that nothing follows but a ',', a closer, a line end or the like. */
+static void expr(StrBuf *b, const Node *e, int min) { expr_at(b, e, min, true); }
 
 /* A string node's value is ival bytes, NULs included (the \0 escape); 0 for a node made
  * without a length, which then ends at its first NUL. */
@@ -74,7 +77,10 @@ static void param(StrBuf *b, const Node *p) {
     if (p->kids[1]) { sb_puts(b, " = "); expr(b, p->kids[1], 0); }
 }
 
-static void expr(StrBuf *b, const Node *e, int min) {
+/* Prints e, in parentheses when it binds looser than min. `open`: nothing that could extend e
+ * follows it, so a prefix operator there needs none (`a * not b`, `- -x`): parentheses the
+ * source did not have would make the printed text nest deeper than the source. */
+static void expr_at(StrBuf *b, const Node *e, int min, bool open) {
     switch (e->kind) {
     case N_NAME: sb_puts(b, e->name); return;
     case N_INT:
@@ -118,30 +124,34 @@ static void expr(StrBuf *b, const Node *e, int min) {
     int prec = P_POSTFIX;
     if (e->kind == N_BINARY) prec = binary_prec(e->op);
     else if (e->kind == N_UNARY) prec = e->op == TK_NOT ? P_NOT : P_UNARY;
-    bool paren = prec < min;
+    bool paren = prec < min && !(e->kind == N_UNARY && open);
     if (paren) sb_putc(b, '(');
+    open = open || paren; /* what ends e ends its last operand too */
     switch (e->kind) {
     case N_BINARY:
         if (prec == P_POW) { /* right-associative; a unary operand on the right needs no parens */
-            expr(b, e->kids[0], P_POSTFIX);
+            expr_at(b, e->kids[0], P_POSTFIX, false);
             sb_puts(b, " ** ");
-            expr(b, e->kids[1], P_UNARY);
+            expr_at(b, e->kids[1], P_UNARY, open);
         } else {
-            expr(b, e->kids[0], prec == P_CMP ? prec + 1 : prec);
+            expr_at(b, e->kids[0], prec == P_CMP ? prec + 1 : prec, false);
             sb_printf(b, " %s ", op_text(e->op));
-            expr(b, e->kids[1], prec + 1);
+            expr_at(b, e->kids[1], prec + 1, open);
         }
         break;
-    case N_UNARY:
+    case N_UNARY: {
+        const Node *x = e->kids[0];
         sb_puts(b, e->op == TK_NOT ? "not " : op_text(e->op));
-        expr(b, e->kids[0], e->op == TK_NOT ? P_NOT : P_POW);
+        if (x->kind == N_UNARY && x->op != TK_NOT) sb_putc(b, ' '); /* - -x, not --x */
+        expr_at(b, x, e->op == TK_NOT ? P_NOT : P_UNARY, open);
         break;
+    }
     case N_CALL: case N_INDEX: case N_MEMBER: {
         const Node *o = e->kids[0];
         /* `2.T` would lex as the number `2.`: a number before '.' gets parentheses */
         bool num = e->kind == N_MEMBER && (o->kind == N_INT || o->kind == N_FLOAT);
         if (num) sb_putc(b, '(');
-        expr(b, o, P_POSTFIX);
+        expr_at(b, o, P_POSTFIX, false);
         if (num) sb_putc(b, ')');
         if (e->kind == N_MEMBER) { sb_printf(b, ".%s", e->name); break; }
         sb_putc(b, e->kind == N_CALL ? '(' : '[');

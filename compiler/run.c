@@ -36,6 +36,7 @@ typedef struct {
     Compiled comp[32];
     int ncomp;
     RtMetricSpec specs[RT_NSTAGES][64];
+    bool save_last, keep_all;
     /* outputs */
     RtLogger *logger;
     RtProgress *bar;
@@ -361,32 +362,47 @@ static int state_tensors(Run *r, RtCkptTensor *t, int max) {
     return n;
 }
 
-/* Lightning's default checkpointing: the last epoch's state, epoch=E-step=S.ckpt. */
-static bool cb_save(void *ctx, int64_t epoch, int64_t gstep) {
+/* Lightning's default checkpointing keeps one file, epoch=E-step=S.ckpt; the metadata say
+ * where training goes on from, so that a resumed run repeats exactly what an uninterrupted
+ * one would have done (the RNG is counter-based: the step is its state). */
+static bool cb_save(void *ctx, int64_t epoch, int64_t batch, int64_t gstep) {
     Run *r = ctx;
     if (!r->ckpt_dir[0]) return true;
     RtCkptTensor t[4096];
     int n = state_tensors(r, t, 4096);
-    char path[1200], e[32], st[32], err[RT_CKPT_ERR_LEN];
+    char path[1200], e[32], b[32], st[32], seed[32], err[RT_CKPT_ERR_LEN];
     snprintf(path, sizeof path, "%s/epoch=%lld-step=%lld.ckpt", r->ckpt_dir, (long long)epoch, (long long)gstep);
     snprintf(e, sizeof e, "%lld", (long long)epoch);
+    snprintf(b, sizeof b, "%lld", (long long)batch);
     snprintf(st, sizeof st, "%lld", (long long)gstep);
+    snprintf(seed, sizeof seed, "%lld", (long long)r->cfg.seed);
     RtCkptMeta meta[] = {{"format", "ltl-checkpoint-1"}, {"ltl_version", LTL_VERSION}, {"model", r->comp[0].s->model},
-                         {"epoch", e}, {"global_step", st}};
+                         {"epoch", e}, {"batch", b}, {"global_step", st}, {"seed", seed}};
     if (!rt_ckpt_save(path, t, (size_t)n, meta, sizeof meta / sizeof *meta, err)) {
         error("%s", err);
         return false;
     }
-    if (r->last_ckpt[0] && strcmp(r->last_ckpt, path)) remove(r->last_ckpt);
+    if (r->last_ckpt[0] && strcmp(r->last_ckpt, path) && !r->keep_all) remove(r->last_ckpt);
     snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", path);
+    if (r->save_last) { /* last.ckpt: the same file under a fixed name */
+        char last[1200];
+        snprintf(last, sizeof last, "%s/last.ckpt", r->ckpt_dir);
+        if (!rt_ckpt_save(last, t, (size_t)n, meta, sizeof meta / sizeof *meta, err)) return error("%s", err), false;
+    }
     return true;
 }
 
 /* Loads --ckpt_path into the state: every tensor must match by name, dtype and shape. */
-static bool load_ckpt(Run *r, const char *path, bool training) {
+static bool load_ckpt(Run *r, const char *path, bool training, RtLoop *L) {
     char err[RT_CKPT_ERR_LEN];
     RtCkpt *ck = rt_ckpt_open(path, err);
     if (!ck) return error("%s", err), false;
+    const char *e = rt_ckpt_meta_get(ck, "epoch"), *b = rt_ckpt_meta_get(ck, "batch"), *gs = rt_ckpt_meta_get(ck, "global_step");
+    if (training && e && b && gs) { /* go on from where it stopped */
+        L->start_epoch = atoll(e);
+        L->start_batch = atoll(b);
+        L->global_step = atoll(gs);
+    }
     RtCkptTensor t[4096];
     int n = state_tensors(r, t, 4096);
     /* evaluation needs the weights only: the optimizer state in the file is not an error */
@@ -476,7 +492,17 @@ int run_command(int argc, char **argv) {
             sema_step_free(g);
         }
     init_state(&r, first->s);
-    if (ckpt && !load_ckpt(&r, ckpt, r.stage_step[RT_TRAIN] != NULL)) goto out;
+    RtLoop L = {.ctx = &r, .batches = cb_batches, .load = cb_load, .step = cb_step, .log = cb_log,
+                .progress = cb_progress, .save = r.cfg.enable_checkpointing ? cb_save : NULL};
+    for (int i = 0; i < r.cfg.ncallbacks; i++) { /* checkpoint(every_n_train_steps =, save_last =, save_top_k = -1) */
+        const RtComponent *c = &r.cfg.callbacks[i];
+        for (int k = 0; !strcmp(c->name, "checkpoint") && k < c->n; k++) {
+            if (!strcmp(c->keys[k], "every_n_train_steps") && c->vals[k].kind == RT_INT) L.save_every_n_steps = c->vals[k].i;
+            if (!strcmp(c->keys[k], "save_last") && c->vals[k].kind == RT_BOOL) r.save_last = c->vals[k].i;
+            if (!strcmp(c->keys[k], "save_top_k") && c->vals[k].kind == RT_INT) r.keep_all = c->vals[k].i < 0;
+        }
+    }
+    if (ckpt && !load_ckpt(&r, ckpt, r.stage_step[RT_TRAIN] != NULL, &L)) goto out;
     if (!make_loaders(&r, classes_of(first->s))) goto out;
 
     bool quiet = r.cfg.barebones || r.cfg.fast_dev_run > 0;
@@ -515,8 +541,6 @@ int run_command(int argc, char **argv) {
         r.bar = rt_progress_new(&(RtProgressConfig){.mode = RT_PROGRESS_AUTO, .leave = true});
     if (!quiet && r.cfg.enable_model_summary && stages[0] == RT_TRAIN) summary(first->s);
 
-    RtLoop L = {.ctx = &r, .batches = cb_batches, .load = cb_load, .step = cb_step, .log = cb_log,
-                .progress = cb_progress, .save = r.cfg.enable_checkpointing ? cb_save : NULL};
     for (int s = 0; s < RT_NSTAGES; s++) {
         Compiled *c = r.stage_step[s] && r.ld[s] ? compiled(&r, (RtStage)s, r.dp.batch) : NULL;
         if (r.stage_step[s] && r.ld[s] && !c) goto out;

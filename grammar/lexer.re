@@ -72,10 +72,12 @@ static void bad_char(Lexer *lx) {
     } else if (cp < 0x20 || cp == 0x7F) { /* never print a control character raw */
         diag_error(here(lx, lx->tok, lx->tok + 1), "unexpected control character U+%04X", cp);
     } else if (cp < 0x80) {
-        diag_error(here(lx, lx->tok, lx->tok + 1), "unexpected character '%c'", (char)cp);
+        diag_error(here(lx, lx->tok, lx->tok + 1), "unexpected character '%c'%s", (char)cp,
+                   cp == '\'' ? " (strings are in double quotes)" : "");
     } else {
-        diag_error(here(lx, lx->tok, lx->tok + n), "unexpected character U+%04X '%.*s'", cp, n,
-                   lx->tok);
+        bool quote = cp == 0x2018 || cp == 0x2019 || cp == 0x201C || cp == 0x201D;
+        diag_error(here(lx, lx->tok, lx->tok + n), "unexpected character U+%04X '%.*s'%s", cp, n,
+                   lx->tok, quote ? " (strings are in straight double quotes)" : "");
     }
     lx->cur = lx->tok + n;
 }
@@ -200,6 +202,7 @@ static int bad_number(Lexer *lx, Token *t, const char *why) {
 
 static int scan(Lexer *lx, Token *t) {
     for (;;) {
+        if (diag_too_many()) lx->cur = lx->lim; /* a file of garbage: stop at the error cap */
         lx->tok = lx->cur;
         t->span = here(lx, lx->tok, lx->tok);
 #define TOK(k) do { t->span = here(lx, lx->tok, lx->cur); return t->kind = TK_##k; } while (0)

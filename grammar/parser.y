@@ -19,6 +19,11 @@
 #include "front.h"
 struct yyParser;
 static void ltl_expected(struct yyParser *p, int skip, bool *set, int n);
+static char *ltl_join(ParseCtx *px, const Node *parts) {
+    StrBuf b = {0};
+    for (int i = 0; i < parts->nkids; i++) sb_printf(&b, "%s%s", i ? "." : "", parts->kids[i]->name);
+    return ast_str(px->ast, b.s);
+}
 static bool ltl_is_comparison(int k) {
     return k == TK_EQ || k == TK_NE || k == TK_LT || k == TK_LE || k == TK_GT || k == TK_GE;
 }
@@ -71,12 +76,12 @@ items(L) ::= items(A) SEMI item(I). { L = p_append(px, A, I); }
 
 /* item = "use" dotted [ "as" NAME ] */
 item(I) ::= . { I = NULL; }
-item(I) ::= USE(K) dotted(D). { I = p_node(px, N_USE, SPAN(K.span, D->span), 1, NULL); I->name = D->name; }
+item(I) ::= USE(K) dotted(D). { I = p_node(px, N_USE, SPAN(K.span, D->span), 1, NULL); I->name = ltl_join(px, D); }
 item(I) ::= USE(K) dotted(D) AS NAME(A).
-    { I = p_node(px, N_USE, SPAN(K.span, A.span), 1, p_leaf(px, N_NAME, &A)); I->name = D->name; }
-dotted(D) ::= NAME(N). { D = p_leaf(px, N_NAME, &N); }
-dotted(D) ::= dotted(A) DOT NAME(N).
-    { D = A; D->name = ast_str(px->ast, xasprintf("%s.%s", A->name, N.text)); D->span = SPAN(A->span, N.span); }
+    { I = p_node(px, N_USE, SPAN(K.span, A.span), 1, p_leaf(px, N_NAME, &A)); I->name = ltl_join(px, D); }
+/* the parts in a SEQ, joined once (joining at each '.' would take quadratic time) */
+dotted(D) ::= NAME(N). { D = p_append(px, p_seq(px, N.span), p_leaf(px, N_NAME, &N)); }
+dotted(D) ::= dotted(A) DOT NAME(N). { D = p_append(px, A, p_leaf(px, N_NAME, &N)); }
 
 /* item = ("model" | "data") NAME [ "(" params ")" ] "{" members "}" */
 item(I) ::= MODEL(K) NAME(N) hparams(P) LBRACE members(M) RBRACE(E).
@@ -272,4 +277,8 @@ static void ltl_expected(struct yyParser *p, int skip, bool *set, int n) {
     free(shift);
     free(st);
 }
+
+/* The driver calls this once a statement with an error has ended: Lemon would otherwise stay
+ * silent until three more tokens are shifted, and lose the errors of short statements. */
+void ltlParseResync(void *p) { ((yyParser *)p)->yyerrcnt = -1; }
 }

@@ -120,15 +120,17 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
     int ns = L->nspecs[RT_TRAIN];
     Bar bar = {0};
     /* Sanity check: a few validation batches first, so a broken validation_step fails fast. */
-    int64_t sanity = dev || c->barebones ? 0 : c->num_sanity_val_steps < 0 ? nval : c->num_sanity_val_steps;
+    bool resumed = L->start_epoch > 0 || L->start_batch > 0;
+    int64_t sanity = dev || c->barebones || resumed ? 0 : c->num_sanity_val_steps < 0 ? nval : c->num_sanity_val_steps;
     if (sanity > nval) sanity = nval;
     if (sanity > 0 && !evaluate(L, RT_VAL, 0, sanity, true, false, NULL)) return 1;
-    bool stop = false;
-    for (int64_t epoch = 0; !stop && (max_epochs < 0 || epoch < max_epochs); epoch++) {
+    bool stop = false, saving = !dev && c->enable_checkpointing && !c->barebones && L->save;
+    for (int64_t epoch = L->start_epoch; !stop && (max_epochs < 0 || epoch < max_epochs); epoch++) {
         if (c->max_steps >= 0 && L->global_step >= c->max_steps) break;
         Agg agg = {0};
         bool val_epoch = nval > 0 && (epoch + 1) % c->check_val_every_n_epoch == 0;
-        for (int64_t i = 0; i < ntrain; i++) {
+        int64_t i = epoch == L->start_epoch ? L->start_batch : 0;
+        for (; i < ntrain; i++) {
             double m[64];
             if (!L->load(L->ctx, RT_TRAIN, epoch, i)) return fail(L, "loading a batch failed"), 1;
             if (!L->step(L->ctx, RT_TRAIN, L->global_step, m)) return fail(L, "the training step failed"), 1;
@@ -150,7 +152,10 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
             /* validation every `every` batches and at the end of the epoch it falls in */
             if (val_epoch && ((i + 1) % every == 0 || (last && every >= ntrain)))
                 if (!evaluate(L, RT_VAL, epoch, nval, false, log_it, &bar)) return 1;
-            if (stop) break;
+            if (saving && !last && (stop || (L->save_every_n_steps > 0 && L->global_step % L->save_every_n_steps == 0)) &&
+                !L->save(L->ctx, epoch, i + 1, L->global_step))
+                return fail(L, "saving the checkpoint failed"), 1;
+            if (stop) { i++; break; }
         }
         Row r = {0};
         for (int k = 0; k < ns; k++) {
@@ -160,7 +165,7 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
         }
         if (log_it && L->log && r.n) L->log(L->ctx, L->global_step - 1, epoch, r.n, r.names, r.v);
         L->epochs_run++;
-        if (!dev && c->enable_checkpointing && !c->barebones && L->save && !L->save(L->ctx, epoch, L->global_step))
+        if (saving && i == ntrain && !L->save(L->ctx, epoch, ntrain, L->global_step))
             return fail(L, "saving the checkpoint failed"), 1;
         if (epoch + 1 < c->min_epochs) stop = false;
     }

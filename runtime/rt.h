@@ -178,8 +178,13 @@ typedef struct RtLoop {
     // Progress: batch i of n of a stage (NULL: no bar).
     void (*progress)(void *ctx, RtStage s, int64_t epoch, int64_t i, int64_t n, int nm,
                      const char *const *names, const double *v);
-    // Saves a checkpoint at the end of an epoch (NULL: none).
-    bool (*save)(void *ctx, int64_t epoch, int64_t global_step);
+    // Saves a checkpoint (NULL: none): at the end of an epoch, every `save_every_n_steps`
+    // training steps and when training stops. (epoch, batch) is where training goes on
+    // from: the next batch to run (batch == the epoch's batches when the epoch is done).
+    bool (*save)(void *ctx, int64_t epoch, int64_t batch, int64_t global_step);
+    int64_t save_every_n_steps;      // 0: only at epoch ends
+    // Where a resumed run starts (from a checkpoint): epoch, batch and global step.
+    int64_t start_epoch, start_batch;
     const RtMetricSpec *specs[RT_NSTAGES];
     int nspecs[RT_NSTAGES];
     char err[512];           // why a callback or the loop stopped with an error
@@ -456,6 +461,9 @@ void rt_hparams_int(RtHparams *h, const char *key, int64_t v);
 void rt_hparams_float(RtHparams *h, const char *key, double v);
 void rt_hparams_bool(RtHparams *h, const char *key, bool v);
 void rt_hparams_str(RtHparams *h, const char *key, const char *v);   // NULL: null
+// A value as typed on the command line (--model.hidden=512): an integer, a number,
+// true/false, none/null, or else a string.
+void rt_hparams_parse(RtHparams *h, const char *key, const char *text);
 char *rt_hparams_yaml(const RtHparams *h);                 // YAML text (malloc'd)
 char *rt_hparams_markdown(const RtHparams *h);             // a | key | value | table (malloc'd)
 int rt_hparams_save(const RtHparams *h, const char *path); // atomically
@@ -463,8 +471,9 @@ int rt_hparams_save(const RtHparams *h, const char *path); // atomically
 // CSV logger (Lightning's CSVLogger): DIR/metrics.csv, one row per rt_csv_log call; the
 // header holds every key seen so far plus epoch and step, sorted as Lightning sorts them;
 // missing values are empty cells. Rows are kept in memory and written every
-// flush_every_n_steps steps (when (step + 1) % n == 0), at rt_csv_flush and at close:
-// appended when the header is unchanged, else the whole file is rewritten atomically.
+// flush_every_n_steps steps (each time step + 1 passes a multiple of n), at rt_csv_flush
+// and at close: appended when the header is unchanged, else the whole file is rewritten
+// atomically with the wider header. No row logged: no file (as Lightning).
 typedef struct RtCsvLogger RtCsvLogger;
 RtCsvLogger *rt_csv_open(const char *dir, int flush_every_n_steps);   // <= 0: 100
 int rt_csv_log(RtCsvLogger *c, int64_t step, int64_t epoch, int n,
@@ -490,6 +499,7 @@ int rt_logger_hparams(RtLogger *lg, const RtHparams *h);
 // One row of metrics at a global step (the epoch goes in as the metric `epoch`).
 int rt_logger_log(RtLogger *lg, int64_t step, int64_t epoch, int n,
                   const char *const *names, const double *v);
+// Writes what is buffered and curves.svg so far (the trainer calls it at each epoch end).
 int rt_logger_flush(RtLogger *lg);
 // Flushes everything, writes curves.svg (if plot), frees. 0, or -1 if anything failed.
 int rt_logger_close(RtLogger *lg);
@@ -542,11 +552,12 @@ typedef struct {
 int rt_bar_format(char *buf, size_t size, const RtBar *b);
 
 typedef enum { RT_PROGRESS_AUTO, RT_PROGRESS_TTY, RT_PROGRESS_PLAIN, RT_PROGRESS_OFF } RtProgressMode;
+// Every field may be left 0 (a zero-initialised config gives Lightning's defaults).
 typedef struct {
     FILE *out;                 // NULL: stdout (as Lightning)
     RtProgressMode mode;       // AUTO: TTY if isatty(out), else PLAIN
     int refresh_rate;          // redraw every N batches (Lightning's refresh_rate); <= 0: 1
-    double min_interval;       // terminal: seconds between redraws (tqdm's mininterval); < 0: 0.1
+    double min_interval;       // terminal: seconds between redraws (tqdm's mininterval); 0: 0.1, < 0: none
     int width;                 // <= 0: the terminal's (TIOCGWINSZ), then $COLUMNS, then 80
     int plain_percent;         // plain: a line every this many percent; <= 0: 10
     double plain_seconds;      // plain: and at least this often; <= 0: 30
@@ -567,6 +578,9 @@ void rt_progress_val_start(RtProgress *p, int64_t total, bool sanity);
 void rt_progress_val_update(RtProgress *p, int64_t n);
 void rt_progress_val_end(RtProgress *p);
 void rt_progress_finish(RtProgress *p);                        // end of fit: ends the line
+// A message line (a checkpoint saved, early stopping) printed above the bar, which is
+// then drawn again (tqdm.write); a plain line elsewhere, even when the bar is off.
+void rt_progress_print(RtProgress *p, const char *line);
 
 //
 // summary.c — Lightning's ModelSummary table.

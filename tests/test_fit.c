@@ -37,7 +37,7 @@ static void f_log(void *ctx, int64_t step, int64_t epoch, int n, const char *con
         if (!seen && f->nlogged < 64) snprintf(f->logged[f->nlogged++], 64, "%s", names[i]);
     }
 }
-static bool f_save(void *ctx, int64_t e, int64_t s) { (void)e; (void)s; ((Fake *)ctx)->saves++; return true; }
+static bool f_save(void *ctx, int64_t e, int64_t b, int64_t s) { (void)e; (void)b; (void)s; ((Fake *)ctx)->saves++; return true; }
 
 static const RtMetricSpec train_specs[] = {{"train_loss", true, true, true, RT_MEAN}, {"lr", false, true, false, RT_MEAN}};
 static const RtMetricSpec val_specs[] = {{"val_acc", true, false, true, RT_MEAN}, {"val_loss", false, false, true, RT_MEAN}};

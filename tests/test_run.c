@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "rt.h"
 
 static char dir[64];
 
@@ -184,4 +185,45 @@ Test(run, bad_data_and_usage_errors) {
     cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl frobnicate"), 2, "%s", out);
     cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl test --ckpt_path=nonexistent.ckpt"), 1, "%s", out);
     cr_assert(strstr(out, "nonexistent.ckpt"), "%s", out);
+}
+
+/* Every tensor of two checkpoints, byte for byte. */
+static void same_tensors(const char *a, const char *b) {
+    char err[RT_CKPT_ERR_LEN];
+    RtCkpt *x = rt_ckpt_open(a, err), *y = x ? rt_ckpt_open(b, err) : NULL;
+    cr_assert(x && y, "%s", err);
+    cr_assert_eq(rt_ckpt_count(x), rt_ckpt_count(y));
+    for (size_t i = 0; i < rt_ckpt_count(x); i++) {
+        const RtCkptInfo *t = rt_ckpt_tensor(x, i), *u = rt_ckpt_find(y, t->name);
+        cr_assert(u && u->nbytes == t->nbytes, "%s", t->name);
+        void *p = malloc(t->nbytes + 1), *q = malloc(u->nbytes + 1);
+        cr_assert(rt_ckpt_read(x, t, p, err) && rt_ckpt_read(y, u, q, err), "%s", err);
+        cr_assert(!memcmp(p, q, t->nbytes), "%s differs after the resume", t->name);
+        free(p);
+        free(q);
+    }
+    rt_ckpt_close(x);
+    rt_ckpt_close(y);
+}
+
+/* A run stopped in the middle of an epoch and resumed from its checkpoint ends with exactly
+ * the weights and optimizer state of the run that never stopped. */
+Test(run, resume_mid_epoch_is_bit_identical) {
+    static char out[1 << 16];
+    const char *q = "--trainer.enable_progress_bar=false --trainer.enable_model_summary=false";
+    char args[512];
+    snprintf(args, sizeof args, "run tiny.ltl fit %s", q);
+    cr_assert_eq(ltlc(out, sizeof out, args), 0, "%s", out);
+    snprintf(args, sizeof args, "run tiny.ltl fit --trainer.max_steps=17 %s", q);
+    cr_assert_eq(ltlc(out, sizeof out, args), 0, "%s", out);
+    char ck[256];
+    snprintf(ck, sizeof ck, "%s/runs/lightning_logs/version_1/checkpoints/epoch=1-step=17.ckpt", dir);
+    struct stat sb;
+    cr_assert_eq(stat(ck, &sb), 0, "stopping at max_steps saves where it stopped");
+    snprintf(args, sizeof args, "run tiny.ltl fit --ckpt_path=%s %s", ck, q);
+    cr_assert_eq(ltlc(out, sizeof out, args), 0, "%s", out);
+    char a[256], b[256];
+    snprintf(a, sizeof a, "%s/runs/lightning_logs/version_0/checkpoints/epoch=3-step=40.ckpt", dir);
+    snprintf(b, sizeof b, "%s/runs/lightning_logs/version_2/checkpoints/epoch=3-step=40.ckpt", dir);
+    same_tensors(a, b);
 }

@@ -1,6 +1,10 @@
 /* fuzz_front.c — libFuzzer target for the front end (`make fuzz`, `make fuzz-short`).
  * Any input must parse without a crash, a leak or undefined behaviour; when it parses cleanly,
- * its canonical print must re-parse to an equal tree and print to the same text again. */
+ * its canonical print must re-parse to an equal tree and print to the same text again.
+ * tests/fuzz/ltl.dict (keywords, dtypes, operators, number and escape forms) speeds it up:
+ *   build/fuzz/fuzz_front -dict=tests/fuzz/ltl.dict build/fuzz/corpus
+ * A crash leaves crash-HASH here; replay it with `build/fuzz/fuzz_front crash-HASH`, then keep
+ * it as a golden (tests/frontend) or a unit test once fixed. */
 #include "front.h"
 #include <stdlib.h>
 #include <string.h>

@@ -1,0 +1,466 @@
+/* llvm_step.c — a whole training step as one JIT-compiled function (prefix llvm_step_).
+ *
+ *   fuse_plan ─ one LLVM function per kernel (llvm_step_kern.c) ─ the entry point that calls
+ *   them in order ─ O3 for the host ─ LLJIT ─ an executor holding the arena and the pool.
+ *
+ * The entry point is  void step(void *const *bases, const LlvmStepCtx *ctx).  bases[] holds
+ * the scratch arena, the flat PARAM / BUFFER / STATE buffers, the constants, a status block
+ * and one pointer per DATA input (see FUSE_BASE_*).  Every address a kernel needs is
+ * bases[b] + a constant, computed in the entry point and passed to the kernel in a small
+ * array; a kernel cut into parts goes through ctx->run (rt_pool_run), others are called
+ * directly.  Nothing is allocated while a step runs. */
+#include "llvm.h"
+#include "rt.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct LlvmStep {
+  const IrGraph *g;
+  FusePlan *plan;
+  LlvmJit *jit;
+  RtPool *pool;
+  int nthreads;
+  void (*entry)(void *const *bases, const LlvmStepCtx *ctx);
+  void **bases;
+  int nbases;
+  unsigned char *arena, *consts;
+  int64_t status[4];
+  void *funcs[16];      /* the shared GEMMs this step calls */
+  LlvmStepCtx ctx;
+  char *ir;
+  double compile_s;
+  double *prof, last_tick;
+  char msg[512];
+};
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void set_err(char *err, size_t len, const char *fmt, const char *a) {
+  if (err && len)
+    snprintf(err, len, fmt, a);
+}
+
+/* ---- the GEMMs: compiled once per process, shared by every step ---- */
+
+static pthread_once_t gemm_once = PTHREAD_ONCE_INIT;
+static LlvmJit *gemm_jit;
+static LlvmGemm *gemm_lib;
+
+static void gemm_init(void) {
+  char err[256];
+  gemm_jit = llvm_jit_create(err, sizeof err);
+  if (gemm_jit)
+    gemm_lib = llvm_gemm_create(gemm_jit, NULL, NULL);
+}
+
+LlvmGemmFn llvm_step_shared_gemm(const LlvmGemmSpec *spec) {
+  pthread_once(&gemm_once, gemm_init);
+  return gemm_lib ? llvm_gemm_get(gemm_lib, spec) : NULL;
+}
+
+const LlvmGemmBlocking *llvm_step_shared_blocking(void) {
+  pthread_once(&gemm_once, gemm_init);
+  return gemm_lib ? llvm_gemm_get_blocking(gemm_lib) : NULL;
+}
+
+/* ---- the fallback: one node through the reference interpreter ---- */
+
+static void fallback(void *exec, int64_t kid, void **argv) {
+  LlvmStep *s = exec;
+  const IrGraph *g = s->g;
+  int id = s->plan->k[kid].op;
+  const IrNode *n = &g->node[id];
+  int64_t on = ir_numel(n->shape);
+  double *out = malloc((size_t)(on ? on : 1) * sizeof *out);
+  const double **in = calloc((size_t)n->nin + 1, sizeof *in);
+  bool ok = out && in;
+  for (int j = 0; ok && j < n->nin; j++) {
+    const IrNode *a = &g->node[s->plan->in[id][j]];
+    int64_t k = ir_numel(a->shape);
+    double *v = malloc((size_t)(k ? k : 1) * sizeof *v);
+    ok = v != NULL;
+    for (int64_t i = 0; ok && i < k; i++)
+      v[i] = ir_load(a->dtype, argv[1 + j], i);
+    in[j] = v;
+  }
+  if (!ok || interp_node(g, id, in, out, false) < 0) {
+    s->status[0] = kid + 1;
+    s->status[1] = ok ? -1 : -2;
+  } else {
+    for (int64_t i = 0; i < on; i++)
+      ir_store(n->dtype, argv[0], i, out[i]);
+  }
+  for (int j = 0; in && j < n->nin; j++)
+    free((void *)in[j]);
+  free(in);
+  free(out);
+}
+
+/* ---- the entry point ---- */
+
+typedef struct {
+  LLVMValueRef fn[2]; /* task functions (a conv2d_bwd_filter has two phases) */
+  LlvmStepBuf *buf[2];
+  int nbuf[2];
+} KFn;
+
+static LLVMValueRef base_ptr(LlvmStepGen *c, LLVMValueRef *bases, LLVMValueRef arg, int b) {
+  if (!bases[b]) {
+    LLVMValueRef idx = LLVMConstInt(c->i64, (unsigned long long)b, 0);
+    LLVMValueRef slot = LLVMBuildInBoundsGEP2(c->b, c->ptr, arg, &idx, 1, "");
+    bases[b] = LLVMBuildLoad2(c->b, c->ptr, slot, "");
+  }
+  return bases[b];
+}
+
+static LLVMValueRef addr(LlvmStepGen *c, LLVMValueRef *bases, LLVMValueRef arg, int b, int64_t off) {
+  LLVMValueRef base = base_ptr(c, bases, arg, b);
+  if (!off)
+    return base;
+  LLVMValueRef o = LLVMConstInt(c->i64, (unsigned long long)off, 1);
+  return LLVMBuildInBoundsGEP2(c->b, c->i8, base, &o, 1, "");
+}
+
+/* Address of value v's first element (through its view). */
+static LLVMValueRef value_addr(LlvmStepGen *c, LLVMValueRef *bases, LLVMValueRef arg, int v) {
+  const FusePlan *p = c->p;
+  const FuseValue *fv = &p->val[v];
+  int b = fv->how == FUSE_VIEW ? fv->of : v;
+  int64_t off = p->val[b].offset + fv->voff * ir_dtype_size(c->g->node[v].dtype);
+  return addr(c, bases, arg, p->val[b].base, off);
+}
+
+static LLVMValueRef argv_array(LlvmStepGen *c, LLVMBasicBlockRef entry, int n) {
+  LLVMBasicBlockRef here = LLVMGetInsertBlock(c->b);
+  LLVMValueRef term = LLVMGetBasicBlockTerminator(entry);
+  if (term)
+    LLVMPositionBuilderBefore(c->b, term);
+  else
+    LLVMPositionBuilderAtEnd(c->b, entry);
+  LLVMValueRef a = LLVMBuildAlloca(c->b, LLVMArrayType2(c->ptr, (uint64_t)(n > 0 ? n : 1)), "argv");
+  LLVMPositionBuilderAtEnd(c->b, here);
+  return a;
+}
+
+static void store_argv(LlvmStepGen *c, LLVMValueRef argv, int i, LLVMValueRef v) {
+  LLVMValueRef idx = LLVMConstInt(c->i64, (unsigned long long)i, 0);
+  LLVMBuildStore(c->b, v, LLVMBuildInBoundsGEP2(c->b, c->ptr, argv, &idx, 1, ""));
+}
+
+static void tick(void *exec, int64_t kid) {
+  LlvmStep *s = exec;
+  double t = now_s();
+  s->prof[kid] += t - s->last_tick;
+  s->last_tick = t;
+}
+
+static LLVMValueRef build_entry(LlvmStepGen *c, const KFn *kf, bool profile) {
+  const FusePlan *p = c->p;
+  LLVMTypeRef ps[] = {c->ptr, c->ptr};
+  char name[64];
+  snprintf(name, sizeof name, "%s.step", c->prefix);
+  LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->voidt, ps, 2, 0));
+  c->fn = fn;
+  LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(c->cx, fn, "entry");
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->cx, fn, "body");
+  LLVMPositionBuilderAtEnd(c->b, entry);
+  LLVMBuildBr(c->b, body);
+  LLVMPositionBuilderAtEnd(c->b, body);
+  LLVMValueRef arg = LLVMGetParam(fn, 0), ctx = LLVMGetParam(fn, 1);
+  LLVMTypeRef cty = LLVMStructTypeInContext(c->cx, (LLVMTypeRef[]){c->ptr, c->ptr, c->ptr, c->ptr, c->ptr}, 5, 0);
+  LLVMValueRef pool = LLVMBuildLoad2(c->b, c->ptr, LLVMBuildStructGEP2(c->b, cty, ctx, 0, ""), "pool");
+  LLVMValueRef run = LLVMBuildLoad2(c->b, c->ptr, LLVMBuildStructGEP2(c->b, cty, ctx, 1, ""), "run");
+  LLVMValueRef fb = LLVMBuildLoad2(c->b, c->ptr, LLVMBuildStructGEP2(c->b, cty, ctx, 2, ""), "fallback");
+  LLVMValueRef exec = LLVMBuildLoad2(c->b, c->ptr, LLVMBuildStructGEP2(c->b, cty, ctx, 3, ""), "exec");
+  LLVMValueRef tk = profile ? LLVMBuildLoad2(c->b, c->ptr, LLVMBuildStructGEP2(c->b, cty, ctx, 4, ""), "tick") : NULL;
+  LLVMTypeRef tick_ty = LLVMFunctionType(c->voidt, (LLVMTypeRef[]){c->ptr, c->i64}, 2, 0);
+  LLVMTypeRef task_ty = LLVMFunctionType(c->voidt, (LLVMTypeRef[]){c->ptr, c->i64, c->i64}, 3, 0);
+  LLVMTypeRef run_ty = LLVMFunctionType(c->voidt, (LLVMTypeRef[]){c->ptr, c->i64, c->ptr, c->ptr}, 4, 0);
+  LLVMTypeRef fb_ty = LLVMFunctionType(c->voidt, (LLVMTypeRef[]){c->ptr, c->i64, c->ptr}, 3, 0);
+  LLVMValueRef *bases = calloc((size_t)(FUSE_BASE_DATA + p->ndata + 1), sizeof *bases);
+  for (int kid = 0; kid < p->nk; kid++) {
+    const FuseKernel *k = &p->k[kid];
+    LLVMValueRef kidv = LLVMConstInt(c->i64, (unsigned long long)kid, 0);
+    if (kid > 0 && tk)
+      LLVMBuildCall2(c->b, tick_ty, tk, (LLVMValueRef[]){exec, LLVMConstInt(c->i64, (unsigned long long)kid - 1, 0)}, 2, "");
+    if (k->kind == FUSE_COPY) {
+      int t = k->copy_dst;
+      LLVMValueRef dst = addr(c, bases, arg, p->val[t].base, p->val[t].offset);
+      LLVMValueRef src = value_addr(c, bases, arg, k->copy_src);
+      LLVMBuildMemCpy(c->b, dst, ir_dtype_size(c->g->node[t].dtype), src, 1,
+                      LLVMConstInt(c->i64, (unsigned long long)p->val[t].bytes, 0));
+      continue;
+    }
+    if (k->kind == FUSE_FALLBACK) {
+      int n = c->g->node[k->op].nin;
+      LLVMValueRef av = argv_array(c, entry, n + 1);
+      store_argv(c, av, 0, value_addr(c, bases, arg, k->op));
+      for (int j = 0; j < n; j++)
+        store_argv(c, av, j + 1, value_addr(c, bases, arg, p->in[k->op][j]));
+      LLVMBuildCall2(c->b, fb_ty, fb, (LLVMValueRef[]){exec, kidv, av}, 3, "");
+      continue;
+    }
+    for (int ph = 0; ph < 2 && kf[kid].fn[ph]; ph++) {
+      int nb = kf[kid].nbuf[ph];
+      LLVMValueRef av = argv_array(c, entry, nb);
+      for (int i = 0; i < nb; i++)
+        store_argv(c, av, i, addr(c, bases, arg, kf[kid].buf[ph][i].base, kf[kid].buf[ph][i].off));
+      int parts = ph == 0 ? k->nparts : 1;
+      LLVMValueRef np = LLVMConstInt(c->i64, (unsigned long long)parts, 0);
+      if (parts > 1)
+        LLVMBuildCall2(c->b, run_ty, run, (LLVMValueRef[]){pool, np, kf[kid].fn[ph], av}, 4, "");
+      else
+        LLVMBuildCall2(c->b, task_ty, kf[kid].fn[ph], (LLVMValueRef[]){av, LLVMConstInt(c->i64, 0, 0), np}, 3, "");
+    }
+  }
+  if (tk && p->nk)
+    LLVMBuildCall2(c->b, tick_ty, tk, (LLVMValueRef[]){exec, LLVMConstInt(c->i64, (unsigned long long)p->nk - 1, 0)}, 2, "");
+  LLVMBuildRetVoid(c->b);
+  free(bases);
+  return fn;
+}
+
+/* ---- compile ---- */
+
+LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *err, size_t errlen) {
+  static atomic_uint next_id;
+  double t0 = now_s();
+  LlvmStepOptions o = opt ? *opt : (LlvmStepOptions){0};
+  LlvmStep *s = calloc(1, sizeof *s);
+  if (!s) {
+    set_err(err, errlen, "%s", "out of memory");
+    return NULL;
+  }
+  s->g = g;
+  s->nthreads = o.nthreads > 0 ? o.nthreads : rt_cpu_count();
+  s->jit = llvm_jit_create(err, errlen);
+  if (!s->jit) {
+    free(s);
+    return NULL;
+  }
+  const LlvmHost *host = llvm_jit_host(s->jit);
+  const LlvmGemmBlocking *shared = llvm_step_shared_blocking();
+  if (!shared) {
+    set_err(err, errlen, "%s", "the shared GEMM could not be created");
+    llvm_step_free(s);
+    return NULL;
+  }
+  LlvmGemmBlocking blk = *shared;
+  FuseOptions fo = {.nthreads = s->nthreads, .grads = o.grads, .blk = &blk, .no_reuse = o.no_reuse};
+  s->plan = fuse_plan(g, &fo, err, errlen);
+  if (!s->plan) {
+    llvm_step_free(s);
+    return NULL;
+  }
+  const FusePlan *p = s->plan;
+  LlvmStepGen gen = {.p = p, .g = g, .host = host, .blk = &blk};
+  LlvmStepGen *c = &gen;
+  snprintf(c->prefix, sizeof c->prefix, "ltl%u", atomic_fetch_add(&next_id, 1));
+  c->mod = llvm_jit_new_module(s->jit, c->prefix);
+  c->cx = llvm_jit_context(s->jit);
+  c->b = LLVMCreateBuilderInContext(c->cx);
+  c->i1 = LLVMInt1TypeInContext(c->cx);
+  c->i8 = LLVMInt8TypeInContext(c->cx);
+  c->i32 = LLVMInt32TypeInContext(c->cx);
+  c->i64 = LLVMInt64TypeInContext(c->cx);
+  c->f32 = LLVMFloatTypeInContext(c->cx);
+  c->f64 = LLVMDoubleTypeInContext(c->cx);
+  c->ptr = LLVMPointerTypeInContext(c->cx, 0);
+  c->voidt = LLVMVoidTypeInContext(c->cx);
+  KFn *kf = calloc((size_t)p->nk + 1, sizeof *kf);
+  bool ok = kf != NULL;
+  for (int kid = 0; ok && kid < p->nk; kid++) {
+    const FuseKernel *k = &p->k[kid];
+    if (k->kind == FUSE_COPY || k->kind == FUSE_FALLBACK)
+      continue;
+    int phases = k->kind == FUSE_CONV && g->node[k->op].op == IR_CONV2D_BWD_FILTER ? 2 : 1;
+    for (int ph = 0; ok && ph < phases; ph++) {
+      kf[kid].fn[ph] = llvm_step_kernel(c, kid, ph, err, errlen);
+      ok = kf[kid].fn[ph] != NULL;
+      if (ok) {
+        kf[kid].nbuf[ph] = c->nbuf;
+        kf[kid].buf[ph] = malloc((size_t)(c->nbuf + 1) * sizeof(LlvmStepBuf));
+        memcpy(kf[kid].buf[ph], c->buf, (size_t)c->nbuf * sizeof(LlvmStepBuf));
+      }
+    }
+  }
+  char name[64];
+  snprintf(name, sizeof name, "%s.step", c->prefix);
+  if (ok)
+    build_entry(c, kf, o.profile);
+  for (int kid = 0; kf && kid < p->nk; kid++) {
+    free(kf[kid].buf[0]);
+    free(kf[kid].buf[1]);
+  }
+  free(kf);
+  free(c->buf);
+  free(c->bufp);
+  LLVMDisposeBuilder(c->b);
+  if (ok && o.keep_ir && !o.optimized_ir)
+    s->ir = llvm_print_module(c->mod);
+  if (ok && !llvm_jit_optimize(s->jit, c->mod, NULL)) {
+    set_err(err, errlen, "%s", llvm_jit_error(s->jit));
+    ok = false;
+  }
+  if (ok && o.keep_ir && o.optimized_ir)
+    s->ir = llvm_print_module(c->mod);
+  if (!ok) {
+    LLVMDisposeModule(c->mod);
+    llvm_step_free(s);
+    return NULL;
+  }
+  if (!llvm_jit_add_module(s->jit, c->mod) || !(s->entry = (void (*)(void *const *, const LlvmStepCtx *))
+                                                      llvm_jit_lookup(s->jit, name))) {
+    set_err(err, errlen, "%s", llvm_jit_error(s->jit));
+    llvm_step_free(s);
+    return NULL;
+  }
+  /* the executor's memory */
+  s->nbases = FUSE_BASE_DATA + p->ndata;
+  s->bases = calloc((size_t)s->nbases, sizeof *s->bases);
+  s->arena = aligned_alloc(64, (size_t)((p->arena_bytes + 127) & ~(int64_t)63));
+  s->consts = aligned_alloc(64, (size_t)((p->const_bytes + 127) & ~(int64_t)63));
+  if (s->nthreads > 1)
+    s->pool = rt_pool_create(s->nthreads);
+  if (!s->bases || !s->arena || !s->consts || (s->nthreads > 1 && !s->pool)) {
+    set_err(err, errlen, "%s", "out of memory for the step's arena");
+    llvm_step_free(s);
+    return NULL;
+  }
+  if (p->const_bytes)
+    memcpy(s->consts, p->consts, (size_t)p->const_bytes);
+  s->bases[FUSE_BASE_ARENA] = s->arena;
+  s->bases[FUSE_BASE_CONST] = s->consts;
+  s->bases[FUSE_BASE_STATUS] = s->status;
+  s->bases[FUSE_BASE_FUNCS] = s->funcs;
+  for (int i = 0; i < 16; i++)
+    if (c->gemm[i]) {
+      LlvmGemmSpec spec = {.trans_a = i & 1, .trans_b = i >> 1 & 1, .bias = i >> 2 & 1, .relu = i >> 3 & 1};
+      s->funcs[i] = (void *)llvm_step_shared_gemm(&spec);
+    }
+  s->ctx = (LlvmStepCtx){.pool = s->pool, .run = rt_pool_run, .fallback = fallback, .exec = s, .tick = tick};
+  s->prof = calloc((size_t)p->nk + 1, sizeof *s->prof);
+  s->compile_s = now_s() - t0;
+  return s;
+}
+
+void llvm_step_free(LlvmStep *s) {
+  if (!s)
+    return;
+  rt_pool_destroy(s->pool);
+  llvm_jit_destroy(s->jit);
+  fuse_free(s->plan);
+  free(s->bases);
+  free(s->arena);
+  free(s->consts);
+  free(s->ir);
+  free(s->prof);
+  free(s);
+}
+
+const double *llvm_step_profile(const LlvmStep *s) { return s->prof; }
+
+const FusePlan *llvm_step_plan(const LlvmStep *s) { return s->plan; }
+const char *llvm_step_ir(const LlvmStep *s) { return s->ir; }
+double llvm_step_compile_seconds(const LlvmStep *s) { return s->compile_s; }
+int llvm_step_threads(const LlvmStep *s) { return s->nthreads; }
+
+void llvm_step_bind(LlvmStep *s, IrInputKind kind, void *flat) {
+  int b = kind == IR_IN_PARAM ? FUSE_BASE_PARAM : kind == IR_IN_BUFFER ? FUSE_BASE_BUFFER
+          : kind == IR_IN_STATE ? FUSE_BASE_STATE : -1;
+  if (b >= 0)
+    s->bases[b] = flat;
+}
+
+void llvm_step_set_input(LlvmStep *s, int input, const void *data) {
+  for (int i = 0; i < s->plan->ndata; i++)
+    if (s->plan->data[i] == input)
+      s->bases[FUSE_BASE_DATA + i] = (void *)data;
+}
+
+/* ---- run ---- */
+
+const char *llvm_step_run(LlvmStep *s) {
+  const IrGraph *g = s->g;
+  for (int i = 0; i < s->plan->ndata; i++)
+    if (!s->bases[FUSE_BASE_DATA + i]) {
+      snprintf(s->msg, sizeof s->msg, "input \"%s\" (%%%d) was not set", g->node[s->plan->data[i]].name,
+               s->plan->data[i]);
+      return s->msg;
+    }
+  static const IrInputKind kinds[] = {IR_IN_PARAM, IR_IN_BUFFER, IR_IN_STATE};
+  static const char *const kind_names[] = {"parameter", "buffer", "optimizer state"};
+  for (int k = 0; k < 3; k++)
+    if (!s->bases[FUSE_BASE_PARAM + k])
+      for (int i = 0; i < g->n; i++)
+        if (g->node[i].op == IR_INPUT && g->node[i].kind == kinds[k]) {
+          snprintf(s->msg, sizeof s->msg, "no %s buffer is bound (\"%s\" lives there)", kind_names[k],
+                   g->node[i].name);
+          return s->msg;
+        }
+  memset(s->status, 0, sizeof s->status);
+  s->last_tick = now_s();
+  s->entry((void *const *)s->bases, &s->ctx);
+  if (!s->status[0])
+    return NULL;
+  int kid = (int)s->status[0] - 1;
+  const FuseKernel *k = &s->plan->k[kid];
+  if (k->kind == FUSE_CLASS_LOSS) {
+    const IrNode *x = &g->node[s->plan->in[k->op][0]];
+    snprintf(s->msg, sizeof s->msg, "%s: target %lld of element %lld is not a class in [0, %lld)",
+             ir_op_name(g->node[k->op].op), (long long)s->status[1], (long long)s->status[2],
+             (long long)x->shape.d[1]);
+  } else if (k->kind == FUSE_FALLBACK) {
+    snprintf(s->msg, sizeof s->msg, "%s (%%%d): %s", ir_op_name(g->node[k->op].op), k->op,
+             s->status[1] == -2 ? "out of memory" : "failed (an index out of range?)");
+  } else {
+    snprintf(s->msg, sizeof s->msg, "kernel %d: an index is out of range (one_hot)", kid);
+  }
+  return s->msg;
+}
+
+const void *llvm_step_output(const LlvmStep *s, int i) {
+  const FusePlan *p = s->plan;
+  const IrOutput *o = &s->g->out[i];
+  if (o->kind == IR_OUT_GRAD && !p->opt.grads)
+    return NULL;
+  if (o->kind == IR_OUT_UPDATE) {
+    const FuseValue *t = &p->val[o->target];
+    return (const unsigned char *)s->bases[t->base] + t->offset;
+  }
+  const FuseValue *fv = &p->val[o->value];
+  int b = fv->how == FUSE_VIEW ? fv->of : o->value;
+  if (p->val[b].how != FUSE_MEM || !s->bases[p->val[b].base])
+    return NULL;
+  return (const unsigned char *)s->bases[p->val[b].base] + p->val[b].offset +
+         fv->voff * ir_dtype_size(s->g->node[o->value].dtype);
+}
+
+double llvm_step_scalar(const LlvmStep *s, int i) {
+  const void *v = llvm_step_output(s, i);
+  return v ? ir_load(s->g->node[s->g->out[i].value].dtype, v, 0) : NAN;
+}
+
+const void *llvm_step_value(const LlvmStep *s, int id) {
+  const FusePlan *p = s->plan;
+  if (!p->opt.no_reuse || id < 0 || id >= s->g->n)
+    return NULL;
+  const FuseValue *fv = &p->val[id];
+  int b = fv->how == FUSE_VIEW ? fv->of : id;
+  if ((fv->how != FUSE_MEM && fv->how != FUSE_VIEW) || !s->bases[p->val[b].base])
+    return NULL;
+  if (fv->how == FUSE_VIEW && p->val[b].how != FUSE_MEM)
+    return NULL;
+  return (const unsigned char *)s->bases[p->val[b].base] + p->val[b].offset +
+         fv->voff * ir_dtype_size(s->g->node[id].dtype);
+}
