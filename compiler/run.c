@@ -429,6 +429,30 @@ static void summary(const StepGraph *s) {
     free(t);
 }
 
+/* Settings that are accepted but not acted on yet say so, rather than being ignored. */
+static void warn_unapplied(const RtTrainerConfig *c) {
+    const char *what[16];
+    int n = 0;
+    if (c->accumulate_grad_batches != 1) what[n++] = "accumulate_grad_batches";
+    if (c->gradient_clip_val != 0) what[n++] = "gradient_clip_val";
+    if (c->overfit_batches.v != 0) what[n++] = "overfit_batches";
+    if (c->profiler) what[n++] = "profiler";
+    if (strcmp(c->precision, "32-true")) what[n++] = "precision (runs in 32-true)";
+    if (c->devices > 1 || c->num_nodes > 1 || !strcmp(c->strategy, "ddp")) what[n++] = "devices/num_nodes/strategy (runs on one process)";
+    for (int i = 0; i < c->ncallbacks && n < 16; i++) {
+        const RtComponent *cb = &c->callbacks[i];
+        bool applied = !strcmp(cb->name, "progress_bar") || !strcmp(cb->name, "model_summary");
+        if (!strcmp(cb->name, "checkpoint")) { /* applied when it only says what run.c does */
+            applied = true;
+            for (int k = 0; k < cb->n; k++)
+                applied &= !strcmp(cb->keys[k], "every_n_train_steps") || !strcmp(cb->keys[k], "save_last") ||
+                           !strcmp(cb->keys[k], "save_top_k") || !strcmp(cb->keys[k], "verbose");
+        }
+        if (!applied) what[n++] = !strcmp(cb->name, "checkpoint") ? "checkpoint(monitor, filename, ...)" : cb->name;
+    }
+    for (int i = 0; i < n; i++) fprintf(stderr, "ltlc: warning: %s is not applied yet\n", what[i]);
+}
+
 /* ---- the command ---- */
 
 static const char run_help[] =
@@ -475,6 +499,7 @@ int run_command(int argc, char **argv) {
     sema_check_config(r.program);
     if (diag_error_count() || !sema_trainer_config(r.program, file, tov, ntov, &r.cfg)) goto out;
     r.opt.seed = (uint64_t)r.cfg.seed;
+    warn_unapplied(&r.cfg);
     if (!sema_data_plan(r.program, file, &r.opt, &r.dp)) goto out;
     for (int i = 0; i < nstages; i++) {
         r.stage_step[stages[i]] = step_name(stages[i]);
