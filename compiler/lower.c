@@ -1628,6 +1628,17 @@ static File *load_file(Lower *L, const char *path, const char *name, const Node 
 
 /* ---- steps ---- */
 
+/* scopes[0]: the built-ins, looked up after every file's globals. */
+static void builtin_scope(Lower *L) {
+    Scope *bs = scope_new(L, NULL);
+    for (int i = 0; i < B_COUNT + NCONFIGS + NDATA_FNS; i++) {
+        Value *v = val(L, VK_BUILTIN);
+        v->id = i < B_COUNT ? i : i < B_COUNT + NCONFIGS ? BASE_CONFIG + i - B_COUNT : BASE_DATA + i - B_COUNT - NCONFIGS;
+        scope_set(bs, i < B_COUNT ? builtins[i].name : i < B_COUNT + NCONFIGS ? configs[i - B_COUNT].name
+                                                                             : data_fns[i - B_COUNT - NCONFIGS], v);
+    }
+}
+
 /* The model the trainer trains: the last one with a training_step (else the last one). */
 static const Node *root_model(const Node *program) {
     const Node *best = NULL, *any = NULL;
@@ -1851,10 +1862,7 @@ StepGraph *sema_lower(const Node *program, const char *path, const char *step, c
     o->step = step;
     o->g = L.g = ir_new();
     L.out = o;
-    Scope *bs = scope_new(&L, NULL); /* scopes[0]: the built-ins, parent of every file's globals */
-    for (int i = 0; i < B_COUNT; i++) { Value *v = val(&L, VK_BUILTIN); v->id = i; scope_set(bs, builtins[i].name, v); }
-    for (int i = 0; i < NCONFIGS; i++) { Value *v = val(&L, VK_BUILTIN); v->id = BASE_CONFIG + i; scope_set(bs, configs[i].name, v); }
-    for (int i = 0; i < NDATA_FNS; i++) { Value *v = val(&L, VK_BUILTIN); v->id = BASE_DATA + i; scope_set(bs, data_fns[i], v); }
+    builtin_scope(&L);
     bool ok = false;
     const Node *rm = root_model(program), *dm = NULL;
     File *f = load_file(&L, path, path, program, (Span){0});
@@ -2014,8 +2022,7 @@ bool sema_trainer_config(const Node *program, const char *path, const char *cons
     Lower L = {.check = true, .step_input = -1};
     int errors = diag_error_count();
     L.g = ir_new();
-    Scope *bs = scope_new(&L, NULL);
-    for (int i = 0; i < B_COUNT; i++) { Value *v = val(&L, VK_BUILTIN); v->id = i; scope_set(bs, builtins[i].name, v); }
+    builtin_scope(&L);
     rt_trainer_defaults(c);
     c->nloggers = 1;
     c->loggers[0] = (RtComponent){.name = "csv"}; /* Lightning logs somewhere by default */
@@ -2211,10 +2218,7 @@ bool sema_data_plan(const Node *program, const char *path, const SemaOptions *op
     dp->batch = 1;
     dp->shuffle = false;
     L.g = ir_new();
-    Scope *bs = scope_new(&L, NULL);
-    for (int i = 0; i < B_COUNT; i++) { Value *v = val(&L, VK_BUILTIN); v->id = i; scope_set(bs, builtins[i].name, v); }
-    for (int i = 0; i < NCONFIGS; i++) { Value *v = val(&L, VK_BUILTIN); v->id = BASE_CONFIG + i; scope_set(bs, configs[i].name, v); }
-    for (int i = 0; i < NDATA_FNS; i++) { Value *v = val(&L, VK_BUILTIN); v->id = BASE_DATA + i; scope_set(bs, data_fns[i], v); }
+    builtin_scope(&L);
     const Node *dm = NULL;
     for (int i = 0; i < program->nkids; i++)
         if (program->kids[i]->kind == N_DATA) dm = program->kids[i];
