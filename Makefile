@@ -98,7 +98,7 @@ test: deps
 	$(MAKE) fuzz-short fuzz-ckpt-short
 
 asan: deps
-	$(MAKE) BUILD=build-asan SAN=1 OPT=-O1 check-tests
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp $(MAKE) BUILD=build-asan SAN=1 OPT=-O1 check-tests
 
 # libFuzzer over the front end (clang), seeded from the examples.
 FUZZ_FLAGS = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -g -O1 -std=c17 -D_GNU_SOURCE -Icompiler -I$(BUILD)/fuzz/gen
