@@ -134,6 +134,7 @@ fuzz: $(BUILD)/fuzz/fuzz_front $(BUILD)/fuzz/fuzz_ckpt
 bench: deps
 	$(MAKE) $(LTLC)
 	bench/frontend.sh $(LTLC)
+	BUILD=$(BUILD) bench/gemm.sh
 
 # Regenerates the expected output of tests/frontend/ (review the diff before committing).
 golden-update: $(LTLC)

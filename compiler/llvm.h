@@ -82,11 +82,12 @@ typedef struct LlvmGemmBlocking {
     LlvmIsa isa;
     int vec;       // floats per vector: 16, 8 or 4
     int mr, nr;    // micro-tile: mr rows x nr columns (nr = 2 vectors)
-    int kc;        // K block: an mr x kc panel of A stays in L1
+    int kc;        // K block (K is cut into equal blocks <= kc): an mr x kc sliver of A stays in L1
     int nc;        // N block: a kc x nc panel of B stays in L2
-    int mc;        // M rows whose packed A is reused over one B panel: mr here (see docs)
+    int mc;        // M block packed at once; mc = mr (default): one A sliver, packed just before use
     int unroll;    // k steps per trip of the micro-kernel's loop
     int prefetch;  // B prefetch distance in k steps (0: none)
+    int bdirect;   // op(B) = B is read in place when a part has at most this many A slivers
     bool fma;      // llvm.fma (hardware FMA) or llvm.fmuladd
 } LlvmGemmBlocking;
 
@@ -96,7 +97,7 @@ typedef struct LlvmGemmArgs {
     float *c;
     const float *bias;            // used when spec.bias
     int64_t m, n, k, lda, ldb, ldc;
-    float alpha, beta;            // beta == 0: C is not read (may hold NaN)
+    float alpha, beta;            // beta == 0: the old C is ignored (may hold NaN)
     void *work;                   // nparts * work_stride bytes, 64-byte aligned
     int64_t work_stride;          // >= llvm_gemm_work_size(), multiple of 64
     int64_t parts_m;              // the nparts tasks form a parts_m x (nparts/parts_m) grid
@@ -109,8 +110,12 @@ typedef void (*LlvmGemmFn)(void *args, int64_t part, int64_t nparts);
 // Blocking for an ISA and the host's caches (sysconf, then sysfs, then defaults).
 LlvmGemmBlocking llvm_gemm_blocking(LlvmIsa isa, bool fma);
 size_t llvm_gemm_work_size(const LlvmGemmBlocking *blk);
+// How many parts an m x n x k product is worth on nthreads (>= 1 MFLOP each).
+int64_t llvm_gemm_parts(const LlvmGemmBlocking *blk, int64_t m, int64_t n, int64_t k, int64_t nthreads);
 // How to cut an m x n product into nparts (returns parts_m).
 int64_t llvm_gemm_split(const LlvmGemmBlocking *blk, int64_t m, int64_t n, int64_t k, int64_t nparts);
+// The pass pipeline for a module of GEMMs (for llvm_jit_optimize).
+extern const char *const LLVM_GEMM_PASSES;
 // Adds the GEMM `name` (an LlvmGemmFn) and its internal helpers to mod.
 LLVMValueRef llvm_gemm_emit(LLVMModuleRef mod, const LlvmGemmBlocking *blk,
                             const LlvmGemmSpec *spec, const char *name);
@@ -122,7 +127,8 @@ LlvmGemm *llvm_gemm_create(LlvmJit *jit, const LlvmGemmBlocking *blk, RtPool *po
 void llvm_gemm_destroy(LlvmGemm *g);
 const LlvmGemmBlocking *llvm_gemm_get_blocking(const LlvmGemm *g);
 LlvmGemmFn llvm_gemm_get(LlvmGemm *g, const LlvmGemmSpec *spec);  // NULL + llvm_jit_error on failure
-// nthreads <= 0: the pool's size. Returns false (message in llvm_jit_error) on failure.
+// Uses at most nthreads parts (<= 0: the pool's size), fewer for small products
+// (llvm_gemm_parts). Returns false (message in llvm_jit_error) on failure.
 bool llvm_gemm_run(LlvmGemm *g, const LlvmGemmSpec *spec, int nthreads,
                    int64_t m, int64_t n, int64_t k, float alpha,
                    const float *a, int64_t lda, const float *b, int64_t ldb,
@@ -152,6 +158,7 @@ typedef enum {
     FUSE_PAIR_LOSS,   // mse_loss / bce_with_logits
     FUSE_CONV,        // conv2d (+ bias) (+ relu), conv2d_bwd_data, conv2d_bwd_filter: im2col + GEMM
     FUSE_POOL,        // max_pool2d, max_pool2d_bwd
+    FUSE_TAKE,        // take (embedding) and take_grad (its scatter-add backward)
     FUSE_COPY,        // an UPDATE output copied into its input's slot at the end of the step
     FUSE_FALLBACK,    // one node run by the reference interpreter (interp_node) on doubles
     FUSE_NKINDS
@@ -202,7 +209,7 @@ typedef struct FuseKernel {
 typedef struct FuseOptions {
     int nthreads;                 // the kernels are cut for this many threads (>= 1)
     bool grads;                   // GRAD outputs stay readable (else only what updates need)
-    const LlvmGemmBlocking *blk;  // GEMM blocking: packing buffers and tiles
+    const LlvmGemmBlocking *blk;  // GEMM blocking (required): packing buffers and tiles
     bool no_reuse;                // debugging: every value keeps its bytes to the end
 } FuseOptions;
 
@@ -218,7 +225,6 @@ typedef struct FusePlan {
     int64_t const_bytes;
     int *data, ndata;             // DATA and GRAD inputs: bases[FUSE_BASE_DATA + i] holds data[i]
     int64_t gemm_stride;          // GEMM packing bytes per task (64-byte multiple)
-    char *names;                  // fuse_print's scratch
 } FusePlan;
 
 FusePlan *fuse_plan(const IrGraph *g, const FuseOptions *opt, char *err, size_t errlen);
@@ -246,6 +252,7 @@ typedef struct LlvmStepCtx {
 
 typedef struct LlvmStepOptions {
     int nthreads;         // 0: rt_cpu_count(); 1: everything on the calling thread
+    RtPool *pool;         // a pool to share (its size is the thread count; not owned), or NULL
     bool grads;           // GRAD outputs readable after a run
     bool keep_ir;         // keep the module's text for llvm_step_ir
     bool optimized_ir;    // ... after O3 instead of as generated
@@ -274,6 +281,9 @@ const char *llvm_step_run(LlvmStep *s);
 // bound slot. NULL for a GRAD output compiled without grads.
 const void *llvm_step_output(const LlvmStep *s, int i);
 double llvm_step_scalar(const LlvmStep *s, int i);   // element 0 of output i
+// `ltlc emit fused|llvm`: prints the kernels and memory plan of g (fuse_print) or the
+// step's LLVM module (as generated; after O3 with optimized). false with a message on failure.
+bool llvm_step_emit(FILE *out, const IrGraph *g, bool llvm_ir, bool optimized, char *err, size_t errlen);
 // Compiled with profile: seconds spent in each kernel (plan order) over all runs so far.
 const double *llvm_step_profile(const LlvmStep *s);
 // Debugging (compiled with no_reuse): the bytes of any stored value after a run, else NULL.
@@ -298,7 +308,7 @@ typedef struct LlvmStepGen {
     LLVMBuilderRef b;
     LLVMTypeRef i1, i8, i32, i64, f32, f64, ptr, voidt;
     LLVMValueRef fn;              // the function being built
-    LLVMValueRef gemm[16];        // GEMM variants emitted so far: ta | tb << 1 | bias << 2 | relu << 3
+    LLVMValueRef gemm[16];        // GEMM variants the module calls: ta | tb << 1 | bias << 2 | relu << 3
     char prefix[32];              // of every symbol of the module
     LlvmStepBuf *buf;             // the current kernel's buffers: args[i] of its task function
     int nbuf, capbuf;
@@ -309,11 +319,11 @@ typedef struct LlvmStepGen {
 // in gen->buf the buffers args[] must hold. A conv2d_bwd_filter has a second phase (1) that
 // sums its partial products. NULL (with err) when the kernel cannot be generated.
 LLVMValueRef llvm_step_kernel(LlvmStepGen *gen, int kid, int phase, char *err, size_t errlen);
-// The GEMM variant, a function pointer loaded from bases[FUSE_BASE_FUNCS] (NULL if it
-// cannot be compiled).
+// Marks a GEMM variant as used and returns its index in the table bases[FUSE_BASE_FUNCS],
+// from which a kernel loads the entry point (llvm_step_compile fills the table).
 LLVMValueRef llvm_step_gemm_fn(LlvmStepGen *gen, bool ta, bool tb, bool bias, bool relu);
-// llvm_step.c: the GEMMs every step calls, JIT-compiled once per process (an LlvmGemm in a
-// JIT of its own), and their blocking.
+// llvm_step.c: the GEMMs every step calls, JIT-compiled once per process (two LlvmGemm
+// libraries, each in a JIT of its own, so two variants compile at once), and their blocking.
 LlvmGemmFn llvm_step_shared_gemm(const LlvmGemmSpec *spec);
 const LlvmGemmBlocking *llvm_step_shared_blocking(void);
 // fuse.c: the view of a layout node that a copy loop reads (of, voff, stride).

@@ -19,7 +19,11 @@
 
 #include "rt.h"
 
-enum { SPIN_NS = 100000 };   // spin ~0.1 ms before sleeping (a futex wake costs tens of us)
+// Spin this long before sleeping. Waking a sleeping worker took 1.6-2 ms on the
+// 2-vCPU VM this was tuned on (an idle vCPU is slow to come back), longer than
+// many kernels: a training step must not let its workers sleep between kernels.
+// OpenBLAS spins ~2^28 cycles (~70 ms) for the same reason.
+enum { SPIN_NS = 5000000 };
 
 struct RtPool {
     int nthreads;                 // caller included
@@ -157,12 +161,14 @@ void rt_pool_destroy(RtPool *p) {
 int rt_pool_size(const RtPool *p) { return p ? p->nthreads : 1; }
 
 static void run_job(RtPool *p, int64_t count, rt_task_fn fn, void *ctx) {
+    // Retag the counter first: a worker still in the last job, which may read
+    // the new count below, can then no longer claim anything with the old tag.
+    uint32_t g = atomic_load(&p->gen) + 1;
+    atomic_store(&p->next, (uint64_t)g << 32);
     atomic_store(&p->fn, fn);
     atomic_store(&p->ctx, ctx);
     atomic_store(&p->count, count);
     atomic_store(&p->done, 0);
-    uint32_t g = atomic_load(&p->gen) + 1;
-    atomic_store(&p->next, (uint64_t)g << 32);
     atomic_store(&p->gen, g);   // seq_cst: a worker either sees it or is counted in sleepers
     if (atomic_load(&p->sleepers) > 0)
         futex_wake(&p->gen, INT_MAX);

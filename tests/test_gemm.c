@@ -153,6 +153,36 @@ Test(gemm, deterministic_across_threads) {
     free(a), free(b), free(bias), free(c[0]), free(c[1]), free(c[2]);
 }
 
+// The generated entry point on its own, cut into grids of parts by hand (more
+// parts than tiles too): every grid gives the bits of the single part.
+Test(gemm, part_grids_bitwise) {
+    const LlvmGemmBlocking *blk = llvm_gemm_get_blocking(gemm);
+    size_t ws = (llvm_gemm_work_size(blk) + 63) & ~(size_t)63;
+    void *work = aligned_alloc(64, ws * 6);
+    static const int64_t dims[][3] = {{45, 70, 50}, {1000, 7, 33}, {15, 300, 600}};
+    static const int64_t grids[][2] = {{1, 1}, {2, 1}, {1, 2}, {3, 1}, {1, 3}, {2, 2}, {3, 2}, {6, 1}};
+    for (int s = 0; s < 8; s++) {
+        LlvmGemmSpec spec = {.trans_a = s & 1, .trans_b = s & 2, .bias = s & 4, .relu = s & 4};
+        LlvmGemmFn fn = llvm_gemm_get(gemm, &spec);
+        cr_assert(fn, "%s", llvm_jit_error(jit));
+        int64_t m = dims[s % 3][0], n = dims[s % 3][1], k = dims[s % 3][2];
+        float *a = rand_matrix(m * k), *b = rand_matrix(k * n), *bias = rand_matrix(n);
+        float *ref = calloc((size_t)(m * n), 4), *c = calloc((size_t)(m * n), 4);
+        for (int gi = 0; gi < 8; gi++) {
+            int64_t pm = grids[gi][0], np = pm * grids[gi][1];
+            LlvmGemmArgs args = {.a = a, .b = b, .c = gi ? c : ref, .bias = bias, .m = m, .n = n, .k = k,
+                                 .lda = spec.trans_a ? m : k, .ldb = spec.trans_b ? k : n, .ldc = n,
+                                 .alpha = 1.5f, .beta = 0, .work = work, .work_stride = (int64_t)ws, .parts_m = pm};
+            rt_pool_run(pool, np, fn, &args);
+            if (gi)
+                cr_assert(memcmp(c, ref, sizeof(float) * (size_t)(m * n)) == 0, "spec %d grid %lldx%lld differs", s,
+                          (long long)pm, (long long)(np / pm));
+        }
+        free(a), free(b), free(bias), free(ref), free(c);
+    }
+    free(work);
+}
+
 // K = 0: C = beta * C (+ epilogue); beta = 0 must not propagate NaN from C.
 Test(gemm, k_zero_and_nan_c) {
     float c[6] = {NAN, NAN, NAN, 1, 2, 3}, bias[3] = {-1, 0, 1};
@@ -191,6 +221,26 @@ static void narrow_isa(LlvmIsa isa) {
     }
     llvm_gemm_destroy(g);
 }
+// Other blockings of the same ISA: small KC and NC (many K and N blocks), an
+// MC of several slivers (the BLIS loop order), a k loop unrolled by 3 (its
+// remainder loop), prefetching, B always / never read in place.
+Test(gemm, other_blockings) {
+    LlvmGemmBlocking base = *llvm_gemm_get_blocking(gemm);
+    for (int v = 0; v < 2; v++) {
+        LlvmGemmBlocking blk = base;
+        blk.kc = 3 * blk.vec, blk.nc = 2 * blk.nr, blk.mc = 3 * blk.mr, blk.unroll = 3;
+        blk.prefetch = 4 * v, blk.bdirect = v ? 1000 : 0;
+        LlvmGemm *g = llvm_gemm_create(jit, &blk, pool);
+        cr_assert(g);
+        for (int e = v; e < 4; e += 2) {   // nn, nt with one blocking; tt, tn with the other
+            bool ta = e & 1, tb = (e == 1 || e == 2);
+            check(g, ta, tb, (Case){50, 150, 130, 1, 0.5f, true, true, 2});
+            check(g, ta, tb, (Case){7, 33, 100, -1, 0, false, false, 1});
+        }
+        llvm_gemm_destroy(g);
+    }
+}
+
 Test(gemm, avx2_path) { narrow_isa(LLVM_ISA_AVX2); }
 Test(gemm, generic_path) { narrow_isa(LLVM_ISA_GENERIC); }
 
@@ -201,6 +251,10 @@ Test(gemm, blocking_from_caches) {
     // Work is cut along M when M is large, along N when M is one tile.
     cr_assert(llvm_gemm_split(&b, 1024, 32, 1024, 2) == 2);
     cr_assert(llvm_gemm_split(&b, 14, 1024, 256, 2) == 1);
+    // Small products stay on one thread.
+    cr_assert(llvm_gemm_parts(&b, 64, 64, 64, 2) == 1);
+    cr_assert(llvm_gemm_parts(&b, 1024, 1024, 1024, 2) == 2);
+    cr_assert(llvm_gemm_parts(&b, 1, 1, 1 << 30, 2) == 1);   // one tile
 }
 
 Test(gemm, host_features) {
@@ -220,7 +274,7 @@ Test(gemm, object_cache_round_trip) {
     const LlvmGemmBlocking *blk = llvm_gemm_get_blocking(gemm);
     LLVMModuleRef mod = llvm_jit_new_module(jit, "cached");
     cr_assert(llvm_gemm_emit(mod, blk, &spec, "cached_gemm"));
-    cr_assert(llvm_jit_optimize(jit, mod, NULL), "%s", llvm_jit_error(jit));
+    cr_assert(llvm_jit_optimize(jit, mod, LLVM_GEMM_PASSES), "%s", llvm_jit_error(jit));
     char *ir = llvm_print_module(mod);
     cr_assert(strstr(ir, blk->fma ? "@llvm.fma.v" : "@llvm.fmuladd.v") != NULL);
     free(ir);
@@ -278,11 +332,14 @@ Test(pool, every_task_once) {
         for (int64_t i = 0; i < n; i++)
             cr_assert(atomic_load(&c.hits[i]) == 1, "task %lld ran %d times", (long long)i, atomic_load(&c.hits[i]));
     }
-    // Many small jobs back to back (the spin/sleep handshake).
-    for (int r = 0; r < 2000; r++) {
+    // Many small jobs back to back, of alternating sizes: a worker late for
+    // one job must not run a task of the next one.
+    for (int r = 0; r < 4000; r++) {
+        int64_t n = r % 2 ? 7 : 2;
         memset(&c, 0, sizeof c);
-        rt_pool_run(p, 2, count_task, &c);
-        cr_assert(atomic_load(&c.calls) == 2);
+        rt_pool_run(p, n, count_task, &c);
+        cr_assert(atomic_load(&c.calls) == n, "job %d: %d calls for %lld tasks", r, atomic_load(&c.calls),
+                  (long long)n);
     }
     rt_pool_destroy(p);
     cr_assert(rt_cpu_count() >= 1);
