@@ -36,7 +36,13 @@ typedef struct {
     Compiled comp[32];
     int ncomp;
     RtMetricSpec specs[RT_NSTAGES][64];
-    bool save_last, keep_all;
+    /* the checkpoint callback (Lightning's ModelCheckpoint) */
+    bool save_last, monitor_max;
+    int64_t top_k;                       /* -1: keep all */
+    const char *monitor, *filename;
+    struct { double score; char path[1200]; } kept[64];
+    int nkept;
+    RtLoop *loop;
     /* outputs */
     RtLogger *logger;
     RtProgress *bar;
@@ -365,29 +371,85 @@ static int state_tensors(Run *r, RtCkptTensor *t, int max) {
 /* Lightning's default checkpointing keeps one file, epoch=E-step=S.ckpt; the metadata say
  * where training goes on from, so that a resumed run repeats exactly what an uninterrupted
  * one would have done (the RNG is counter-based: the step is its state). */
+/* A filename template: "{epoch}-{val_loss:.2f}" gives "epoch=3-val_loss=0.35", as Lightning's
+ * auto_insert_metric_name does; {epoch} and {step} are the position. */
+static void ckpt_name(Run *r, const char *tmpl, int64_t epoch, int64_t gstep, char *out, size_t size) {
+    size_t n = 0;
+    out[0] = 0;
+    for (const char *p = tmpl; *p && n + 1 < size;) {
+        if (*p != '{') { out[n++] = *p++; out[n] = 0; continue; }
+        const char *close = strchr(p, '}');
+        if (!close) { snprintf(out + n, size - n, "%s", p); break; }
+        char key[96], fmt[16] = "%g";
+        size_t len = (size_t)(close - p - 1) < sizeof key - 1 ? (size_t)(close - p - 1) : sizeof key - 1;
+        memcpy(key, p + 1, len);
+        key[len] = 0;
+        char *colon = strchr(key, ':');
+        if (colon) { *colon = 0; snprintf(fmt, sizeof fmt, "%%%s", colon + 1); }
+        double v = NAN;
+        if (!strcmp(key, "epoch")) v = (double)epoch;
+        else if (!strcmp(key, "step")) v = (double)gstep;
+        else rt_metric(r->loop, key, &v);
+        char num[64];
+        if (!colon && (!strcmp(key, "epoch") || !strcmp(key, "step"))) snprintf(num, sizeof num, "%lld", (long long)v);
+        else snprintf(num, sizeof num, fmt, v);
+        n += (size_t)snprintf(out + n, size - n, "%s=%s", key, num);
+        if (n >= size) n = size - 1;
+        p = close + 1;
+    }
+}
+
+/* Checkpoints as Lightning's ModelCheckpoint keeps them: without `monitor` the latest one
+ * (epoch=E-step=S.ckpt), with it the save_top_k best by the monitored metric; save_last adds
+ * last.ckpt. The metadata say where training goes on from, so that a resumed run repeats
+ * exactly what an uninterrupted one would have done (the RNG is counter-based: the step is
+ * its state). */
 static bool cb_save(void *ctx, int64_t epoch, int64_t batch, int64_t gstep) {
     Run *r = ctx;
-    if (!r->ckpt_dir[0]) return true;
+    if (!r->ckpt_dir[0] || r->top_k == 0) return true;
+    double score = NAN;
+    if (r->monitor && !rt_metric(r->loop, r->monitor, &score)) {
+        error("checkpoint monitors `%s`, which is not logged", r->monitor);
+        return false;
+    }
+    /* with top-k full, a score no better than the worst kept is not saved */
+    int worst = -1;
+    for (int i = 0; r->monitor && i < r->nkept; i++)
+        if (worst < 0 || (r->monitor_max ? r->kept[i].score < r->kept[worst].score : r->kept[i].score > r->kept[worst].score))
+            worst = i;
+    bool full = r->top_k >= 0 && r->nkept >= r->top_k;
+    bool better = worst < 0 || isnan(r->kept[worst].score) ||
+                  (r->monitor_max ? score > r->kept[worst].score : score < r->kept[worst].score);
+    bool save = !r->monitor || !full || better;
     RtCkptTensor t[4096];
     int n = state_tensors(r, t, 4096);
-    char path[1200], e[32], b[32], st[32], seed[32], err[RT_CKPT_ERR_LEN];
-    snprintf(path, sizeof path, "%s/epoch=%lld-step=%lld.ckpt", r->ckpt_dir, (long long)epoch, (long long)gstep);
+    char name[512], path[1200], e[32], b[32], st[32], seed[32], err[RT_CKPT_ERR_LEN];
+    ckpt_name(r, r->filename ? r->filename : "{epoch}-{step}", epoch, gstep, name, sizeof name);
+    snprintf(path, sizeof path, "%s/%s.ckpt", r->ckpt_dir, name);
     snprintf(e, sizeof e, "%lld", (long long)epoch);
     snprintf(b, sizeof b, "%lld", (long long)batch);
     snprintf(st, sizeof st, "%lld", (long long)gstep);
     snprintf(seed, sizeof seed, "%lld", (long long)r->cfg.seed);
     RtCkptMeta meta[] = {{"format", "ltl-checkpoint-1"}, {"ltl_version", LTL_VERSION}, {"model", r->comp[0].s->model},
                          {"epoch", e}, {"batch", b}, {"global_step", st}, {"seed", seed}};
-    if (!rt_ckpt_save(path, t, (size_t)n, meta, sizeof meta / sizeof *meta, err)) {
-        error("%s", err);
-        return false;
+    size_t nmeta = sizeof meta / sizeof *meta;
+    if (save) {
+        if (!rt_ckpt_save(path, t, (size_t)n, meta, nmeta, err)) return error("%s", err), false;
+        if (!r->monitor) { /* the latest replaces the previous one (top_k -1: all are kept) */
+            if (r->nkept && r->top_k >= 0 && strcmp(r->kept[0].path, path)) remove(r->kept[0].path);
+            r->nkept = 1;
+            snprintf(r->kept[0].path, sizeof r->kept[0].path, "%s", path);
+        } else {
+            int slot = full ? worst : r->nkept < 64 ? r->nkept++ : worst;
+            if (full && strcmp(r->kept[slot].path, path)) remove(r->kept[slot].path);
+            r->kept[slot].score = score;
+            snprintf(r->kept[slot].path, sizeof r->kept[slot].path, "%s", path);
+        }
     }
-    if (r->last_ckpt[0] && strcmp(r->last_ckpt, path) && !r->keep_all) remove(r->last_ckpt);
-    snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", path);
-    if (r->save_last) { /* last.ckpt: the same file under a fixed name */
+    if (r->save_last) {
         char last[1200];
         snprintf(last, sizeof last, "%s/last.ckpt", r->ckpt_dir);
-        if (!rt_ckpt_save(last, t, (size_t)n, meta, sizeof meta / sizeof *meta, err)) return error("%s", err), false;
+        if (!rt_ckpt_save(last, t, (size_t)n, meta, nmeta, err)) return error("%s", err), false;
     }
     return true;
 }
@@ -445,10 +507,11 @@ static void warn_unapplied(const RtTrainerConfig *c) {
         if (!strcmp(cb->name, "checkpoint")) { /* applied when it only says what run.c does */
             applied = true;
             for (int k = 0; k < cb->n; k++)
-                applied &= !strcmp(cb->keys[k], "every_n_train_steps") || !strcmp(cb->keys[k], "save_last") ||
-                           !strcmp(cb->keys[k], "save_top_k") || !strcmp(cb->keys[k], "verbose");
+                applied &= strcmp(cb->keys[k], "every_n_epochs") && strcmp(cb->keys[k], "save_weights_only") &&
+                           strcmp(cb->keys[k], "save_on_train_epoch_end") && strcmp(cb->keys[k], "auto_insert_metric_name");
         }
-        if (!applied) what[n++] = !strcmp(cb->name, "checkpoint") ? "checkpoint(monitor, filename, ...)" : cb->name;
+        if (!strcmp(cb->name, "early_stopping")) applied = true;
+        if (!applied) what[n++] = !strcmp(cb->name, "checkpoint") ? "checkpoint(every_n_epochs, save_weights_only, ...)" : cb->name;
     }
     for (int i = 0; i < n; i++) fprintf(stderr, "ltlc: warning: %s is not applied yet\n", what[i]);
 }
@@ -519,13 +582,23 @@ int run_command(int argc, char **argv) {
     init_state(&r, first->s);
     RtLoop L = {.ctx = &r, .batches = cb_batches, .load = cb_load, .step = cb_step, .log = cb_log,
                 .progress = cb_progress, .save = r.cfg.enable_checkpointing ? cb_save : NULL};
-    for (int i = 0; i < r.cfg.ncallbacks; i++) { /* checkpoint(every_n_train_steps =, save_last =, save_top_k = -1) */
+    r.loop = &L;
+    r.top_k = 1;
+    for (int i = 0; i < r.cfg.ncallbacks; i++) { /* the first checkpoint(...) callback */
         const RtComponent *c = &r.cfg.callbacks[i];
-        for (int k = 0; !strcmp(c->name, "checkpoint") && k < c->n; k++) {
-            if (!strcmp(c->keys[k], "every_n_train_steps") && c->vals[k].kind == RT_INT) L.save_every_n_steps = c->vals[k].i;
-            if (!strcmp(c->keys[k], "save_last") && c->vals[k].kind == RT_BOOL) r.save_last = c->vals[k].i;
-            if (!strcmp(c->keys[k], "save_top_k") && c->vals[k].kind == RT_INT) r.keep_all = c->vals[k].i < 0;
+        if (strcmp(c->name, "checkpoint")) continue;
+        for (int k = 0; k < c->n; k++) {
+            const char *key = c->keys[k];
+            const RtValue *v = &c->vals[k];
+            if (!strcmp(key, "every_n_train_steps") && v->kind == RT_INT) L.save_every_n_steps = v->i;
+            else if (!strcmp(key, "save_last") && v->kind == RT_BOOL) r.save_last = v->i;
+            else if (!strcmp(key, "save_top_k") && v->kind == RT_INT) r.top_k = v->i;
+            else if (!strcmp(key, "monitor") && v->kind == RT_STR) r.monitor = v->s;
+            else if (!strcmp(key, "mode") && v->kind == RT_STR) r.monitor_max = !strcmp(v->s, "max");
+            else if (!strcmp(key, "filename") && v->kind == RT_STR) r.filename = v->s;
+            else if (!strcmp(key, "dirpath") && v->kind == RT_STR) snprintf(r.ckpt_dir, sizeof r.ckpt_dir, "%s", v->s);
         }
+        break;
     }
     if (ckpt && !load_ckpt(&r, ckpt, r.stage_step[RT_TRAIN] != NULL, &L)) goto out;
     if (!make_loaders(&r, classes_of(first->s))) goto out;
@@ -545,11 +618,7 @@ int run_command(int argc, char **argv) {
         }
         lc.plot = stages[0] == RT_TRAIN;
         if (!(r.logger = rt_logger_open(&lc))) { error("%s", rt_log_error()); goto out; }
-        snprintf(r.ckpt_dir, sizeof r.ckpt_dir, "%s/checkpoints", rt_logger_dir(r.logger));
-        if (r.cfg.enable_checkpointing && mkdir(r.ckpt_dir, 0777) != 0 && errno != EEXIST) {
-            error("cannot create %s: %s", r.ckpt_dir, strerror(errno));
-            goto out;
-        }
+        if (!r.ckpt_dir[0]) snprintf(r.ckpt_dir, sizeof r.ckpt_dir, "%s/checkpoints", rt_logger_dir(r.logger));
         RtHparams *h = rt_hparams_new();
         for (int i = 0; i < nov; i++) {
             char *kv = xstrdup(ov[i]), *eq = strchr(kv, '=');
@@ -561,6 +630,11 @@ int run_command(int argc, char **argv) {
         rt_hparams_int(h, "trainer.seed", r.cfg.seed);
         rt_logger_hparams(r.logger, h);
         rt_hparams_free(h);
+    }
+    if (quiet) r.ckpt_dir[0] = 0; /* fast_dev_run and barebones save nothing */
+    if (r.ckpt_dir[0] && r.cfg.enable_checkpointing && mkdir(r.ckpt_dir, 0777) != 0 && errno != EEXIST) {
+        error("cannot create %s: %s", r.ckpt_dir, strerror(errno));
+        goto out;
     }
     if (!quiet && r.cfg.enable_progress_bar)
         r.bar = rt_progress_new(&(RtProgressConfig){.mode = RT_PROGRESS_AUTO, .leave = true});
@@ -589,6 +663,10 @@ int run_command(int argc, char **argv) {
             for (int k = 0; k < L.nspecs[stages[i]]; k++)
                 printf("  %-20s %.6g\n", L.specs[stages[i]][k].name, L.last_epoch_metrics[32 + k]);
         }
+    }
+    if (L.stop_reason[0]) {
+        if (r.bar) rt_progress_print(r.bar, L.stop_reason);
+        else printf("%s\n", L.stop_reason);
     }
     if (r.bar && r.bar_open) rt_progress_train_end(r.bar);
     if (r.bar) rt_progress_finish(r.bar);

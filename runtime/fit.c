@@ -59,6 +59,96 @@ static void bar_set(Bar *b, const RtMetricSpec *s, double v) {
     b->row.v[b->row.n++] = v;
 }
 
+static void set_metric(RtLoop *L, const char *name, double v) {
+    for (int i = 0; i < L->nmetrics; i++)
+        if (!strcmp(L->metric_names[i], name)) { L->metric_values[i] = v; return; }
+    if (L->nmetrics == 64) return;
+    snprintf(L->metric_names[L->nmetrics], sizeof L->metric_names[0], "%s", name);
+    L->metric_values[L->nmetrics++] = v;
+}
+
+bool rt_metric(const RtLoop *L, const char *name, double *v) {
+    for (int i = 0; i < L->nmetrics; i++)
+        if (!strcmp(L->metric_names[i], name)) { *v = L->metric_values[i]; return true; }
+    return false;
+}
+
+static void set_row(RtLoop *L, const Row *r) {
+    for (int i = 0; i < r->n; i++) set_metric(L, r->names[i], r->v[i]);
+}
+
+/* Lightning's EarlyStopping, checked after each validation (or each training epoch when
+ * there is no validation). */
+typedef struct {
+    bool on;
+    const char *monitor;
+    double min_delta, stopping_threshold, divergence_threshold, best;
+    int64_t patience, wait;
+    bool max, check_finite, strict;
+} EarlyStop;
+
+static EarlyStop early_stop_config(const RtTrainerConfig *c) {
+    EarlyStop e = {.patience = 3, .check_finite = true, .strict = true, .stopping_threshold = NAN,
+                   .divergence_threshold = NAN};
+    for (int i = 0; i < c->ncallbacks; i++) {
+        const RtComponent *cb = &c->callbacks[i];
+        if (strcmp(cb->name, "early_stopping")) continue;
+        e.on = true;
+        for (int k = 0; k < cb->n; k++) {
+            const char *key = cb->keys[k];
+            const RtValue *v = &cb->vals[k];
+            double num = v->kind == RT_FLOAT ? v->f : (double)v->i;
+            if (!strcmp(key, "monitor") && v->kind == RT_STR) e.monitor = v->s;
+            else if (!strcmp(key, "mode") && v->kind == RT_STR) e.max = !strcmp(v->s, "max");
+            else if (!strcmp(key, "min_delta")) e.min_delta = fabs(num);
+            else if (!strcmp(key, "patience")) e.patience = (int64_t)num;
+            else if (!strcmp(key, "check_finite")) e.check_finite = v->i;
+            else if (!strcmp(key, "strict")) e.strict = v->i;
+            else if (!strcmp(key, "stopping_threshold") && v->kind != RT_NONE) e.stopping_threshold = num;
+            else if (!strcmp(key, "divergence_threshold") && v->kind != RT_NONE) e.divergence_threshold = num;
+        }
+    }
+    e.best = e.max ? -INFINITY : INFINITY;
+    return e;
+}
+
+/* Returns false on an error (the monitored metric is missing and strict); sets *stop. */
+static bool early_stop_check(RtLoop *L, EarlyStop *e, bool *stop) {
+    if (!e->on) return true;
+    double v;
+    if (!e->monitor || !rt_metric(L, e->monitor, &v)) {
+        if (!e->strict) return true;
+        char avail[256] = "";
+        for (int i = 0; i < L->nmetrics; i++)
+            snprintf(avail + strlen(avail), sizeof avail - strlen(avail), "%s`%s`", i ? ", " : "", L->metric_names[i]);
+        snprintf(L->err, sizeof L->err, "early_stopping is conditioned on metric `%s`, which is not available; "
+                 "available metrics are: %s", e->monitor ? e->monitor : "(none)", avail);
+        return false;
+    }
+    bool better = e->max ? v - e->min_delta > e->best : v + e->min_delta < e->best;
+    if (e->check_finite && !isfinite(v)) {
+        snprintf(L->stop_reason, sizeof L->stop_reason, "Monitored metric %s = %g is not finite. Previous best value was %.3f. "
+                 "Signaling Trainer to stop.", e->monitor, v, e->best);
+        *stop = true;
+    } else if (!isnan(e->stopping_threshold) && (e->max ? v > e->stopping_threshold : v < e->stopping_threshold)) {
+        snprintf(L->stop_reason, sizeof L->stop_reason, "Stopping threshold reached: %s = %g %s %g. Signaling Trainer to stop.",
+                 e->monitor, v, e->max ? ">" : "<", e->stopping_threshold);
+        *stop = true;
+    } else if (!isnan(e->divergence_threshold) && (e->max ? v < e->divergence_threshold : v > e->divergence_threshold)) {
+        snprintf(L->stop_reason, sizeof L->stop_reason, "Divergence threshold reached: %s = %g %s %g. Signaling Trainer to stop.",
+                 e->monitor, v, e->max ? "<" : ">", e->divergence_threshold);
+        *stop = true;
+    } else if (better) {
+        e->best = v;
+        e->wait = 0;
+    } else if (++e->wait >= e->patience) {
+        snprintf(L->stop_reason, sizeof L->stop_reason, "Monitored metric %s did not improve in the last %lld records. "
+                 "Best score: %.3f. Signaling Trainer to stop.", e->monitor, (long long)e->wait, e->best);
+        *stop = true;
+    }
+    return true;
+}
+
 static bool fail(RtLoop *L, const char *what) {
     if (!L->err[0]) snprintf(L->err, sizeof L->err, "%s", what);
     return false;
@@ -98,6 +188,7 @@ static bool evaluate(RtLoop *L, RtStage st, int64_t epoch, int64_t n, bool sanit
         if (s[i].prog_bar && bar) bar_set(bar, &s[i], v);
         if (i < 32) L->last_epoch_metrics[32 + i] = v; /* the last evaluation's aggregates */
     }
+    set_row(L, &r);
     if (log_it && L->log && r.n) L->log(L->ctx, L->global_step, epoch, r.n, r.names, r.v);
     if (st == RT_VAL) L->val_runs++;
     return true;
@@ -119,6 +210,7 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
     const RtMetricSpec *s = L->specs[RT_TRAIN];
     int ns = L->nspecs[RT_TRAIN];
     Bar bar = {0};
+    EarlyStop es = early_stop_config(c);
     /* Sanity check: a few validation batches first, so a broken validation_step fails fast. */
     bool resumed = L->start_epoch > 0 || L->start_batch > 0;
     int64_t sanity = dev || c->barebones || resumed ? 0 : c->num_sanity_val_steps < 0 ? nval : c->num_sanity_val_steps;
@@ -142,6 +234,7 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
                 if (s[k].on_step) row_add(&r, &s[k], false, m[k]);
                 if (s[k].prog_bar && s[k].on_step) bar_set(&bar, &s[k], m[k]);
             }
+            set_row(L, &r);
             if (log_it && L->log && r.n && L->global_step % c->log_every_n_steps == 0)
                 L->log(L->ctx, L->global_step - 1, epoch, r.n, r.names, r.v);
             if (L->progress && c->enable_progress_bar && !c->barebones)
@@ -150,8 +243,12 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
             if (c->max_steps >= 0 && L->global_step >= c->max_steps) stop = true;
             if (limit_s >= 0 && now_s() - start >= limit_s) stop = true;
             /* validation every `every` batches and at the end of the epoch it falls in */
-            if (val_epoch && ((i + 1) % every == 0 || (last && every >= ntrain)))
+            if (val_epoch && ((i + 1) % every == 0 || (last && every >= ntrain))) {
+                bool es_stop = false;
                 if (!evaluate(L, RT_VAL, epoch, nval, false, log_it, &bar)) return 1;
+                if (!early_stop_check(L, &es, &es_stop)) return 1;
+                if (es_stop && epoch + 1 >= c->min_epochs) stop = true;
+            }
             if (saving && !last && (stop || (L->save_every_n_steps > 0 && L->global_step % L->save_every_n_steps == 0)) &&
                 !L->save(L->ctx, epoch, i + 1, L->global_step))
                 return fail(L, "saving the checkpoint failed"), 1;
@@ -163,12 +260,19 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
             if (s[k].on_epoch) row_add(&r, &s[k], true, v);
             if (k < 32) L->last_epoch_metrics[k] = v;
         }
+        set_row(L, &r);
         if (log_it && L->log && r.n) L->log(L->ctx, L->global_step - 1, epoch, r.n, r.names, r.v);
         L->epochs_run++;
+        if (nval == 0) { /* no validation: early stopping looks at the training epoch */
+            bool es_stop = false;
+            if (!early_stop_check(L, &es, &es_stop)) return 1;
+            if (es_stop && epoch + 1 >= c->min_epochs) stop = true;
+        }
         if (saving && i == ntrain && !L->save(L->ctx, epoch, ntrain, L->global_step))
             return fail(L, "saving the checkpoint failed"), 1;
         if (epoch + 1 < c->min_epochs) stop = false;
     }
+    if (!stop) L->stop_reason[0] = 0;
     return 0;
 }
 

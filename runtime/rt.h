@@ -188,6 +188,13 @@ typedef struct RtLoop {
     const RtMetricSpec *specs[RT_NSTAGES];
     int nspecs[RT_NSTAGES];
     char err[512];           // why a callback or the loop stopped with an error
+    // Lightning's callback_metrics: the latest value of every metric under the name it was
+    // logged with (train_loss_step, train_loss_epoch, val_acc, ...).
+    char metric_names[64][96];
+    double metric_values[64];
+    int nmetrics;
+    // Why training stopped early (early_stopping), or "".
+    char stop_reason[512];
     // Results, for the driver and the tests.
     int64_t global_step, epochs_run, val_runs, train_batches_run, sanity_batches_run;
     double last_epoch_metrics[64];   // the last epoch's aggregates of the train and val specs
@@ -198,6 +205,8 @@ typedef struct RtLoop {
 int rt_run(const RtTrainerConfig *c, RtLoop *L, RtStage stage);
 // How many batches a limit leaves of n (Lightning's int/float rule).
 int64_t rt_limit(RtAmount a, int64_t n);
+// The latest value of a metric (callback_metrics); false when it was never logged.
+bool rt_metric(const RtLoop *L, const char *name, double *v);
 
 //
 // data.c, data_transform.c, data_loader.c — the data pipeline (docs/data.md).

@@ -1,6 +1,7 @@
 /* test_fit.c — the loop's rules: what each trainer flag does to the number of steps,
  * validation runs, logged rows and their names, over a fake data source and step. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <string.h>
 #include "rt.h"
 
@@ -166,4 +167,50 @@ Test(fit, validate_and_test_stages) {
     cr_assert_str_eq(L.err, "no validation data or no validation_step");
     cr_assert_eq(rt_limit((RtAmount){0.3, false}, 10), 3);
     cr_assert_eq(rt_limit((RtAmount){30, true}, 10), 10);
+}
+
+static void early(RtTrainerConfig *c, const char *monitor, const char *mode, int64_t patience, double threshold) {
+    RtComponent *cb = &c->callbacks[c->ncallbacks++];
+    *cb = (RtComponent){.name = "early_stopping", .n = 3,
+                        .keys = {"monitor", "mode", "patience"},
+                        .vals = {{RT_STR, 0, 0, monitor}, {RT_STR, 0, 0, mode}, {RT_INT, patience, 0, NULL}}};
+    if (threshold == threshold) {
+        cb->keys[3] = "stopping_threshold";
+        cb->vals[3] = (RtValue){RT_FLOAT, 0, threshold, NULL};
+        cb->n = 4;
+    }
+}
+
+Test(fit, early_stopping) {
+    Fake f;
+    RtLoop L = loop(&f, 4, 2);
+    RtTrainerConfig c = cfg();
+    c.max_epochs = 10;
+    early(&c, "val_acc", "max", 2, NAN); /* val_acc is 0.5 every time: no improvement after the first */
+    cr_assert_eq(rt_run(&c, &L, RT_TRAIN), 0, "%s", L.err);
+    cr_assert_eq(L.epochs_run, 3);
+    cr_assert(strstr(L.stop_reason, "Monitored metric val_acc did not improve in the last 2 records. Best score: 0.500"),
+              "%s", L.stop_reason);
+
+    L = loop(&f, 4, 2);
+    c.min_epochs = 5;
+    cr_assert_eq(rt_run(&c, &L, RT_TRAIN), 0);
+    cr_assert_eq(L.epochs_run, 5, "min_epochs wins over early stopping");
+
+    L = loop(&f, 4, 2);
+    c = cfg();
+    c.max_epochs = 10;
+    early(&c, "val_loss", "min", 3, 3.0); /* val_loss 2.0 < 3.0 at once */
+    cr_assert_eq(rt_run(&c, &L, RT_TRAIN), 0);
+    cr_assert_eq(L.epochs_run, 1);
+    cr_assert(strstr(L.stop_reason, "Stopping threshold reached: val_loss = 2 < 3"), "%s", L.stop_reason);
+
+    L = loop(&f, 4, 2);
+    c = cfg();
+    early(&c, "val_los", "min", 3, NAN);
+    cr_assert_eq(rt_run(&c, &L, RT_TRAIN), 1);
+    cr_assert(strstr(L.err, "conditioned on metric `val_los`, which is not available"), "%s", L.err);
+    cr_assert(strstr(L.err, "`val_acc`"), "lists what is logged: %s", L.err);
+    double v;
+    cr_assert(rt_metric(&L, "train_loss_step", &v), "callback metrics hold the step values");
 }

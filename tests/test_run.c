@@ -227,3 +227,38 @@ Test(run, resume_mid_epoch_is_bit_identical) {
     snprintf(b, sizeof b, "%s/runs/lightning_logs/version_2/checkpoints/epoch=3-step=40.ckpt", dir);
     same_tensors(a, b);
 }
+
+/* checkpoint(monitor =, mode =, save_top_k =, filename =, save_last =) and early_stopping */
+Test(run, checkpoint_top_k_and_early_stopping) {
+    static char out[1 << 16];
+    char p[256];
+    snprintf(p, sizeof p, "%s/tiny.ltl", dir);
+    char src[8192];
+    snprintf(src, sizeof src, model_src, dir, dir);
+    char *t = strstr(src, "    logger = [csv, tensorboard]\n");
+    cr_assert(t);
+    strcpy(t, "    callbacks = [checkpoint(monitor = \"train_loss_epoch\", mode = \"min\", save_top_k = 2,\n"
+              "                            filename = \"{epoch}-{train_loss_epoch:.3f}\", save_last = true),\n"
+              "                 early_stopping(monitor = \"val_acc\", mode = \"max\", patience = 2)]\n}\n");
+    FILE *f = fopen(p, "w");
+    fputs(src, f);
+    fclose(f);
+    cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl fit --trainer.max_epochs=10 --trainer.enable_progress_bar=false"), 0, "%s", out);
+    /* val_acc reaches 1.0 in the first epoch and cannot improve: 1 + patience epochs */
+    cr_assert(strstr(out, "Monitored metric val_acc did not improve in the last 2 records"), "%s", out);
+    snprintf(p, sizeof p, "%s/runs/lightning_logs/version_0/checkpoints", dir);
+    DIR *d = opendir(p);
+    cr_assert(d);
+    int n = 0;
+    bool last = false, e0 = false, e2 = false;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        n++;
+        last |= !strcmp(e->d_name, "last.ckpt");
+        e0 |= !strncmp(e->d_name, "epoch=0-train_loss_epoch=", 25);
+        e2 |= !strncmp(e->d_name, "epoch=2-train_loss_epoch=", 25);
+    }
+    closedir(d);
+    cr_assert_eq(n, 3, "the two best (lowest train loss: epochs 1 and 2) and last.ckpt");
+    cr_assert(last && e2 && !e0);
+}
