@@ -24,8 +24,9 @@ ifeq ($(SAN),1)
   CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDSAN = -fsanitize=address,undefined
 endif
-CFLAGS  += $(CFLAGS_BASE)
-LDLIBS  += -lm -lpthread -lz -lcjson
+CFLAGS  += $(CFLAGS_BASE) $(EDIT_CFLAGS)
+EDIT_CFLAGS = $(shell pkg-config --cflags libedit 2>/dev/null)
+LDLIBS  += -lm -lpthread -lz -lcjson -ledit
 
 # Generated front end: re2c lexer and Lemon parser, never committed.
 GEN_C   = $(BUILD)/gen/lexer.c $(BUILD)/gen/parser.c
