@@ -61,7 +61,7 @@ static void *xrealloc(void *q, size_t n) {
 
 const char *fuse_kind_name(FuseKind k) {
   static const char *const names[] = {"elemwise", "gemm", "reduce", "softmax", "argmax",
-                                      "class_loss", "pair_loss", "conv", "pool", "copy",
+                                      "class_loss", "pair_loss", "conv", "pool", "take", "copy",
                                       "fallback"};
   return k < FUSE_NKINDS ? names[k] : "?";
 }
@@ -561,8 +561,10 @@ static void plan_node(Fz *z, int id, IrLayout *lay) {
       v->how = FUSE_VIEW;
       return;
     }
-    int kid = new_kernel(z, FUSE_ELEMWISE, -1); /* a copy loop */
-    p->k[kid].shape = n->shape;
+    /* a copy loop; a reshape of a strided view walks its operand's shape, whose row-major
+     * order is the result's */
+    int kid = new_kernel(z, FUSE_ELEMWISE, -1);
+    p->k[kid].shape = n->op == IR_RESHAPE ? N(z, n->in[0])->shape : n->shape;
     add_member(z, kid, id);
     return;
   }
@@ -587,6 +589,10 @@ static void plan_node(Fz *z, int id, IrLayout *lay) {
   case IR_MAX_POOL2D: case IR_MAX_POOL2D_BWD:
     if (f32 && t0 == IR_F32 && t1 == IR_F32 && n->shape.rank == 4)
       kind = FUSE_POOL;
+    break;
+  case IR_TAKE: case IR_TAKE_GRAD:
+    if ((t1 == IR_I64 || t1 == IR_I32) && t0 == n->dtype && (n->op == IR_TAKE ? cpu_dtype(n->dtype) : fl))
+      kind = FUSE_TAKE;
     break;
   case IR_SUM: case IR_MEAN: case IR_MAX:
     if (t0 == n->dtype && (fl || ((n->dtype == IR_I64 || n->dtype == IR_I32) && n->op != IR_MEAN)))
@@ -700,7 +706,7 @@ static void requirements(Fz *z) {
       break;
     }
     case FUSE_CONV: case FUSE_POOL: case FUSE_FALLBACK: case FUSE_CLASS_LOSS:
-    case FUSE_PAIR_LOSS:
+    case FUSE_PAIR_LOSS: case FUSE_TAKE:
       for (int i = 0; i < k->nnode; i++) {
         int id = k->node[i];
         for (int j = 0; j < N(z, id)->nin; j++) {
@@ -751,11 +757,29 @@ static void order_kernels(Fz *z) {
     if (p->k[k].kind == FUSE_COPY)
       key[k] = INT32_MAX - 1;
   }
+  /* An UPDATE's loop waits while an independent kernel still has to read the old value of
+   * its target: then the update can overwrite the target in place (plan_updates). */
+  int *writes = xmalloc((size_t)z->g->nout * sizeof *writes), nwrites = 0; /* output index */
+  for (int i = 0; i < z->g->nout; i++)
+    if (z->g->out[i].kind == IR_OUT_UPDATE && z->kern[z->g->out[i].value] >= 0)
+      writes[nwrites++] = i;
+  bool *reads = xmalloc((size_t)nk * (size_t)(nwrites + 1)); /* reads[k * nwrites + w] */
+  for (int k = 0; k < nk; k++)
+    for (int i = 0; alive[k] && i < p->k[k].nnode; i++) {
+      int id = p->k[k].node[i];
+      for (int j = 0; j < N(z, id)->nin; j++) {
+        int v = p->in[id][j], b = p->val[v].how == FUSE_VIEW ? p->val[v].of : v;
+        for (int w = 0; w < nwrites && p->val[v].how != FUSE_IMM; w++)
+          if (b == z->g->out[writes[w]].target && z->kern[z->g->out[writes[w]].value] != k)
+            reads[k * nwrites + w] = true;
+      }
+    }
   for (int k = 0; k < nk; k++) {
     if (!alive[k])
       continue;
     kernel_deps(z, k);
-    qsort(z->dep, (size_t)z->ndep, sizeof *z->dep, cmp_int);
+    if (z->ndep > 1)
+      qsort(z->dep, (size_t)z->ndep, sizeof *z->dep, cmp_int);
     for (int i = 0; i < z->ndep; i++) {
       if (i > 0 && z->dep[i] == z->dep[i - 1])
         continue;
@@ -768,11 +792,29 @@ static void order_kernels(Fz *z) {
   /* the ready kernel with the smallest first node goes next: close to graph order, so
    * values die soon after they are made */
   int *order = xmalloc((size_t)nk * sizeof *order), n = 0;
+  bool *self = xmalloc((size_t)nk);
   for (;;) {
-    int best = -1;
-    for (int k = 0; k < nk; k++)
-      if (alive[k] && !done[k] && indeg[k] == 0 && (best < 0 || key[k] < key[best]))
+    int best = -1, any = -1;
+    for (int k = 0; k < nk; k++) {
+      if (!alive[k] || done[k] || indeg[k] != 0 || (best >= 0 && key[k] >= key[best]))
+        continue;
+      if (any < 0 || key[k] < key[any])
+        any = k;
+      bool blocked = false;
+      for (int w = 0; w < nwrites && !blocked; w++) {
+        if (z->kern[z->g->out[writes[w]].value] != k)
+          continue;
+        self[k] = true;
+        for (int r = 0; r < nk && !blocked; r++)
+          if (r != k && alive[r] && !done[r] && reads[r * nwrites + w] && !reaches(z, r, self))
+            blocked = true;
+        self[k] = false;
+      }
+      if (!blocked)
         best = k;
+    }
+    if (best < 0)
+      best = any;
     if (best < 0)
       break;
     done[best] = true;
@@ -804,6 +846,9 @@ static void order_kernels(Fz *z) {
   free(nsucc);
   free(indeg);
   free(key);
+  free(writes);
+  free(reads);
+  free(self);
   free(alive);
   free(done);
   free(order);
@@ -871,8 +916,10 @@ static bool reads_bytes(const FusePlan *p, int kid, int target, bool *same_index
       if (bytes_of(p, v) != target || p->val[v].kernel == kid)
         continue;
       any = true;
-      if (k->kind != FUSE_ELEMWISE || v != target ||
-          !ir_shape_eq(p->g->node[v].shape, k->shape))
+      /* same element: a direct operand of an elementwise op of the loop's shape (a copy
+       * loop's permute of a square matrix has that shape too, but transposes) */
+      if (k->kind != FUSE_ELEMWISE || v != target || is_layout(n->op) ||
+          !ir_shape_eq(p->g->node[v].shape, k->shape) || !ir_shape_eq(n->shape, k->shape))
         *same_index_only = false;
     }
   }
@@ -1058,6 +1105,15 @@ static void size_kernels(Fz *z) {
       }
       break;
     }
+    case FUSE_TAKE: { /* take: rows of the result; take_grad: its columns */
+      IrShape xs = n->op == IR_TAKE ? N(z, p->in[k->op][0])->shape : n->shape;
+      int64_t inner = 1;
+      for (int i = n->a.axis + 1; i < xs.rank; i++)
+        inner *= xs.d[i];
+      if (ir_numel(n->shape) >= ELEM_PAR_ELEMS && (n->op == IR_TAKE || inner >= 64))
+        k->nparts = T;
+      break;
+    }
     case FUSE_POOL: case FUSE_SOFTMAX: case FUSE_ARGMAX: case FUSE_REDUCE: {
       IrShape xs = N(z, p->in[k->op][0])->shape;
       int64_t e = ir_numel(xs), rows = ir_numel(n->shape);
@@ -1171,7 +1227,8 @@ FusePlan *fuse_plan(const IrGraph *g, const FuseOptions *opt, char *err, size_t 
   for (int i = 0; i < g->n; i++) {
     const IrNode *n = &g->node[i];
     p->in[i] = xmalloc((size_t)(n->nin + 1) * sizeof **p->in);
-    memcpy(p->in[i], n->in, (size_t)n->nin * sizeof **p->in);
+    if (n->nin > 0)
+      memcpy(p->in[i], n->in, (size_t)n->nin * sizeof **p->in);
     FuseValue *v = &p->val[i];
     *v = (FuseValue){.how = FUSE_NONE, .of = i, .kernel = -1, .last = -1};
     contig_strides(n->shape, v->stride);
@@ -1239,7 +1296,6 @@ void fuse_free(FusePlan *p) {
   free(p->val);
   free(p->consts);
   free(p->data);
-  free(p->names);
   free(p);
 }
 
@@ -1316,7 +1372,7 @@ void fuse_print(FILE *f, const FusePlan *p) {
       break;
     }
     case FUSE_CONV: case FUSE_POOL: case FUSE_REDUCE: case FUSE_SOFTMAX: case FUSE_ARGMAX:
-    case FUSE_CLASS_LOSS: case FUSE_PAIR_LOSS: case FUSE_FALLBACK:
+    case FUSE_CLASS_LOSS: case FUSE_PAIR_LOSS: case FUSE_FALLBACK: case FUSE_TAKE:
       fprintf(f, " %s%s%s", ir_op_name(g->node[k->op].op), k->bias >= 0 ? " +bias" : "",
               k->relu ? " +relu" : "");
       break;
@@ -1396,7 +1452,13 @@ void fuse_print(FILE *f, const FusePlan *p) {
       first = false;
     }
   fprintf(f, "), %d threads\n", p->opt.nthreads);
-  fprintf(f, "# arena %lld bytes for %lld bytes of values (reuse by liveness), constants %lld bytes\n",
-          (long long)p->arena_bytes, (long long)total, (long long)p->const_bytes);
+  int64_t scratch = 0;
+  for (int k = 0; k < p->nk; k++)
+    scratch = p->k[k].scratch_bytes > scratch ? p->k[k].scratch_bytes : scratch;
+  scratch = (scratch + 63) & ~(int64_t)63;
+  fprintf(f, "# arena %lld bytes: %lld of kernel scratch (GEMM packing, im2col), then %lld for "
+          "%lld bytes of values (reused by liveness); constants %lld bytes\n",
+          (long long)p->arena_bytes, (long long)scratch, (long long)(p->arena_bytes - scratch),
+          (long long)total, (long long)p->const_bytes);
   fprintf(f, "# %d of %d updates written in place\n", inplace, updates);
 }

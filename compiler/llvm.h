@@ -281,6 +281,9 @@ const char *llvm_step_run(LlvmStep *s);
 // bound slot. NULL for a GRAD output compiled without grads.
 const void *llvm_step_output(const LlvmStep *s, int i);
 double llvm_step_scalar(const LlvmStep *s, int i);   // element 0 of output i
+// Element 0 of node id when it is the value of an output (StepGraph.loss, logs[k].id): the
+// executor's interp_scalar. NAN when it is not an output.
+double llvm_step_scalar_of(const LlvmStep *s, int id);
 // `ltlc emit fused|llvm`: prints the kernels and memory plan of g (fuse_print) or the
 // step's LLVM module (as generated; after O3 with optimized). false with a message on failure.
 bool llvm_step_emit(FILE *out, const IrGraph *g, bool llvm_ir, bool optimized, char *err, size_t errlen);

@@ -4,11 +4,12 @@
  *   them in order ─ O3 for the host ─ LLJIT ─ an executor holding the arena and the pool.
  *
  * The entry point is  void step(void *const *bases, const LlvmStepCtx *ctx).  bases[] holds
- * the scratch arena, the flat PARAM / BUFFER / STATE buffers, the constants, a status block
- * and one pointer per DATA input (see FUSE_BASE_*).  Every address a kernel needs is
- * bases[b] + a constant, computed in the entry point and passed to the kernel in a small
- * array; a kernel cut into parts goes through ctx->run (rt_pool_run), others are called
- * directly.  Nothing is allocated while a step runs. */
+ * the scratch arena, the flat PARAM / BUFFER / STATE buffers, the constants, a status block,
+ * the table of shared GEMM entry points and one pointer per DATA input (see FUSE_BASE_*).
+ * Every address a kernel needs is bases[b] + a constant, computed in the entry point and
+ * passed to the kernel in a small array; a kernel cut into parts goes through ctx->run
+ * (rt_pool_run), others are called directly.  Nothing is allocated while a step runs, except
+ * by the interpreter fallback (operands converted to doubles). */
 #include "llvm.h"
 #include "rt.h"
 
@@ -24,7 +25,7 @@ struct LlvmStep {
   const IrGraph *g;
   FusePlan *plan;
   LlvmJit *jit;
-  RtPool *pool;
+  RtPool *pool, *own_pool; /* own_pool: created here, destroyed with the step */
   int nthreads;
   void (*entry)(void *const *bases, const LlvmStepCtx *ctx);
   void **bases;
@@ -50,27 +51,102 @@ static void set_err(char *err, size_t len, const char *fmt, const char *a) {
     snprintf(err, len, fmt, a);
 }
 
-/* ---- the GEMMs: compiled once per process, shared by every step ---- */
+/* ---- the GEMMs: compiled once per process, shared by every step ----
+ * Two LlvmGemm libraries, each in a JIT of its own, so that two variants can be compiled at
+ * the same time; a finished variant goes into one table that every later step reads. */
 
+enum { NLIB = 2 };
 static pthread_once_t gemm_once = PTHREAD_ONCE_INIT;
-static LlvmJit *gemm_jit;
-static LlvmGemm *gemm_lib;
+static LlvmJit *gemm_jit[NLIB];
+static LlvmGemm *gemm_lib[NLIB];
+static pthread_mutex_t gemm_mu = PTHREAD_MUTEX_INITIALIZER;
+static LlvmGemmFn gemm_table[16];
 
 static void gemm_init(void) {
   char err[256];
-  gemm_jit = llvm_jit_create(err, sizeof err);
-  if (gemm_jit)
-    gemm_lib = llvm_gemm_create(gemm_jit, NULL, NULL);
+  for (int i = 0; i < NLIB; i++) {
+    gemm_jit[i] = llvm_jit_create(err, sizeof err);
+    if (gemm_jit[i])
+      gemm_lib[i] = llvm_gemm_create(gemm_jit[i], NULL, NULL);
+  }
+}
+
+static LlvmGemmSpec spec_of(int i) {
+  return (LlvmGemmSpec){.trans_a = i & 1, .trans_b = i >> 1 & 1, .bias = i >> 2 & 1, .relu = i >> 3 & 1};
+}
+
+/* Variant i, compiled by library `lib` unless it already is. */
+static LlvmGemmFn shared_gemm(int i, int lib) {
+  pthread_once(&gemm_once, gemm_init);
+  pthread_mutex_lock(&gemm_mu);
+  LlvmGemmFn f = gemm_table[i];
+  pthread_mutex_unlock(&gemm_mu);
+  if (f || !gemm_lib[lib])
+    return f;
+  LlvmGemmSpec spec = spec_of(i);
+  f = llvm_gemm_get(gemm_lib[lib], &spec);
+  pthread_mutex_lock(&gemm_mu);
+  if (!gemm_table[i])
+    gemm_table[i] = f;
+  f = gemm_table[i];
+  pthread_mutex_unlock(&gemm_mu);
+  return f;
 }
 
 LlvmGemmFn llvm_step_shared_gemm(const LlvmGemmSpec *spec) {
-  pthread_once(&gemm_once, gemm_init);
-  return gemm_lib ? llvm_gemm_get(gemm_lib, spec) : NULL;
+  return shared_gemm(spec->trans_a | spec->trans_b << 1 | spec->bias << 2 | spec->relu << 3, 0);
 }
 
 const LlvmGemmBlocking *llvm_step_shared_blocking(void) {
   pthread_once(&gemm_once, gemm_init);
-  return gemm_lib ? llvm_gemm_get_blocking(gemm_lib) : NULL;
+  return gemm_lib[0] ? llvm_gemm_get_blocking(gemm_lib[0]) : NULL;
+}
+
+/* The GEMM variants a step uses, compiled by two threads (one per library) while the step's
+ * own module is optimised and compiled: a cold compile costs about the longest share of
+ * the three, not the sum. */
+typedef struct {
+  bool want[16];
+  void *fn[16];
+  _Atomic int next;
+  pthread_t thread[NLIB];
+  bool started[NLIB];
+} GemmJob;
+
+static void gemm_work(GemmJob *j, int lib) {
+  for (int i; (i = atomic_fetch_add(&j->next, 1)) < 16;)
+    if (j->want[i])
+      j->fn[i] = (void *)shared_gemm(i, lib);
+}
+
+static void *gemm_worker0(void *arg) {
+  gemm_work(arg, 0);
+  return NULL;
+}
+static void *gemm_worker1(void *arg) {
+  gemm_work(arg, 1);
+  return NULL;
+}
+
+static void gemm_start(GemmJob *j) {
+  pthread_once(&gemm_once, gemm_init);
+  void *(*fns[NLIB])(void *) = {gemm_worker0, gemm_worker1};
+  for (int w = 0; w < NLIB; w++)
+    j->started[w] = pthread_create(&j->thread[w], NULL, fns[w], j) == 0;
+}
+
+/* Waits for the job, doing what no thread took; false if a wanted variant did not compile. */
+static bool gemm_join(GemmJob *j) {
+  for (int w = 0; w < NLIB; w++)
+    if (j->started[w])
+      pthread_join(j->thread[w], NULL);
+  gemm_work(j, 0);
+  for (int w = 0; w < NLIB; w++)
+    j->started[w] = false;
+  for (int i = 0; i < 16; i++)
+    if (j->want[i] && !j->fn[i] && !(j->fn[i] = (void *)shared_gemm(i, 0)))
+      return false;
+  return true;
 }
 
 /* ---- the fallback: one node through the reference interpreter ---- */
@@ -242,7 +318,7 @@ LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *
     return NULL;
   }
   s->g = g;
-  s->nthreads = o.nthreads > 0 ? o.nthreads : rt_cpu_count();
+  s->nthreads = o.pool ? rt_pool_size(o.pool) : o.nthreads > 0 ? o.nthreads : rt_cpu_count();
   s->jit = llvm_jit_create(err, errlen);
   if (!s->jit) {
     free(s);
@@ -290,7 +366,8 @@ LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *
       if (ok) {
         kf[kid].nbuf[ph] = c->nbuf;
         kf[kid].buf[ph] = malloc((size_t)(c->nbuf + 1) * sizeof(LlvmStepBuf));
-        memcpy(kf[kid].buf[ph], c->buf, (size_t)c->nbuf * sizeof(LlvmStepBuf));
+        if (c->nbuf > 0)
+          memcpy(kf[kid].buf[ph], c->buf, (size_t)c->nbuf * sizeof(LlvmStepBuf));
       }
     }
   }
@@ -306,6 +383,11 @@ LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *
   free(c->buf);
   free(c->bufp);
   LLVMDisposeBuilder(c->b);
+  GemmJob job = {0};
+  for (int i = 0; i < 16; i++)
+    job.want[i] = c->gemm[i] != NULL;
+  if (ok)
+    gemm_start(&job);
   if (ok && o.keep_ir && !o.optimized_ir)
     s->ir = llvm_print_module(c->mod);
   if (ok && !llvm_jit_optimize(s->jit, c->mod, NULL)) {
@@ -315,6 +397,7 @@ LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *
   if (ok && o.keep_ir && o.optimized_ir)
     s->ir = llvm_print_module(c->mod);
   if (!ok) {
+    gemm_join(&job);
     LLVMDisposeModule(c->mod);
     llvm_step_free(s);
     return NULL;
@@ -322,16 +405,25 @@ LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *
   if (!llvm_jit_add_module(s->jit, c->mod) || !(s->entry = (void (*)(void *const *, const LlvmStepCtx *))
                                                       llvm_jit_lookup(s->jit, name))) {
     set_err(err, errlen, "%s", llvm_jit_error(s->jit));
+    gemm_join(&job);
     llvm_step_free(s);
     return NULL;
   }
+  if (!gemm_join(&job)) {
+    set_err(err, errlen, "%s", "the shared GEMM could not be compiled");
+    llvm_step_free(s);
+    return NULL;
+  }
+  memcpy(s->funcs, job.fn, sizeof s->funcs);
   /* the executor's memory */
   s->nbases = FUSE_BASE_DATA + p->ndata;
   s->bases = calloc((size_t)s->nbases, sizeof *s->bases);
   s->arena = aligned_alloc(64, (size_t)((p->arena_bytes + 127) & ~(int64_t)63));
   s->consts = aligned_alloc(64, (size_t)((p->const_bytes + 127) & ~(int64_t)63));
-  if (s->nthreads > 1)
-    s->pool = rt_pool_create(s->nthreads);
+  if (o.pool)
+    s->pool = o.pool;
+  else if (s->nthreads > 1)
+    s->own_pool = s->pool = rt_pool_create(s->nthreads);
   if (!s->bases || !s->arena || !s->consts || (s->nthreads > 1 && !s->pool)) {
     set_err(err, errlen, "%s", "out of memory for the step's arena");
     llvm_step_free(s);
@@ -343,11 +435,6 @@ LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *
   s->bases[FUSE_BASE_CONST] = s->consts;
   s->bases[FUSE_BASE_STATUS] = s->status;
   s->bases[FUSE_BASE_FUNCS] = s->funcs;
-  for (int i = 0; i < 16; i++)
-    if (c->gemm[i]) {
-      LlvmGemmSpec spec = {.trans_a = i & 1, .trans_b = i >> 1 & 1, .bias = i >> 2 & 1, .relu = i >> 3 & 1};
-      s->funcs[i] = (void *)llvm_step_shared_gemm(&spec);
-    }
   s->ctx = (LlvmStepCtx){.pool = s->pool, .run = rt_pool_run, .fallback = fallback, .exec = s, .tick = tick};
   s->prof = calloc((size_t)p->nk + 1, sizeof *s->prof);
   s->compile_s = now_s() - t0;
@@ -357,7 +444,7 @@ LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *
 void llvm_step_free(LlvmStep *s) {
   if (!s)
     return;
-  rt_pool_destroy(s->pool);
+  rt_pool_destroy(s->own_pool);
   llvm_jit_destroy(s->jit);
   fuse_free(s->plan);
   free(s->bases);
@@ -420,6 +507,11 @@ const char *llvm_step_run(LlvmStep *s) {
     snprintf(s->msg, sizeof s->msg, "%s: target %lld of element %lld is not a class in [0, %lld)",
              ir_op_name(g->node[k->op].op), (long long)s->status[1], (long long)s->status[2],
              (long long)x->shape.d[1]);
+  } else if (k->kind == FUSE_TAKE) {
+    const IrNode *n = &g->node[k->op];
+    const IrShape xs = n->op == IR_TAKE ? g->node[s->plan->in[k->op][0]].shape : n->shape;
+    snprintf(s->msg, sizeof s->msg, "%s: index %lld at element %lld is out of range [0, %lld)",
+             ir_op_name(n->op), (long long)s->status[1], (long long)s->status[2], (long long)xs.d[n->a.axis]);
   } else if (k->kind == FUSE_FALLBACK) {
     snprintf(s->msg, sizeof s->msg, "%s (%%%d): %s", ir_op_name(g->node[k->op].op), k->op,
              s->status[1] == -2 ? "out of memory" : "failed (an index out of range?)");
@@ -451,6 +543,13 @@ double llvm_step_scalar(const LlvmStep *s, int i) {
   return v ? ir_load(s->g->node[s->g->out[i].value].dtype, v, 0) : NAN;
 }
 
+double llvm_step_scalar_of(const LlvmStep *s, int id) {
+  for (int i = 0; i < s->g->nout; i++)
+    if (s->g->out[i].value == id && llvm_step_output(s, i))
+      return llvm_step_scalar(s, i);
+  return NAN;
+}
+
 const void *llvm_step_value(const LlvmStep *s, int id) {
   const FusePlan *p = s->plan;
   if (!p->opt.no_reuse || id < 0 || id >= s->g->n)
@@ -463,4 +562,17 @@ const void *llvm_step_value(const LlvmStep *s, int id) {
     return NULL;
   return (const unsigned char *)s->bases[p->val[b].base] + p->val[b].offset +
          fv->voff * ir_dtype_size(s->g->node[id].dtype);
+}
+
+bool llvm_step_emit(FILE *out, const IrGraph *g, bool llvm_ir, bool optimized, char *err, size_t errlen) {
+  LlvmStepOptions o = {.keep_ir = llvm_ir, .optimized_ir = optimized};
+  LlvmStep *s = llvm_step_compile(g, &o, err, errlen);
+  if (!s)
+    return false;
+  if (llvm_ir)
+    fputs(s->ir, out);
+  else
+    fuse_print(out, s->plan);
+  llvm_step_free(s);
+  return true;
 }

@@ -8,13 +8,14 @@
  * results do not depend on the number of threads.
  *
  * Loops are plain counted loops over concrete shapes (every stride is a constant), written
- * so that LLVM's loop vectoriser handles the innermost one: unit or zero strides, no calls
- * except scalar libm functions (log, tanh, erf, pow) which it leaves scalar.  exp in f32 is a
- * polynomial written here (Cephes' expf), so loops with exp, sigmoid and softmax vectorise.
+ * so that LLVM's loop vectoriser handles the innermost one: unit or zero strides, no calls.
+ * exp, log, tanh and erf in f32 are polynomials written here (Cephes), so loops with them,
+ * sigmoid, gelu and softmax vectorise; pow, log1p and f64 math stay scalar libm calls.
  * Floating-point: no fast-math anywhere except `reassoc` on the sums of reductions (so they
  * vectorise); every other operation rounds exactly as the interpreter's f32 results. */
 #include "llvm.h"
 
+#include <llvm-c/DebugInfo.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -141,7 +142,21 @@ typedef struct Loop {
   LLVMBasicBlockRef head, exit;
   LLVMValueRef iv, car[4];
   int ncar;
+  bool novec; /* llvm.loop.vectorize.enable = false on its back edge */
 } Loop;
+
+/* !{self, !{"llvm.loop.vectorize.enable", i1 false}}: a loop whose inner loop LLVM unrolls
+ * completely must not be vectorised across its iterations (gathers and scatters) */
+static LLVMMetadataRef novec_md(Gen *c) {
+  LLVMMetadataRef kv[2] = {LLVMMDStringInContext2(c->cx, "llvm.loop.vectorize.enable", 26),
+                           LLVMValueAsMetadata(LLVMConstInt(c->i1, 0, 0))};
+  LLVMMetadataRef opt = LLVMMDNodeInContext2(c->cx, kv, 2);
+  LLVMMetadataRef tmp = LLVMTemporaryMDNode(c->cx, NULL, 0);
+  LLVMMetadataRef ops[2] = {tmp, opt};
+  LLVMMetadataRef node = LLVMMDNodeInContext2(c->cx, ops, 2);
+  LLVMMetadataReplaceAllUsesWith(tmp, node); /* the first operand refers to the node itself */
+  return node;
+}
 
 static LLVMValueRef loop_open(Gen *c, Loop *l, LLVMValueRef start, LLVMValueRef end, int ncar,
                               const LLVMValueRef *init) {
@@ -154,6 +169,7 @@ static LLVMValueRef loop_open(Gen *c, Loop *l, LLVMValueRef start, LLVMValueRef 
   l->iv = LLVMBuildPhi(c->b, c->i64, "");
   LLVMAddIncoming(l->iv, &start, &pre, 1);
   l->ncar = ncar;
+  l->novec = false;
   for (int i = 0; i < ncar; i++) {
     l->car[i] = LLVMBuildPhi(c->b, LLVMTypeOf(init[i]), "");
     LLVMValueRef v = init[i];
@@ -167,7 +183,10 @@ static LLVMValueRef loop_open(Gen *c, Loop *l, LLVMValueRef start, LLVMValueRef 
 static void loop_close(Gen *c, Loop *l, const LLVMValueRef *next) {
   LLVMValueRef n = LLVMBuildNSWAdd(c->b, l->iv, ci(c, 1), "");
   LLVMBasicBlockRef latch = LLVMGetInsertBlock(c->b);
-  LLVMBuildBr(c->b, l->head);
+  LLVMValueRef br = LLVMBuildBr(c->b, l->head);
+  if (l->novec)
+    LLVMSetMetadata(br, LLVMGetMDKindIDInContext(c->cx, "llvm.loop", 9),
+                    LLVMMetadataAsValue(c->cx, novec_md(c)));
   LLVMAddIncoming(l->iv, &n, &latch, 1);
   for (int i = 0; i < l->ncar; i++) {
     LLVMValueRef v = next[i];
@@ -286,6 +305,7 @@ typedef struct {
   LLVMValueRef lo, hi;
   NestBody *body;
   void *ud;
+  bool body_loops;            /* the body has its own loops: none of these is vectorised */
 } Nest;
 
 static void nest_level(Gen *c, const Nest *n, int dim, LLVMValueRef *off) {
@@ -296,6 +316,7 @@ static void nest_level(Gen *c, const Nest *n, int dim, LLVMValueRef *off) {
   Loop l;
   LLVMValueRef start = dim == n->pdim ? n->lo : ci(c, 0), end = dim == n->pdim ? n->hi : ci(c, n->d[dim]);
   LLVMValueRef iv = loop_open(c, &l, start, end, 0, NULL);
+  l.novec = n->body_loops || dim + 1 < n->rank; /* only the innermost loop is vectorised */
   LLVMValueRef *inner = malloc((size_t)(n->nacc + 1) * sizeof *inner);
   for (int a = 0; a < n->nacc; a++)
     inner[a] = n->st[a][dim] ? add(c, off[a], mul(c, iv, ci(c, n->st[a][dim]))) : off[a];
@@ -305,8 +326,8 @@ static void nest_level(Gen *c, const Nest *n, int dim, LLVMValueRef *off) {
 }
 
 /* Drops size-1 dimensions and merges neighbours that every access walks as one (strides
- * st[i] == st[i+1] * d[i+1]).  keep_last: the last dimension stays on its own. */
-static int coalesce(int rank, int64_t *d, int nacc, int64_t (*st)[IR_MAX_RANK], const bool *flag) {
+ * st[i] == st[i+1] * d[i+1]); returns the new rank. */
+static int coalesce(int rank, int64_t *d, int nacc, int64_t (*st)[IR_MAX_RANK]) {
   int r = 0;
   for (int i = 0; i < rank; i++) {
     if (d[i] == 1)
@@ -316,7 +337,6 @@ static int coalesce(int rank, int64_t *d, int nacc, int64_t (*st)[IR_MAX_RANK], 
       st[a][r] = st[a][i];
     r++;
   }
-  (void)flag;
   for (int i = r - 2; i >= 0; i--) {
     bool ok = true;
     for (int a = 0; a < nacc && ok; a++)
@@ -385,6 +405,78 @@ static LLVMValueRef exp_f32(Gen *c, LLVMValueRef x) {
 
 static LLVMValueRef exp_(Gen *c, LLVMValueRef x) {
   return LLVMTypeOf(x) == c->f32 ? exp_f32(c, x) : libm1(c, "expf", "exp", x);
+}
+
+static LLVMValueRef poly(Gen *c, LLVMValueRef x, const double *k, int n) { /* k[0] x^(n-1) + ... */
+  LLVMValueRef y = cf(LLVMTypeOf(x), k[0]);
+  for (int i = 1; i < n; i++)
+    y = fma_(c, y, x, cf(LLVMTypeOf(x), k[i]));
+  return y;
+}
+
+/* logf as Cephes computes it: x = m 2^e with m in [sqrt(1/2), sqrt(2)), log(1 + (m - 1)) by a
+ * degree-9 polynomial, e ln2 added in two parts. Subnormals are scaled by 2^23 first;
+ * log(0) = -inf, log(x < 0) = NaN, log(inf) = inf, NaN stays NaN. Max error ~1 ulp. */
+static LLVMValueRef log_f32(Gen *c, LLVMValueRef x) {
+  LLVMTypeRef f = c->f32;
+  LLVMValueRef sub = fcmp(c, LLVMRealOLT, x, cf(f, 0x1p-126));
+  LLVMValueRef xs = sel(c, sub, fmul_(c, x, cf(f, 0x1p23)), x);
+  LLVMValueRef bits = LLVMBuildBitCast(c->b, xs, c->i32, "");
+  LLVMValueRef e = LLVMBuildSub(c->b, LLVMBuildAnd(c->b, LLVMBuildLShr(c->b, bits, ci32(c, 23), ""), ci32(c, 0xff), ""),
+                                ci32(c, 126), "");
+  e = LLVMBuildSub(c->b, e, sel(c, sub, ci32(c, 23), ci32(c, 0)), "");
+  LLVMValueRef m = LLVMBuildBitCast(c->b, LLVMBuildOr(c->b, LLVMBuildAnd(c->b, bits, ci32(c, 0x007fffff), ""),
+                                                      ci32(c, 0x3f000000), ""), f, ""); /* [0.5, 1) */
+  LLVMValueRef small = fcmp(c, LLVMRealOLT, m, cf(f, 0.707106781186547524));
+  e = LLVMBuildSub(c->b, e, sel(c, small, ci32(c, 1), ci32(c, 0)), "");
+  LLVMValueRef a = fsub_(c, sel(c, small, fadd_(c, m, m), m), cf(f, 1));
+  LLVMValueRef fe = LLVMBuildSIToFP(c->b, e, f, "");
+  static const double P[] = {7.0376836292E-2, -1.1514610310E-1, 1.1676998740E-1, -1.2420140846E-1,
+                             1.4249322787E-1, -1.6668057665E-1, 2.0000714765E-1, -2.4999993993E-1,
+                             3.3333331174E-1};
+  LLVMValueRef z = fmul_(c, a, a);
+  LLVMValueRef y = fmul_(c, fmul_(c, poly(c, a, P, 9), a), z);
+  y = fma_(c, fe, cf(f, -2.12194440e-4), y);
+  y = fma_(c, z, cf(f, -0.5), y);
+  LLVMValueRef r = fma_(c, fe, cf(f, 0.693359375), fadd_(c, a, y));
+  r = sel(c, fcmp(c, LLVMRealOEQ, x, cf(f, INFINITY)), x, r);
+  r = sel(c, fcmp(c, LLVMRealOEQ, x, cf(f, 0)), cf(f, -INFINITY), r);
+  return sel(c, fcmp(c, LLVMRealULT, x, cf(f, 0)), cf(f, NAN), r); /* negative or NaN */
+}
+
+/* tanhf as Cephes: an odd polynomial below 0.625, 1 - 2 / (e^2|x| + 1) above. */
+static LLVMValueRef tanh_f32(Gen *c, LLVMValueRef x) {
+  LLVMTypeRef f = c->f32;
+  LLVMValueRef ax = intr1(c, "llvm.fabs", x);
+  LLVMValueRef big = fsub_(c, cf(f, 1), fdiv_(c, cf(f, 2), fadd_(c, exp_f32(c, fadd_(c, ax, ax)), cf(f, 1))));
+  big = intr(c, "llvm.copysign", f, (LLVMValueRef[]){big, x}, 2);
+  static const double P[] = {-5.70498872745E-3, 2.06390887954E-2, -5.37397155531E-2, 1.33314422036E-1,
+                             -3.33332819422E-1};
+  LLVMValueRef s = fmul_(c, x, x);
+  LLVMValueRef small = fma_(c, fmul_(c, poly(c, s, P, 5), s), x, x);
+  return sel(c, fcmp(c, LLVMRealOGE, ax, cf(f, 0.625)), big, small);
+}
+
+/* erf: x T(x^2) for |x| <= 1 and sign(x) (1 - e^(-x^2) P(1/x^2) / |x|) below 2 (Cephes'
+ * erff), then Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7 where erf >= 0.995). */
+static LLVMValueRef erf_f32(Gen *c, LLVMValueRef x) {
+  LLVMTypeRef f = c->f32;
+  static const double T[] = {7.853861353153693E-5, -8.010193625184903E-4, 5.188327685732524E-3,
+                             -2.685381193529856E-2, 1.128358514861418E-1, -3.761262582423300E-1,
+                             1.128379165726710E0};
+  static const double P[] = {2.326819970068386E-2, -1.387039388740657E-1, 3.687424674597105E-1,
+                             -5.824733027278666E-1, 6.210004621745983E-1, -4.944515323274145E-1,
+                             3.404879937665872E-1, -2.741127028184656E-1, 5.638259427386472E-1};
+  static const double A[] = {1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592, 0};
+  LLVMValueRef ax = intr1(c, "llvm.fabs", x), z = fmul_(c, x, x);
+  LLVMValueRef small = fmul_(c, x, poly(c, z, T, 7));
+  LLVMValueRef q = fdiv_(c, cf(f, 1), ax), y = fmul_(c, q, q);
+  LLVMValueRef t = fdiv_(c, cf(f, 1), fma_(c, ax, cf(f, 0.3275911), cf(f, 1)));
+  LLVMValueRef e = exp_f32(c, LLVMBuildFNeg(c->b, z, ""));
+  LLVMValueRef mid = fmul_(c, fmul_(c, e, q), poly(c, y, P, 9)), far = fmul_(c, e, poly(c, t, A, 6));
+  LLVMValueRef erfc = sel(c, fcmp(c, LLVMRealOLT, ax, cf(f, 2)), mid, far);
+  LLVMValueRef big = intr(c, "llvm.copysign", f, (LLVMValueRef[]){fsub_(c, cf(f, 1), erfc), x}, 2);
+  return sel(c, fcmp(c, LLVMRealOGT, ax, cf(f, 1)), big, small); /* NaN: x T(NaN) = NaN */
 }
 
 /* Philox 4x32-10 of (counter = idx, step; key = seed): the first two words (philox.c). */
@@ -491,13 +583,17 @@ static int elem_acc(Gen *c, Elem *e, AccKind kind, int v, IrShape S) {
   switch (kind) {
   case A_LOAD: {
     const FusePlan *p = c->p;
-    if (is_layout_node(c->g, v) && p->val[v].kernel == e->kid) {
-      FuseValue w;
-      fuse_layout_view(p, v, &w);
+    FuseValue w;
+    if (is_layout_node(c->g, v) && p->val[v].kernel == e->kid && fuse_layout_view(p, v, &w)) {
       a->off = w.voff;
       a->buf = kbuf(c, p->val[w.of].base, p->val[w.of].offset);
       for (int i = 0; i < S.rank; i++)
         e->st[e->nacc][i] = w.stride[i];
+    } else if (is_layout_node(c->g, v) && p->val[v].kernel == e->kid) {
+      /* a reshape with no view: the loop walks the operand's shape (fuse.c) */
+      int x = p->in[v][0];
+      a->buf = value_buf(c, x, &a->off);
+      loop_strides(p, x, S, e->st[e->nacc]);
     } else {
       a->buf = value_buf(c, v, &a->off);
       loop_strides(p, v, S, e->st[e->nacc]);
@@ -583,11 +679,11 @@ static LLVMValueRef elem_op(Gen *c, Elem *e, int id, LLVMValueRef *off) {
       return unsigned_t(t) ? LLVMBuildZExt(c->b, gt, T, "") : sel(c, gt, LLVMConstInt(T, 1, 0), z);
     }
   case IR_EXP: return exp_(c, a);
-  case IR_LOG: return libm1(c, "logf", "log", a);
+  case IR_LOG: return T == c->f32 ? log_f32(c, a) : libm1(c, "logf", "log", a);
   case IR_SQRT: return intr1(c, "llvm.sqrt", a);
   case IR_RSQRT: return fdiv_(c, cf(T, 1), intr1(c, "llvm.sqrt", a));
-  case IR_TANH: return libm1(c, "tanhf", "tanh", a);
-  case IR_ERF: return libm1(c, "erff", "erf", a);
+  case IR_TANH: return T == c->f32 ? tanh_f32(c, a) : libm1(c, "tanhf", "tanh", a);
+  case IR_ERF: return T == c->f32 ? erf_f32(c, a) : libm1(c, "erff", "erf", a);
   case IR_SIGMOID: { /* never exp of a large positive number */
     LLVMValueRef pos = fcmp(c, LLVMRealOGE, a, cf(T, 0));
     LLVMValueRef ex = exp_(c, sel(c, pos, LLVMBuildFNeg(c->b, a, ""), a));
@@ -599,7 +695,8 @@ static LLVMValueRef elem_op(Gen *c, Elem *e, int id, LLVMValueRef *off) {
       return sel(c, fcmp(c, LLVMRealOLE, a, cf(T, 0)), cf(T, 0), a);
     return sel(c, LLVMBuildICmp(c->b, LLVMIntSGT, a, LLVMConstInt(T, 0, 0), ""), a, LLVMConstInt(T, 0, 0));
   case IR_GELU: {
-    LLVMValueRef ef = libm1(c, "erff", "erf", fmul_(c, a, cf(T, 0.70710678118654752)));
+    LLVMValueRef h = fmul_(c, a, cf(T, 0.70710678118654752));
+    LLVMValueRef ef = T == c->f32 ? erf_f32(c, h) : libm1(c, "erff", "erf", h);
     return fmul_(c, fmul_(c, cf(T, 0.5), a), fadd_(c, cf(T, 1), ef));
   }
   case IR_LEAKY_RELU:
@@ -747,7 +844,7 @@ static LLVMValueRef gen_elemwise(Gen *c, int kid, char *err, size_t errlen) {
   int64_t d[IR_MAX_RANK];
   for (int i = 0; i < S.rank; i++)
     d[i] = S.d[i];
-  int rank = coalesce(S.rank, d, e->nacc, e->st, NULL);
+  int rank = coalesce(S.rank, d, e->nacc, e->st);
 
   LLVMValueRef body = body_begin(c, kid, "elem");
   e->reg = calloc((size_t)c->g->n + 1, sizeof *e->reg);
@@ -944,7 +1041,7 @@ static LLVMValueRef gen_reduce(Gen *c, int kid) {
   r.lo = lo;
   r.hi = hi;
   Nest nest = {.rank = rank - 1, .nacc = 2, .st = st, .pdim = pdim < rank - 1 ? pdim : -1,
-               .lo = lo, .hi = hi, .body = red_inner, .ud = &r};
+               .lo = lo, .hi = hi, .body = red_inner, .ud = &r, .body_loops = true};
   memcpy(nest.d, d, sizeof d);
   LLVMValueRef off0[2] = {ci(c, 0), ci(c, 0)};
   nest_level(c, &nest, 0, off0);
@@ -1038,7 +1135,7 @@ static LLVMValueRef gen_rows(Gen *c, int kid) {
   r.yb = value_buf(c, k->op, &r.yoff);
   LLVMValueRef fn = body_begin(c, kid, "rows");
   Nest nest = {.rank = rank, .nacc = 2, .st = st, .pdim = -1,
-               .body = n->op == IR_ARGMAX ? argmax_row : softmax_row, .ud = &r};
+               .body = n->op == IR_ARGMAX ? argmax_row : softmax_row, .ud = &r, .body_loops = true};
   memcpy(nest.d, d, sizeof d);
   if (rank > 0) {
     nest.pdim = 0;
@@ -1161,10 +1258,8 @@ static LLVMValueRef gen_pair_loss(Gen *c, int kid) {
  * from the function table, bases[FUSE_BASE_FUNCS]. */
 LLVMValueRef llvm_step_gemm_fn(Gen *c, bool ta, bool tb, bool bias, bool relu) {
   int i = ta | tb << 1 | bias << 2 | relu << 3;
-  LlvmGemmSpec spec = {.trans_a = ta, .trans_b = tb, .bias = bias, .relu = relu};
-  if (!llvm_step_shared_gemm(&spec))
-    return NULL;
-  c->gemm[i] = LLVMConstInt(c->i64, (unsigned long long)i, 0); /* marks the variant used */
+  /* marks the variant used: llvm_step_compile has it compiled while the module is */
+  c->gemm[i] = LLVMConstInt(c->i64, (unsigned long long)i, 0);
   return c->gemm[i];
 }
 
@@ -1356,26 +1451,34 @@ static LLVMValueRef clamp(Gen *c, LLVMValueRef x, LLVMValueRef lo, LLVMValueRef 
  * [lo, hi) (computed, not tested per element): the copy between is a plain strided loop. */
 static void im2col(Gen *c, const ConvDims *d, LLVMValueRef img, LLVMValueRef col, bool to_col) {
   Loop lc, lkh, lkw, lh, lw;
+  /* no padding, unit stride and dilation: every row is inside and [lo, hi) = [0, OW), known
+   * here, so the vectoriser sees a constant trip count and no branch */
+  bool plain = d->ph == 0 && d->pw == 0 && d->sh == 1 && d->sw == 1 && d->dh == 1 && d->dw == 1;
   LLVMValueRef ch = loop_open(c, &lc, ci(c, 0), ci(c, d->C), 0, NULL);
   LLVMValueRef kh = loop_open(c, &lkh, ci(c, 0), ci(c, d->KH), 0, NULL);
   LLVMValueRef kw = loop_open(c, &lkw, ci(c, 0), ci(c, d->KW), 0, NULL);
   LLVMValueRef r = add(c, mul(c, add(c, mul(c, ch, ci(c, d->KH)), kh), ci(c, d->KW)), kw);
   LLVMValueRef shift = add(c, mul(c, kw, ci(c, d->dw)), ci(c, -d->pw)); /* iw = ow * sw + shift */
-  LLVMValueRef lo = clamp(c, ceil_div(c, LLVMBuildNeg(c->b, shift, ""), d->sw), ci(c, 0), ci(c, d->OW));
-  LLVMValueRef hi = clamp(c, ceil_div(c, LLVMBuildSub(c->b, ci(c, d->W), shift, ""), d->sw), lo, ci(c, d->OW));
+  LLVMValueRef lo = plain ? ci(c, 0) : clamp(c, ceil_div(c, LLVMBuildNeg(c->b, shift, ""), d->sw), ci(c, 0), ci(c, d->OW));
+  LLVMValueRef hi = plain ? ci(c, d->OW)
+                          : clamp(c, ceil_div(c, LLVMBuildSub(c->b, ci(c, d->W), shift, ""), d->sw), lo, ci(c, d->OW));
   LLVMValueRef oh = loop_open(c, &lh, ci(c, 0), ci(c, d->OH), 0, NULL);
+  lh.novec = true;
   LLVMValueRef ih = add(c, mul(c, oh, ci(c, d->sh)), add(c, mul(c, kh, ci(c, d->dh)), ci(c, -d->ph)));
   LLVMValueRef crow = add(c, mul(c, r, ci(c, d->OHOW)), mul(c, oh, ci(c, d->OW)));
-  LLVMValueRef valid = and_(c, LLVMBuildICmp(c->b, LLVMIntSGE, ih, ci(c, 0), ""), slt(c, ih, ci(c, d->H)));
-  LLVMBasicBlockRef bin = block(c, "row"), bout = block(c, "pad"), bnext = block(c, "next");
-  LLVMBuildCondBr(c->b, valid, bin, bout);
-  at(c, bout);
-  if (to_col)
-    zero(c, col, crow, add(c, crow, ci(c, d->OW)));
-  LLVMBuildBr(c->b, bnext);
-  at(c, bin);
+  LLVMBasicBlockRef bnext = block(c, "next");
+  if (!plain) {
+    LLVMValueRef valid = and_(c, LLVMBuildICmp(c->b, LLVMIntSGE, ih, ci(c, 0), ""), slt(c, ih, ci(c, d->H)));
+    LLVMBasicBlockRef bin = block(c, "row"), bout = block(c, "pad");
+    LLVMBuildCondBr(c->b, valid, bin, bout);
+    at(c, bout);
+    if (to_col)
+      zero(c, col, crow, add(c, crow, ci(c, d->OW)));
+    LLVMBuildBr(c->b, bnext);
+    at(c, bin);
+  }
   LLVMValueRef irow = add(c, mul(c, add(c, mul(c, ch, ci(c, d->H)), ih), ci(c, d->W)), shift);
-  if (to_col) {
+  if (to_col && !plain) {
     zero(c, col, crow, add(c, crow, lo));
     zero(c, col, add(c, crow, hi), add(c, crow, ci(c, d->OW)));
   }
@@ -1494,17 +1597,21 @@ static LLVMValueRef gen_conv(Gen *c, int kid, int phase, char *err, size_t errle
 /* The window's maximum at (plane base, oh, ow): value and flat index (-1: empty window);
  * the first maximum wins, NaN counts as the maximum (the interpreter's rule). */
 static void pool_window(Gen *c, const IrAttr *a, int64_t H, int64_t W, LLVMValueRef X, LLVMValueRef base,
-                        LLVMValueRef oh, LLVMValueRef ow, LLVMValueRef *mv, LLVMValueRef *bi) {
+                        LLVMValueRef oh, LLVMValueRef ow, LLVMValueRef *mv, LLVMValueRef *bi, LLVMValueRef *taps) {
+  bool inside = a->pad[0] == 0 && a->pad[1] == 0; /* every window lies inside the input */
   LLVMValueRef m = cf(c->f32, -INFINITY), best = ci(c, -1);
   LLVMValueRef h0 = add(c, mul(c, oh, ci(c, a->stride[0])), ci(c, -a->pad[0]));
   LLVMValueRef w0 = add(c, mul(c, ow, ci(c, a->stride[1])), ci(c, -a->pad[1]));
   for (int64_t kh = 0; kh < a->kernel[0]; kh++)
     for (int64_t kw = 0; kw < a->kernel[1]; kw++) {
       LLVMValueRef ih = add(c, h0, ci(c, kh)), iw = add(c, w0, ci(c, kw));
-      LLVMValueRef valid = and_(c, and_(c, LLVMBuildICmp(c->b, LLVMIntSGE, ih, ci(c, 0), ""), slt(c, ih, ci(c, H))),
-                                and_(c, LLVMBuildICmp(c->b, LLVMIntSGE, iw, ci(c, 0), ""), slt(c, iw, ci(c, W))));
+      LLVMValueRef valid = inside ? LLVMConstInt(c->i1, 1, 0)
+                                  : and_(c, and_(c, LLVMBuildICmp(c->b, LLVMIntSGE, ih, ci(c, 0), ""), slt(c, ih, ci(c, H))),
+                                         and_(c, LLVMBuildICmp(c->b, LLVMIntSGE, iw, ci(c, 0), ""), slt(c, iw, ci(c, W))));
       LLVMValueRef idx = add(c, base, add(c, mul(c, ih, ci(c, W)), iw));
-      LLVMValueRef xv = load_t(c, IR_F32, X, sel(c, valid, idx, base));
+      if (taps)
+        taps[kh * a->kernel[1] + kw] = idx;
+      LLVMValueRef xv = load_t(c, IR_F32, X, inside ? idx : sel(c, valid, idx, base));
       LLVMValueRef better = or_(c, slt(c, best, ci(c, 0)),
                                 or_(c, fcmp(c, LLVMRealOGT, xv, m),
                                     and_(c, isnan_(c, xv), LLVMBuildNot(c->b, isnan_(c, m), ""))));
@@ -1534,17 +1641,47 @@ static LLVMValueRef gen_pool(Gen *c, int kid) {
   LLVMValueRef X = fptr(c, c->bufp[xb], xo), Y = fptr(c, c->bufp[ob], oo);
   LLVMValueRef G = gb >= 0 ? fptr(c, c->bufp[gb], go) : NULL;
   Loop lp, lh, lw;
+  /* windows that tile the input without overlap or padding (the usual 2x2, stride 2) */
+  int nk = (int)(n->a.kernel[0] * n->a.kernel[1]);
+  bool tiled = n->a.pad[0] == 0 && n->a.pad[1] == 0 && n->a.stride[0] == n->a.kernel[0] &&
+               n->a.stride[1] == n->a.kernel[1] && nk <= 64;
+  bool covered = tiled && OH * n->a.kernel[0] == H && OW * n->a.kernel[1] == W;
+  /* the tiled backward writes rows in order: per output row, the windows' maxima go to two
+   * small arrays first (their positions and gradients), then the KH input rows are written
+   * left to right, every element once; storing window by window (2 floats in each of 2 rows)
+   * was slower, and slower still on 2 threads */
+  bool rows = G && tiled && OW <= 4096;
+  LLVMValueRef bt = NULL, gvs = NULL;
+  if (rows) {
+    LLVMBasicBlockRef here = LLVMGetInsertBlock(c->b);
+    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(fn);
+    LLVMValueRef first = LLVMGetFirstInstruction(entry);
+    if (first)
+      LLVMPositionBuilderBefore(c->b, first);
+    else
+      LLVMPositionBuilderAtEnd(c->b, entry);
+    bt = LLVMBuildArrayAlloca(c->b, c->i64, ci(c, OW), "best");
+    gvs = LLVMBuildArrayAlloca(c->b, c->f32, ci(c, OW), "grad");
+    LLVMPositionBuilderAtEnd(c->b, here);
+  }
   LLVMValueRef pl = loop_open(c, &lp, lo, hi, 0, NULL);
   LLVMValueRef base = mul(c, pl, ci(c, H * W));
-  if (G)
+  if (G && !covered)
     zero(c, Y, base, add(c, base, ci(c, H * W)));
   LLVMValueRef oh = loop_open(c, &lh, ci(c, 0), ci(c, OH), 0, NULL);
   LLVMValueRef ow = loop_open(c, &lw, ci(c, 0), ci(c, OW), 0, NULL);
-  LLVMValueRef m, best;
-  pool_window(c, &n->a, H, W, X, base, oh, ow, &m, &best);
+  LLVMValueRef m, best, taps[64];
+  pool_window(c, &n->a, H, W, X, base, oh, ow, &m, &best, nk <= 64 ? taps : NULL);
   LLVMValueRef o = add(c, mul(c, add(c, mul(c, pl, ci(c, OH)), oh), ci(c, OW)), ow);
   if (!G) {
     store_t(c, IR_F32, Y, o, m);
+  } else if (rows) {
+    store_t(c, IR_I64, bt, ow, best);
+    store_t(c, IR_F32, gvs, ow, load_t(c, IR_F32, G, o));
+  } else if (tiled) { /* each input is in at most one window: write every tap once */
+    LLVMValueRef gv = load_t(c, IR_F32, G, o);
+    for (int t = 0; t < nk; t++)
+      store_t(c, IR_F32, Y, taps[t], sel(c, LLVMBuildICmp(c->b, LLVMIntEQ, taps[t], best, ""), gv, cf(c->f32, 0)));
   } else {
     LLVMBasicBlockRef bacc = block(c, "acc"), bnext = block(c, "next");
     LLVMBuildCondBr(c->b, slt(c, best, ci(c, 0)), bnext, bacc);
@@ -1554,10 +1691,103 @@ static LLVMValueRef gen_pool(Gen *c, int kid) {
     at(c, bnext);
   }
   loop_close(c, &lw, NULL);
+  if (rows) { /* the KH input rows of this output row, in order */
+    int64_t KH = n->a.kernel[0], KW = n->a.kernel[1];
+    for (int64_t kh = 0; kh < KH; kh++) {
+      LLVMValueRef row = add(c, base, mul(c, add(c, mul(c, oh, ci(c, KH)), ci(c, kh)), ci(c, W)));
+      Loop lx;
+      LLVMValueRef w = loop_open(c, &lx, ci(c, 0), ci(c, OW), 0, NULL);
+      LLVMValueRef b = load_t(c, IR_I64, bt, w), gv = load_t(c, IR_F32, gvs, w);
+      for (int64_t kw = 0; kw < KW; kw++) {
+        LLVMValueRef idx = add(c, row, add(c, mul(c, w, ci(c, KW)), ci(c, kw)));
+        store_t(c, IR_F32, Y, idx, sel(c, LLVMBuildICmp(c->b, LLVMIntEQ, idx, b, ""), gv, cf(c->f32, 0)));
+      }
+      loop_close(c, &lx, NULL);
+    }
+  }
   loop_close(c, &lh, NULL);
   loop_close(c, &lp, NULL);
   LLVMBuildRetVoid(c->b);
   return wrapper(c, fn, kid, "pool");
+}
+
+/* ---- take (embedding) and take_grad: x [outer, D, inner], idx [K], y [outer, K, inner] ---- */
+
+/* idx[i] as i64; an index outside [0, D) is reported (status) and read as 0 */
+static LLVMValueRef checked_index(Gen *c, int kid, int sb, IrDtype it, LLVMValueRef ibuf, LLVMValueRef i,
+                                  int64_t D) {
+  LLVMValueRef t = convert(c, load_t(c, it, ibuf, i), it, IR_I64);
+  LLVMValueRef bad = or_(c, slt(c, t, ci(c, 0)), LLVMBuildICmp(c->b, LLVMIntSGE, t, ci(c, D), ""));
+  LLVMBasicBlockRef here = LLVMGetInsertBlock(c->b), bbad = block(c, "bad"), bok = block(c, "ok");
+  LLVMBuildCondBr(c->b, bad, bbad, bok);
+  at(c, bbad);
+  store_t(c, IR_I64, c->bufp[sb], ci(c, 0), ci(c, kid + 1));
+  store_t(c, IR_I64, c->bufp[sb], ci(c, 1), t);
+  store_t(c, IR_I64, c->bufp[sb], ci(c, 2), i);
+  LLVMBuildBr(c->b, bok);
+  at(c, bok);
+  LLVMValueRef ph = LLVMBuildPhi(c->b, c->i64, "");
+  LLVMValueRef vals[2] = {ci(c, 0), t};
+  LLVMBasicBlockRef from[2] = {bbad, here};
+  LLVMAddIncoming(ph, vals, from, 2);
+  return ph;
+}
+
+static LLVMValueRef gen_take(Gen *c, int kid) {
+  const FusePlan *p = c->p;
+  const FuseKernel *k = &p->k[kid];
+  const IrNode *n = &c->g->node[k->op];
+  bool grad = n->op == IR_TAKE_GRAD;
+  int src = p->in[k->op][0], ix = p->in[k->op][1];
+  IrShape xs = grad ? n->shape : c->g->node[src].shape;
+  int ax = n->a.axis;
+  int64_t outer = 1, inner = 1, D = xs.d[ax], K = ir_numel(c->g->node[ix].shape);
+  for (int i = 0; i < ax; i++)
+    outer *= xs.d[i];
+  for (int i = ax + 1; i < xs.rank; i++)
+    inner *= xs.d[i];
+  IrDtype t = n->dtype, it = c->g->node[ix].dtype;
+  int64_t so, io, oo;
+  int sbuf = value_buf(c, src, &so), ib = value_buf(c, ix, &io), ob = value_buf(c, k->op, &oo);
+  int sb = kbuf(c, FUSE_BASE_STATUS, 0);
+  LLVMValueRef fn = body_begin(c, kid, "take");
+  LLVMValueRef part = LLVMGetParam(fn, (unsigned)c->nbuf), nparts = LLVMGetParam(fn, (unsigned)c->nbuf + 1);
+  LLVMValueRef S = c->bufp[sbuf], I = gep(c, mem_type(c, it), c->bufp[ib], ci(c, io));
+  LLVMValueRef Y = gep(c, mem_type(c, t), c->bufp[ob], ci(c, oo));
+  S = gep(c, mem_type(c, t), S, ci(c, so));
+  Loop lr, lj, lo, li;
+  LLVMValueRef lo_, hi_;
+  if (!grad) { /* each part copies whole rows of y */
+    part_range(c, outer * K, part, nparts, &lo_, &hi_);
+    LLVMValueRef r = loop_open(c, &lr, lo_, hi_, 0, NULL);
+    LLVMValueRef o = sdiv(c, r, ci(c, K)), i = LLVMBuildSRem(c->b, r, ci(c, K), "");
+    LLVMValueRef tv = checked_index(c, kid, sb, it, I, i, D);
+    LLVMValueRef from = mul(c, add(c, mul(c, o, ci(c, D)), tv), ci(c, inner)), to = mul(c, r, ci(c, inner));
+    LLVMValueRef j = loop_open(c, &lj, ci(c, 0), ci(c, inner), 0, NULL);
+    store_t(c, t, Y, add(c, to, j), load_t(c, t, S, add(c, from, j)));
+    loop_close(c, &lj, NULL);
+    loop_close(c, &lr, NULL);
+  } else { /* each part owns columns [lo, hi) of every row of gx: no two parts add to one place */
+    part_range(c, inner, part, nparts, &lo_, &hi_);
+    LLVMValueRef row = loop_open(c, &lr, ci(c, 0), ci(c, outer * D), 0, NULL);
+    LLVMValueRef j = loop_open(c, &lj, lo_, hi_, 0, NULL);
+    store_t(c, t, Y, add(c, mul(c, row, ci(c, inner)), j), cf(reg_type(c, t), 0));
+    loop_close(c, &lj, NULL);
+    loop_close(c, &lr, NULL);
+    LLVMValueRef o = loop_open(c, &lo, ci(c, 0), ci(c, outer), 0, NULL);
+    LLVMValueRef i = loop_open(c, &li, ci(c, 0), ci(c, K), 0, NULL);
+    LLVMValueRef tv = checked_index(c, kid, sb, it, I, i, D);
+    LLVMValueRef to = mul(c, add(c, mul(c, o, ci(c, D)), tv), ci(c, inner));
+    LLVMValueRef from = mul(c, add(c, mul(c, o, ci(c, K)), i), ci(c, inner));
+    j = loop_open(c, &lj, lo_, hi_, 0, NULL);
+    LLVMValueRef at_ = add(c, to, j);
+    store_t(c, t, Y, at_, fadd_(c, load_t(c, t, Y, at_), load_t(c, t, S, add(c, from, j))));
+    loop_close(c, &lj, NULL);
+    loop_close(c, &li, NULL);
+    loop_close(c, &lo, NULL);
+  }
+  LLVMBuildRetVoid(c->b);
+  return wrapper(c, fn, kid, "take");
 }
 
 /* ---- dispatch ---- */
@@ -1574,6 +1804,7 @@ LLVMValueRef llvm_step_kernel(Gen *c, int kid, int phase, char *err, size_t errl
   case FUSE_PAIR_LOSS: return gen_pair_loss(c, kid);
   case FUSE_CONV: return gen_conv(c, kid, phase, err, errlen);
   case FUSE_POOL: return gen_pool(c, kid);
+  case FUSE_TAKE: return gen_take(c, kid);
   default:
     snprintf(err, errlen, "kernel %d: %s has no loop", kid, fuse_kind_name(k->kind));
     return NULL;

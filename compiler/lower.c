@@ -1683,7 +1683,48 @@ static bool cfg_bool(Value *cfg, const char *key) {
     return false;
 }
 
-static bool add_group(Lower *L, const char *name, Value *cfg, int loss, bool backward, Span at) {
+/* A scheduler's settings for the runtime (a list becomes "10,20"). */
+static bool scheduler(Lower *L, Value *v, RtScheduler *out, Span at) {
+    static const char *const kinds = "step|multistep|exponential|cosine|one_cycle|linear_warmup|reduce_on_plateau";
+    IrGraph *g = L->g;
+    *out = (RtScheduler){.frequency = 1};
+    if (!v) return true;
+    if (v->k != VK_CONFIG || !strstr(kinds, v->s)) {
+        fail(L, at, "a scheduler is one of step, multistep, exponential, cosine, one_cycle, linear_warmup, reduce_on_plateau");
+        return false;
+    }
+    out->kind = ir_strdup(g, v->s);
+    for (int i = 0; i < v->n && out->n < 12; i++) {
+        Value *x = v->items[i];
+        const char *k = v->keys[i];
+        if (!strcmp(k, "interval")) {
+            if (x->k != VK_STR || (strcmp(x->s, "step") && strcmp(x->s, "epoch"))) { fail(L, at, "interval is \"step\" or \"epoch\""); return false; }
+            out->per_step = !strcmp(x->s, "step");
+            continue;
+        }
+        if (!strcmp(k, "frequency")) {
+            if (!want_int(L, x, at, "frequency", &out->frequency)) return false;
+            if (out->frequency < 1) { fail(L, at, "frequency must be at least 1"); return false; }
+            continue;
+        }
+        RtValue r = {RT_NONE, 0, 0, NULL};
+        if (x->k == VK_INT || x->k == VK_BOOL) r = (RtValue){RT_INT, x->i, 0, NULL};
+        else if (x->k == VK_FLOAT) r = (RtValue){RT_FLOAT, 0, x->f, NULL};
+        else if (x->k == VK_STR) r = (RtValue){RT_STR, 0, 0, ir_strdup(g, x->s)};
+        else if (x->k == VK_LIST || x->k == VK_TUPLE) {
+            StrBuf b = {0};
+            sb_putn(&b, "", 0);
+            for (int j = 0; j < x->n; j++) sb_printf(&b, "%s%g", j ? "," : "", is_num(x->items[j]) ? num(x->items[j]) : 0.0);
+            r = (RtValue){RT_STR, 0, 0, ir_strdup(g, b.s)};
+            sb_free(&b);
+        }
+        out->keys[out->n] = ir_strdup(g, k);
+        out->vals[out->n++] = r;
+    }
+    return true;
+}
+
+static bool add_group(Lower *L, const char *name, Value *cfg, Value *sched, int loss, bool backward, Span at) {
     StepGraph *o = L->out;
     IrGraph *g = L->g;
     if (!cfg || cfg->k != VK_CONFIG || (strcmp(cfg->s, "adam") && strcmp(cfg->s, "adamw") && strcmp(cfg->s, "sgd"))) {
@@ -1713,7 +1754,9 @@ static bool add_group(Lower *L, const char *name, Value *cfg, int loss, bool bac
     const char *lrname = ir_strdup(g, name[0] ? lstr(L, xasprintf("lr.%s", name)) : "lr");
     int lr = ir_input(g, IR_IN_DATA, lrname, IR_F32, IR_SCALAR);
     o->groups = xrealloc(o->groups, sizeof *o->groups * (size_t)(o->ngroups + 1));
-    o->groups[o->ngroups++] = (OptGroup){ir_strdup(g, name), ir_strdup(g, cfg->s), lr, loss, lr0};
+    o->groups[o->ngroups] = (OptGroup){ir_strdup(g, name), ir_strdup(g, cfg->s), lr, loss, lr0, {0}};
+    if (!scheduler(L, sched, &o->groups[o->ngroups].sched, at)) return false;
+    o->ngroups++;
     if (!backward) return true;
     int *grads = xcalloc((size_t)np, sizeof *grads);
     bool ok = ad_grad(g, loss, params, np, grads) == 0;
@@ -1760,7 +1803,7 @@ static bool lower_optimizers(Lower *L, Module *root, Value *r, const Node *metho
     int total = -1;
     if (one) {
         if (r->k != VK_TENSOR) { fail(L, at, "training_step must return the loss (a scalar tensor), not %s", describe(L, r)); return false; }
-        if (!add_group(L, "", one, r->id, backward, at)) return false;
+        if (!add_group(L, "", one, scope_get_local(root->scope, "scheduler"), r->id, backward, at)) return false;
         total = r->id;
     } else {
         if (many->k != VK_DICT) { fail(L, root->decl->span, "optimizers is a dict from sub-module to optimizer: {G: adam(...), D: adam(...)}"); return false; }
@@ -1776,7 +1819,10 @@ static bool lower_optimizers(Lower *L, Module *root, Value *r, const Node *metho
             for (int i = 0; i < r->n; i++)
                 if (!strcmp(r->keys[i], many->keys[j])) loss = r->items[i];
             if (!loss || loss->k != VK_TENSOR) { fail(L, at, "training_step returns no loss tensor for '%s'", many->keys[j]); return false; }
-            if (!add_group(L, many->keys[j], many->items[j], loss->id, backward, at)) return false;
+            Value *scheds = scope_get_local(root->scope, "schedulers"), *sc = NULL;
+            for (int k = 0; scheds && scheds->k == VK_DICT && k < scheds->n; k++)
+                if (!strcmp(scheds->keys[k], many->keys[j])) sc = scheds->items[k];
+            if (!add_group(L, many->keys[j], many->items[j], sc, loss->id, backward, at)) return false;
             ir_output(L->g, loss->id, IR_OUT_VALUE, -1, ir_strdup(L->g, lstr(L, xasprintf("loss:%s", many->keys[j]))));
             total = total < 0 ? loss->id : ir_add(L->g, total, loss->id);
         }

@@ -3,6 +3,7 @@
 #include "sema.h"
 #include "driver.h"
 #include "ir.h"
+#include "llvm.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,7 +14,7 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  check FILE...       parse and check; errors as file:line:col with a caret\n"
-    "  emit STAGE FILE     print an intermediate form: ast, ir, grad (see emit --help)\n"
+    "  emit STAGE FILE     print an intermediate form: ast, ir, grad, fused, llvm (see emit --help)\n"
     "  run FILE [STAGE]    train and evaluate: fit, validate, test, predict (see run --help)\n"
     "\n"
     "options:\n"
@@ -38,8 +39,11 @@ static const char emit_help[] =
     "  ast     the canonical source form of the syntax tree; it re-parses to the same tree\n"
     "  ir      the training step's forward graph (tensor IR, SSA), symbolic dimensions\n"
     "  grad    the whole training step: forward, loss, backward and optimizer update\n"
+    "  fused   the CPU backend's kernels: the nodes each fuses, arena offsets (--batch)\n"
+    "  llvm    the step's LLVM module as generated for the host CPU (--batch)\n"
     "options:\n"
     "  --step NAME     the method to lower (training_step, validation_step, forward, ...)\n"
+    "  --batch N       the batch size of fused and llvm (default 64)\n"
     "  --no-simplify   print the graph as traced, before folding, CSE and dead-code removal\n";
 
 static int usage_error(const char *fmt, const char *arg) {
@@ -90,8 +94,10 @@ static int cmd_emit(int argc, char **argv) {
     if (wants_help(argc, argv)) { fputs(emit_help, stdout); return 0; }
     const char *step = "training_step", *stage = NULL, *file = NULL;
     bool no_simplify = false;
+    int64_t batch = 64;
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--step") && i + 1 < argc) step = argv[++i];
+        if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--step") && i + 1 < argc) step = argv[++i];
         else if (!strncmp(argv[i], "--step=", 7)) step = argv[i] + 7;
         else if (!strcmp(argv[i], "--no-simplify")) no_simplify = true;
         else if (argv[i][0] == '-') return usage_error("unknown option '%s' for emit", argv[i]);
@@ -100,19 +106,25 @@ static int cmd_emit(int argc, char **argv) {
         else return usage_error("%s", "emit takes one STAGE and one FILE");
     }
     if (!stage || !file) return usage_error("%s", "emit needs a STAGE and a FILE");
-    bool ast_only = !strcmp(stage, "ast");
-    if (!ast_only && strcmp(stage, "ir") && strcmp(stage, "grad"))
-        return usage_error("unknown stage '%s' (try: ast, ir, grad)", stage);
+    bool ast_only = !strcmp(stage, "ast"), backend = !strcmp(stage, "fused") || !strcmp(stage, "llvm");
+    if (!ast_only && !backend && strcmp(stage, "ir") && strcmp(stage, "grad"))
+        return usage_error("unknown stage '%s' (try: ast, ir, grad, fused, llvm)", stage);
+    if (batch < 1) return usage_error("%s", "--batch needs a positive size");
     Ast ast = {0};
     char *text = NULL;
     Node *root = front(&ast, file, &text);
     int status = root ? 0 : 1;
     if (root && ast_only) ast_print(stdout, root);
     else if (root) {
-        SemaOptions opt = {.check = true, .backward = !strcmp(stage, "grad")};
+        SemaOptions opt = {.check = !backend, .batch = batch,
+                           .backward = !strcmp(stage, "grad") || (backend && !strcmp(step, "training_step"))};
         StepGraph *s = sema_lower(root, file, step, &opt, true);
         if (s && !no_simplify) sema_simplify(s);
-        if (s) {
+        char err[512];
+        if (s && backend) {
+            if (!llvm_step_emit(stdout, s->g, !strcmp(stage, "llvm"), false, err, sizeof err))
+                status = 1, fprintf(stderr, "ltlc: %s\n", err);
+        } else if (s) {
             char *buf = NULL;
             size_t len = 0;
             FILE *mem = open_memstream(&buf, &len);

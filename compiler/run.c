@@ -40,9 +40,14 @@ typedef struct {
     bool save_last, monitor_max;
     int64_t top_k;                       /* -1: keep all */
     const char *monitor, *filename;
-    struct { double score; char path[1200]; } kept[64];
+    struct { double score; char path[1600]; } kept[64];
     int nkept;
     RtLoop *loop;
+    /* learning rates: the current one per optimizer group, and lr_monitor */
+    double lr[8];
+    RtScheduler sched[8];
+    int ngroups, lr_monitor;              /* lr_monitor: 0 off, 1 per step, 2 per epoch */
+    char lr_names[8][32];
     /* outputs */
     RtLogger *logger;
     RtProgress *bar;
@@ -268,8 +273,8 @@ static bool exec(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, dou
                 continue;
             }
             v = !strcmp(n->name, "step") ? (double)gstep : 0;
-            for (int k = 0; k < s->ngroups; k++)
-                if (i == s->groups[k].lr) v = s->groups[k].lr0;
+            for (int k = 0; k < s->ngroups && k < 8; k++)
+                if (i == s->groups[k].lr) v = r->lr[k];
             interp_set_f64(ip, i, &v);
             continue;
         }
@@ -324,7 +329,35 @@ static bool cb_load(void *ctx, RtStage s, int64_t epoch, int64_t i) {
 static bool cb_step(void *ctx, RtStage s, int64_t gstep, double *metrics) {
     Run *r = ctx;
     Compiled *c = compiled(r, s, r->batch->size);
-    return c && exec(r, c, r->batch, gstep, metrics);
+    if (!c) return false;
+    for (int k = 0; s == RT_TRAIN && k < r->ngroups; k++) { /* the schedulers have stepped t times */
+        const RtScheduler *sc = &r->sched[k];
+        int64_t t = (sc->per_step ? gstep : r->batch->epoch) / (sc->frequency > 0 ? sc->frequency : 1);
+        r->lr[k] = rt_sched_lr(sc, c->s->groups[k].lr0, t);
+    }
+    if (!exec(r, c, r->batch, gstep, metrics)) return false;
+    for (int k = 0; s == RT_TRAIN && r->lr_monitor && k < r->ngroups; k++) metrics[c->s->nlogs + k] = r->lr[k];
+    return true;
+}
+
+/* reduce_on_plateau steps at the end of an epoch, on its monitored metric (val_loss). */
+static bool cb_epoch_end(void *ctx, int64_t epoch) {
+    Run *r = ctx;
+    (void)epoch;
+    for (int k = 0; k < r->ngroups; k++) {
+        RtScheduler *sc = &r->sched[k];
+        if (!sc->kind || strcmp(sc->kind, "reduce_on_plateau")) continue;
+        const char *monitor = "val_loss";
+        for (int i = 0; i < sc->n; i++)
+            if (!strcmp(sc->keys[i], "monitor") && sc->vals[i].kind == RT_STR) monitor = sc->vals[i].s;
+        double v;
+        if (!rt_metric(r->loop, monitor, &v)) {
+            error("reduce_on_plateau monitors `%s`, which is not logged", monitor);
+            return false;
+        }
+        r->lr[k] = rt_sched_plateau(sc, r->comp[0].s->groups[k].lr0, v);
+    }
+    return true;
 }
 
 static void cb_log(void *ctx, int64_t step, int64_t epoch, int n, const char *const *names, const double *v) {
@@ -423,16 +456,28 @@ static bool cb_save(void *ctx, int64_t epoch, int64_t batch, int64_t gstep) {
     bool save = !r->monitor || !full || better;
     RtCkptTensor t[4096];
     int n = state_tensors(r, t, 4096);
-    char name[512], path[1200], e[32], b[32], st[32], seed[32], err[RT_CKPT_ERR_LEN];
+    char name[512], path[1600], e[32], b[32], st[32], seed[32], err[RT_CKPT_ERR_LEN];
     ckpt_name(r, r->filename ? r->filename : "{epoch}-{step}", epoch, gstep, name, sizeof name);
     snprintf(path, sizeof path, "%s/%s.ckpt", r->ckpt_dir, name);
     snprintf(e, sizeof e, "%lld", (long long)epoch);
     snprintf(b, sizeof b, "%lld", (long long)batch);
     snprintf(st, sizeof st, "%lld", (long long)gstep);
     snprintf(seed, sizeof seed, "%lld", (long long)r->cfg.seed);
-    RtCkptMeta meta[] = {{"format", "ltl-checkpoint-1"}, {"ltl_version", LTL_VERSION}, {"model", r->comp[0].s->model},
-                         {"epoch", e}, {"batch", b}, {"global_step", st}, {"seed", seed}};
-    size_t nmeta = sizeof meta / sizeof *meta;
+    RtCkptMeta meta[8 + 3 * 8] = {{"format", "ltl-checkpoint-1"}, {"ltl_version", LTL_VERSION}, {"model", r->comp[0].s->model},
+                                  {"epoch", e}, {"batch", b}, {"global_step", st}, {"seed", seed}};
+    size_t nmeta = 7;
+    char plateau[8][3][2][64]; /* reduce_on_plateau's state: key and value */
+    for (int k = 0; k < r->ngroups; k++) {
+        const RtScheduler *sc = &r->sched[k];
+        if (!sc->kind || strcmp(sc->kind, "reduce_on_plateau")) continue;
+        const char *what[3] = {"lr", "best", "wait"};
+        double vals[3] = {sc->plateau_lr, sc->plateau_best, (double)sc->plateau_wait};
+        for (int j = 0; j < 3; j++) {
+            snprintf(plateau[k][j][0], 64, "plateau.%d.%s", k, what[j]);
+            snprintf(plateau[k][j][1], 64, "%.17g", vals[j]);
+            meta[nmeta++] = (RtCkptMeta){plateau[k][j][0], plateau[k][j][1]};
+        }
+    }
     if (save) {
         if (!rt_ckpt_save(path, t, (size_t)n, meta, nmeta, err)) return error("%s", err), false;
         if (!r->monitor) { /* the latest replaces the previous one (top_k -1: all are kept) */
@@ -447,7 +492,7 @@ static bool cb_save(void *ctx, int64_t epoch, int64_t batch, int64_t gstep) {
         }
     }
     if (r->save_last) {
-        char last[1200];
+        char last[1100];
         snprintf(last, sizeof last, "%s/last.ckpt", r->ckpt_dir);
         if (!rt_ckpt_save(last, t, (size_t)n, meta, nmeta, err)) return error("%s", err), false;
     }
@@ -464,6 +509,16 @@ static bool load_ckpt(Run *r, const char *path, bool training, RtLoop *L) {
         L->start_epoch = atoll(e);
         L->start_batch = atoll(b);
         L->global_step = atoll(gs);
+        for (int k = 0; k < r->ngroups; k++) {
+            char key[48];
+            const char *v;
+            snprintf(key, sizeof key, "plateau.%d.lr", k);
+            if ((v = rt_ckpt_meta_get(ck, key))) r->sched[k].plateau_lr = r->lr[k] = strtod(v, NULL);
+            snprintf(key, sizeof key, "plateau.%d.best", k);
+            if ((v = rt_ckpt_meta_get(ck, key))) r->sched[k].plateau_best = strtod(v, NULL);
+            snprintf(key, sizeof key, "plateau.%d.wait", k);
+            if ((v = rt_ckpt_meta_get(ck, key))) r->sched[k].plateau_wait = atoll(v);
+        }
     }
     RtCkptTensor t[4096];
     int n = state_tensors(r, t, 4096);
@@ -510,7 +565,7 @@ static void warn_unapplied(const RtTrainerConfig *c) {
                 applied &= strcmp(cb->keys[k], "every_n_epochs") && strcmp(cb->keys[k], "save_weights_only") &&
                            strcmp(cb->keys[k], "save_on_train_epoch_end") && strcmp(cb->keys[k], "auto_insert_metric_name");
         }
-        if (!strcmp(cb->name, "early_stopping")) applied = true;
+        if (!strcmp(cb->name, "early_stopping") || !strcmp(cb->name, "lr_monitor")) applied = true;
         if (!applied) what[n++] = !strcmp(cb->name, "checkpoint") ? "checkpoint(every_n_epochs, save_weights_only, ...)" : cb->name;
     }
     for (int i = 0; i < n; i++) fprintf(stderr, "ltlc: warning: %s is not applied yet\n", what[i]);
@@ -580,8 +635,27 @@ int run_command(int argc, char **argv) {
             sema_step_free(g);
         }
     init_state(&r, first->s);
+    r.ngroups = first->s->ngroups < 8 ? first->s->ngroups : 8;
+    for (int k = 0; k < r.ngroups; k++) {
+        r.sched[k] = first->s->groups[k].sched;
+        r.lr[k] = first->s->groups[k].lr0;
+        const char *kind = first->s->groups[k].kind;
+        /* Lightning's LearningRateMonitor names: lr-Adam, then lr-Adam-1, ... */
+        const char *cls = !strcmp(kind, "sgd") ? "SGD" : !strcmp(kind, "adamw") ? "AdamW" : "Adam";
+        if (k) snprintf(r.lr_names[k], sizeof r.lr_names[k], "lr-%s-%d", cls, k);
+        else snprintf(r.lr_names[k], sizeof r.lr_names[k], "lr-%s", cls);
+    }
+    for (int i = 0; i < r.cfg.ncallbacks; i++)
+        if (!strcmp(r.cfg.callbacks[i].name, "lr_monitor")) {
+            r.lr_monitor = 1;
+            for (int k = 0; k < r.cfg.callbacks[i].n; k++)
+                if (!strcmp(r.cfg.callbacks[i].keys[k], "logging_interval") && r.cfg.callbacks[i].vals[k].kind == RT_STR &&
+                    !strcmp(r.cfg.callbacks[i].vals[k].s, "epoch"))
+                    r.lr_monitor = 2;
+        }
     RtLoop L = {.ctx = &r, .batches = cb_batches, .load = cb_load, .step = cb_step, .log = cb_log,
-                .progress = cb_progress, .save = r.cfg.enable_checkpointing ? cb_save : NULL};
+                .progress = cb_progress, .save = r.cfg.enable_checkpointing ? cb_save : NULL,
+                .epoch_end = cb_epoch_end};
     r.loop = &L;
     r.top_k = 1;
     for (int i = 0; i < r.cfg.ncallbacks; i++) { /* the first checkpoint(...) callback */
@@ -651,6 +725,8 @@ int run_command(int argc, char **argv) {
         }
         L.specs[s] = r.specs[s];
         L.nspecs[s] = c ? c->s->nlogs : 0;
+        for (int k = 0; s == RT_TRAIN && r.lr_monitor && k < r.ngroups && L.nspecs[s] < 64; k++)
+            r.specs[s][L.nspecs[s]++] = (RtMetricSpec){r.lr_names[k], false, r.lr_monitor == 1, r.lr_monitor == 2, RT_MEAN};
     }
     r.max_epochs = r.cfg.max_epochs < 0 && r.cfg.max_steps < 0 ? 1000 : r.cfg.max_epochs;
     for (int i = 0; i < nstages; i++) {

@@ -27,6 +27,7 @@ typedef struct {
     int lr;              /* its DATA input (schedulers change it between steps) */
     int loss;
     double lr0;          /* the configured learning rate */
+    RtScheduler sched;   /* `scheduler` / `schedulers[name]`; kind NULL: none */
 } OptGroup;
 /* A symbolic dimension of check mode and the prime that stands for it. */
 typedef struct { const char *name; int64_t value; } Sym;

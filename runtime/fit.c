@@ -263,6 +263,7 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
         set_row(L, &r);
         if (log_it && L->log && r.n) L->log(L->ctx, L->global_step - 1, epoch, r.n, r.names, r.v);
         L->epochs_run++;
+        if (L->epoch_end && !L->epoch_end(L->ctx, epoch)) return fail(L, "the end of the epoch failed"), 1;
         if (nval == 0) { /* no validation: early stopping looks at the training epoch */
             bool es_stop = false;
             if (!early_stop_check(L, &es, &es_stop)) return 1;

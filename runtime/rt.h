@@ -178,6 +178,8 @@ typedef struct RtLoop {
     // Progress: batch i of n of a stage (NULL: no bar).
     void (*progress)(void *ctx, RtStage s, int64_t epoch, int64_t i, int64_t n, int nm,
                      const char *const *names, const double *v);
+    // After each training epoch and its validation (NULL: nothing), e.g. epoch schedulers.
+    bool (*epoch_end)(void *ctx, int64_t epoch);
     // Saves a checkpoint (NULL: none): at the end of an epoch, every `save_every_n_steps`
     // training steps and when training stops. (epoch, batch) is where training goes on
     // from: the next batch to run (batch == the epoch's batches when the epoch is done).
@@ -203,6 +205,29 @@ typedef struct RtLoop {
 // Runs a stage (fit: training with validation; validate/test/predict: one pass).
 // Returns 0, or 1 with L->err set.
 int rt_run(const RtTrainerConfig *c, RtLoop *L, RtStage stage);
+// An LR scheduler as PyTorch's (StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR,
+// OneCycleLR, LinearLR warm-up, ReduceLROnPlateau), stepped per epoch or per optimizer step
+// every `frequency` intervals. kind NULL: a constant rate.
+typedef struct {
+    const char *kind;          // "step", "multistep", "exponential", "cosine", "one_cycle",
+                               // "linear_warmup", "reduce_on_plateau"
+    const char *keys[12];
+    RtValue vals[12];
+    int n;
+    bool per_step;             // interval = "step"
+    int64_t frequency;
+    // reduce_on_plateau's state (in checkpoints as metadata)
+    double plateau_lr, plateau_best;
+    int64_t plateau_wait;
+} RtScheduler;
+// The rate for a run of the scheduler that has stepped `t` times, from the base rate lr0.
+double rt_sched_lr(const RtScheduler *s, double lr0, int64_t t);
+// reduce_on_plateau: one step with the monitored value (mode min/max, factor, patience,
+// threshold, min_lr as PyTorch's). Returns the new rate.
+double rt_sched_plateau(RtScheduler *s, double lr0, double metric);
+// Reads key from a scheduler's settings (def when absent).
+double rt_sched_num(const RtScheduler *s, const char *key, double def);
+
 // How many batches a limit leaves of n (Lightning's int/float rule).
 int64_t rt_limit(RtAmount a, int64_t n);
 // The latest value of a metric (callback_metrics); false when it was never logged.
