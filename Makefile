@@ -88,8 +88,10 @@ $(BUILD)/tests/%.o: tests/%.c $(BUILD)/gen/parser.h $(wildcard compiler/*.h runt
 run: deps
 	$(MAKE) run-only
 
+# The default example: the Fashion-MNIST MLP, trained, then tested (runs/lightning_logs/).
 run-only: $(LTLC)
-	./$(LTLC) check examples/*.ltl && echo "all examples check"
+	./$(LTLC) check examples/*.ltl
+	./$(LTLC) run examples/fashion_mlp.ltl fit test
 
 check-tests: $(LTLC) $(BUILD)/tests/run
 	./$(BUILD)/tests/run --jobs 2

@@ -4,6 +4,7 @@
  * state) that checkpoints save as they are, and runtime/fit.c runs the loops. */
 #include "driver.h"
 #include "ir.h"
+#include "llvm.h"
 #include "sema.h"
 #include <errno.h>
 #include <math.h>
@@ -14,7 +15,7 @@
 enum { KIND_PARAM, KIND_BUFFER, KIND_STATE, NKINDS };
 static const IrInputKind kinds[NKINDS] = {IR_IN_PARAM, IR_IN_BUFFER, IR_IN_STATE};
 
-typedef struct { RtStage stage; int64_t batch; StepGraph *s; } Compiled;
+typedef struct { RtStage stage; int64_t batch; StepGraph *s; LlvmStep *jit; } Compiled;
 
 typedef struct {
     const Node *program;
@@ -23,6 +24,12 @@ typedef struct {
     RtTrainerConfig cfg;
     DataPlan dp;
     const char *stage_step[RT_NSTAGES];
+    bool interp;                          /* --backend=interp: the reference interpreter */
+    RtPool *pool;
+    float lrf[8];                         /* the rates as the compiled steps read them */
+    int64_t step_i64;
+    float *xbuf;                          /* u8 batches converted for a compiled step */
+    size_t xcap;
     /* data */
     RtDataset *ds[RT_NSTAGES];
     RtDataset *owned[16];
@@ -206,7 +213,17 @@ static Compiled *compiled(Run *r, RtStage st, int64_t batch) {
     StepGraph *s = sema_lower(r->program, r->path, step_name(st), &o, true);
     if (!s) return NULL;
     sema_simplify(s);
-    r->comp[r->ncomp] = (Compiled){st, batch, s};
+    LlvmStep *jit = NULL;
+    if (!r->interp) {
+        char err[512];
+        jit = llvm_step_compile(s->g, &(LlvmStepOptions){.pool = r->pool}, err, sizeof err);
+        if (!jit) {
+            error("%s: compiling %s: %s", r->path, step_name(st), err);
+            sema_step_free(s);
+            return NULL;
+        }
+    }
+    r->comp[r->ncomp] = (Compiled){st, batch, s, jit};
     return &r->comp[r->ncomp++];
 }
 
@@ -237,9 +254,66 @@ static void init_state(Run *r, const StepGraph *s) {
     }
 }
 
+/* Checks that a batch fits a step's data input: the sizes after the transforms. */
+static bool batch_fits(Run *r, const Compiled *c, const IrNode *n, const RtBatch *b, bool isx) {
+    int64_t have = b->size;
+    for (int k = 1; isx && k < b->ndim; k++) have *= b->shape[k];
+    if (ir_numel(n->shape) == have) return true;
+    char t[128];
+    ir_shape_str(n->dtype, n->shape, t, sizeof t);
+    error("%s: %s takes %s = %s but a batch of the data holds %lld values", r->path, step_name(c->stage), n->name, t,
+          (long long)have);
+    return false;
+}
+
+/* Runs a step compiled by the LLVM backend: the flat buffers are bound, the batch and the
+ * scalars are pointed at, UPDATE outputs land in the buffers. */
+static bool exec_jit(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, double *metrics) {
+    const StepGraph *s = c->s;
+    const IrGraph *g = s->g;
+    for (int k = 0; k < NKINDS; k++) llvm_step_bind(c->jit, kinds[k], r->buf[k]);
+    r->step_i64 = gstep;
+    for (int k = 0; k < s->ngroups && k < 8; k++) {
+        r->lrf[k] = (float)r->lr[k];
+        llvm_step_set_input(c->jit, s->groups[k].lr, &r->lrf[k]);
+    }
+    for (int i = 0; i < g->n; i++) {
+        const IrNode *n = &g->node[i];
+        if (n->op != IR_INPUT || n->kind != IR_IN_DATA) continue;
+        bool isx = i == s->data[0], isy = s->ndata > 1 && i == s->data[1];
+        if (!isx && !isy) {
+            if (!strcmp(n->name, "step")) llvm_step_set_input(c->jit, i, &r->step_i64);
+            continue;
+        }
+        if (!batch_fits(r, c, n, b, isx)) return false;
+        if (isy) {
+            if (!b->y || n->dtype != IR_I64) return error("%s: %s needs labels that the data does not have", r->path, step_name(c->stage)), false;
+            llvm_step_set_input(c->jit, i, b->y);
+        } else if (b->dtype == RT_DATA_F32 && n->dtype == IR_F32) {
+            llvm_step_set_input(c->jit, i, b->x);
+        } else if (b->dtype == RT_DATA_U8 && n->dtype == IR_F32) {
+            size_t count = (size_t)ir_numel(n->shape);
+            if (count > r->xcap) { free(r->xbuf); r->xbuf = xmalloc(sizeof *r->xbuf * count); r->xcap = count; }
+            for (size_t k = 0; k < count; k++) r->xbuf[k] = ((const unsigned char *)b->x)[k];
+            llvm_step_set_input(c->jit, i, r->xbuf);
+        } else {
+            return error("%s: %s takes %s as %s", r->path, step_name(c->stage), n->name, ir_dtype_name(n->dtype)), false;
+        }
+    }
+    const char *err = llvm_step_run(c->jit);
+    if (err) return error("%s: %s failed at step %lld: %s", r->path, step_name(c->stage), (long long)gstep, err), false;
+    for (int k = 0; k < s->nlogs; k++) metrics[k] = llvm_step_scalar_of(c->jit, s->logs[k].id);
+    if (c->stage == RT_TRAIN && r->cfg.detect_anomaly) {
+        double loss = llvm_step_scalar_of(c->jit, s->loss);
+        if (!isfinite(loss)) return error("%s: the loss is %g at step %lld (detect_anomaly)", r->path, loss, (long long)gstep), false;
+    }
+    return true;
+}
+
 /* Runs one compiled step on the reference interpreter; the state is read from and written
  * back to the flat buffers. */
 static bool exec(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, double *metrics) {
+    if (c->jit) return exec_jit(r, c, b, gstep, metrics);
     const StepGraph *s = c->s;
     IrGraph *g = s->g;
     IrInterp *ip = interp_new(g, false);
@@ -251,16 +325,8 @@ static bool exec(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, dou
             double v;
             if (i == s->data[0] || (s->ndata > 1 && i == s->data[1])) {
                 bool isx = i == s->data[0];
-                int64_t numel = ir_numel(n->shape), have = b->size;
-                for (int k = 1; isx && k <= b->ndim - 1; k++) have *= b->shape[k]; /* after transforms */
-                if (numel != have) {
-                    char t[128];
-                    ir_shape_str(n->dtype, n->shape, t, sizeof t);
-                    error("%s: %s takes %s = %s but a batch of the data holds %lld values", r->path, step_name(c->stage),
-                          n->name, t, (long long)have);
-                    ok = false;
-                    break;
-                }
+                int64_t numel = ir_numel(n->shape);
+                if (!batch_fits(r, c, n, b, isx)) { ok = false; break; }
                 if (isx && b->dtype == RT_DATA_F32 && n->dtype == IR_F32) interp_set(ip, i, b->x);
                 else if (isx) {
                     double *tmp = malloc(sizeof *tmp * (size_t)numel);
@@ -274,7 +340,7 @@ static bool exec(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, dou
             }
             v = !strcmp(n->name, "step") ? (double)gstep : 0;
             for (int k = 0; k < s->ngroups && k < 8; k++)
-                if (i == s->groups[k].lr) v = r->lr[k];
+                if (i == s->groups[k].lr) v = (float)r->lr[k]; /* as the compiled step reads it */
             interp_set_f64(ip, i, &v);
             continue;
         }
@@ -330,6 +396,7 @@ static bool cb_step(void *ctx, RtStage s, int64_t gstep, double *metrics) {
     Run *r = ctx;
     Compiled *c = compiled(r, s, r->batch->size);
     if (!c) return false;
+    r->loop->batch_size = r->batch->size;
     for (int k = 0; s == RT_TRAIN && k < r->ngroups; k++) { /* the schedulers have stepped t times */
         const RtScheduler *sc = &r->sched[k];
         int64_t t = (sc->per_step ? gstep : r->batch->epoch) / (sc->frequency > 0 ? sc->frequency : 1);
@@ -582,13 +649,17 @@ static const char run_help[] =
     "  --trainer.FLAG=VALUE   override a trainer flag (docs/trainer.md), e.g. --trainer.max_epochs=3\n"
     "  --model.NAME=VALUE     override a hyperparameter of the model, e.g. --model.hidden1=64\n"
     "  --data.NAME=VALUE      override a parameter of the data module, e.g. --data.batch=128\n"
-    "  --ckpt_path=FILE       start from this checkpoint (validate/test/predict, or fit's weights)\n"
+    "  --ckpt_path=FILE       start from this checkpoint (validate/test/predict; fit goes on from it)\n"
+    "  --threads=N            kernel threads (default: one per core)\n"
+    "  --backend=llvm|interp  JIT-compiled steps (default) or the reference interpreter\n"
     "\n"
     "Runs are written to default_root_dir/NAME/version_N/ (metrics.csv, hparams.yaml,\n"
     "TensorBoard events, curves.svg, checkpoints/). Exit 0 ok, 1 an error, 2 usage.\n";
 
 int run_command(int argc, char **argv) {
     const char *file = NULL, *ckpt = NULL;
+    bool interp = false;
+    char threads[64];
     const char *ov[64], *tov[64];
     int nov = 0, ntov = 0;
     RtStage stages[8];
@@ -599,6 +670,9 @@ int run_command(int argc, char **argv) {
         if (!strncmp(a, "--trainer.", 10) && ntov < 64) tov[ntov++] = a + 10;
         else if ((!strncmp(a, "--model.", 8) || !strncmp(a, "--data.", 7)) && nov < 64) ov[nov++] = a + 2;
         else if (!strncmp(a, "--ckpt_path=", 12)) ckpt = a + 12;
+        else if (!strcmp(a, "--backend=interp")) interp = true;
+        else if (!strcmp(a, "--backend=llvm")) interp = false;
+        else if (!strncmp(a, "--threads=", 10) && ntov < 64) { snprintf(threads, sizeof threads, "threads=%s", a + 10); tov[ntov++] = threads; }
         else if (a[0] == '-') { fprintf(stderr, "ltlc: unknown option '%s' for run\nTry 'ltlc run --help'.\n", a); return 2; }
         else if (!file) file = a;
         else if (nstages < 8 && (!strcmp(a, "fit") || !strcmp(a, "validate") || !strcmp(a, "test") || !strcmp(a, "predict")))
@@ -610,7 +684,7 @@ int run_command(int argc, char **argv) {
 
     Ast ast = {0};
     char *text = NULL;
-    Run r = {.path = file, .opt = {.overrides = ov, .noverrides = nov}};
+    Run r = {.path = file, .opt = {.overrides = ov, .noverrides = nov}, .interp = interp};
     int status = 1;
     r.program = parse_file(&ast, file, &text);
     if (!r.program || diag_error_count()) goto out;
@@ -618,6 +692,7 @@ int run_command(int argc, char **argv) {
     if (diag_error_count() || !sema_trainer_config(r.program, file, tov, ntov, &r.cfg)) goto out;
     r.opt.seed = (uint64_t)r.cfg.seed;
     warn_unapplied(&r.cfg);
+    if (!r.interp && !(r.pool = rt_pool_create((int)r.cfg.threads))) { error("cannot start the thread pool"); goto out; }
     if (!sema_data_plan(r.program, file, &r.opt, &r.dp)) goto out;
     for (int i = 0; i < nstages; i++) {
         r.stage_step[stages[i]] = step_name(stages[i]);
@@ -753,7 +828,12 @@ out:
     if (r.logger && rt_logger_close(r.logger) != 0 && status == 0) status = error("%s", rt_log_error());
     for (int s = 0; s < RT_NSTAGES; s++) rt_loader_free(r.ld[s]);
     for (int i = 0; i < r.nowned; i++) rt_data_free(r.owned[i]);
-    for (int i = 0; i < r.ncomp; i++) sema_step_free(r.comp[i].s);
+    for (int i = 0; i < r.ncomp; i++) {
+        llvm_step_free(r.comp[i].jit);
+        sema_step_free(r.comp[i].s);
+    }
+    if (r.pool) rt_pool_destroy(r.pool);
+    free(r.xbuf);
     for (int k = 0; k < NKINDS; k++) { ir_layout_free(&r.layout[k]); free(r.buf[k]); }
     sema_data_free(&r.dp);
     rt_trainer_free(&r.cfg);

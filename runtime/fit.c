@@ -12,20 +12,23 @@ int64_t rt_limit(RtAmount a, int64_t n) {
     return (int64_t)floor(a.v * (double)n); /* Lightning: int(fraction * batches) */
 }
 
-/* Per-stage aggregation of logged values over an epoch. */
-typedef struct { double acc[64]; int64_t count; } Agg;
+/* Per-stage aggregation of logged values over an epoch: means weigh each batch by its size. */
+typedef struct { double acc[64], weight; int64_t count; } Agg;
 
-static void agg_add(Agg *a, const RtMetricSpec *s, int n, const double *v) {
+static void agg_add(Agg *a, const RtMetricSpec *s, int n, const double *v, int64_t batch) {
+    double w = batch > 0 ? (double)batch : 1;
     for (int i = 0; i < n; i++) {
-        if (a->count == 0) a->acc[i] = v[i];
+        if (s[i].reduce == RT_MEAN) a->acc[i] = (a->count ? a->acc[i] : 0) + w * v[i];
+        else if (a->count == 0) a->acc[i] = v[i];
         else if (s[i].reduce == RT_MAX) a->acc[i] = fmax(a->acc[i], v[i]);
         else if (s[i].reduce == RT_MIN) a->acc[i] = fmin(a->acc[i], v[i]);
         else a->acc[i] += v[i];
     }
+    a->weight += w;
     a->count++;
 }
 static double agg_value(const Agg *a, const RtMetricSpec *s, int i) {
-    return s[i].reduce == RT_MEAN && a->count ? a->acc[i] / (double)a->count : a->acc[i];
+    return s[i].reduce == RT_MEAN && a->count ? a->acc[i] / a->weight : a->acc[i];
 }
 
 /* Lightning's names: a metric logged both per step and per epoch gets _step/_epoch. */
@@ -176,7 +179,7 @@ static bool evaluate(RtLoop *L, RtStage st, int64_t epoch, int64_t n, bool sanit
     for (int64_t i = 0; i < n; i++) {
         if (!L->load(L->ctx, st, epoch, i)) return fail(L, "loading a batch failed");
         if (!L->step(L->ctx, st, L->global_step, m)) return fail(L, "a step failed");
-        agg_add(&agg, s, ns, m);
+        agg_add(&agg, s, ns, m, L->batch_size);
         if (sanity) L->sanity_batches_run++;
         if (L->progress && !sanity) L->progress(L->ctx, st, epoch, i + 1, n, 0, NULL, NULL);
     }
@@ -228,7 +231,7 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
             if (!L->step(L->ctx, RT_TRAIN, L->global_step, m)) return fail(L, "the training step failed"), 1;
             L->global_step++;
             L->train_batches_run++;
-            agg_add(&agg, s, ns, m);
+            agg_add(&agg, s, ns, m, L->batch_size);
             Row r = {0};
             for (int k = 0; k < ns; k++) {
                 if (s[k].on_step) row_add(&r, &s[k], false, m[k]);

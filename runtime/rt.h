@@ -173,6 +173,9 @@ typedef struct RtLoop {
     // Runs the stage's step on the loaded batch and writes its metrics (in the order of
     // specs[s]); the training step also updates the model and the optimizer state.
     bool (*step)(void *ctx, RtStage s, int64_t global_step, double *metrics);
+    // The step sets it to the number of samples of its batch: epoch means weigh each batch
+    // by it, as Lightning does (0 counts as 1).
+    int64_t batch_size;
     // One row of logged values (NULL: no logger). Epoch rows carry the epoch's aggregates.
     void (*log)(void *ctx, int64_t step, int64_t epoch, int n, const char *const *names, const double *v);
     // Progress: batch i of n of a stage (NULL: no bar).
