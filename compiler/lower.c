@@ -1287,8 +1287,6 @@ static Value *scope_get_local(Scope *s, const char *name) {
 }
 
 static Value *no_member(Lower *L, Scope *s, const char *what, const char *name, Span sp) {
-    StrBuf names = {0};
-    for (int i = 0; i < s->n; i++) sb_printf(&names, "%s%s", i ? "|" : "", s->names[i]);
     const char *best = NULL;
     int bd = 3;
     for (int i = 0; i < s->n; i++) {
@@ -1297,7 +1295,6 @@ static Value *no_member(Lower *L, Scope *s, const char *what, const char *name, 
     }
     if (best) fail(L, sp, "%s has no member '%s'; did you mean '%s'?", what, name, best);
     else fail(L, sp, "%s has no member '%s'", what, name);
-    sb_free(&names);
     return NULL;
 }
 
@@ -2147,14 +2144,13 @@ static DataExpr *data_expr(Lower *L, DataPlan *dp, Value *v, Memo *memo, int *nm
     return e;
 }
 
-static bool tf_push(Lower *L, DataPlan *dp, TfStep *steps, int *n, TfStep t, Span sp) {
+static bool tf_push(Lower *L, TfStep *steps, int *n, TfStep t, Span sp) {
     if (t.kind == TF_SCALE && *n && steps[*n - 1].kind == TF_SCALE) { /* merge affine maps */
         TfStep *p = &steps[*n - 1];
         p->b = t.a * p->b + t.b;
         p->a *= t.a;
         return true;
     }
-    (void)dp;
     if (*n == 16) { fail(L, sp, "at most 16 transform steps"); return false; }
     steps[(*n)++] = t;
     return true;
@@ -2188,7 +2184,7 @@ static bool tf_compile(Lower *L, DataPlan *dp, Module *m, const Node *e, const c
     Scope *sc = m->scope;
     if (e->kind == N_NAME && !strcmp(e->name, x)) return true;
     if (e->kind == N_UNARY && e->op == TK_MINUS) {
-        return tf_compile(L, dp, m, e->kids[0], x, st, n) && tf_push(L, dp, st, n, (TfStep){TF_SCALE, -1, 0, 0, 0}, e->span);
+        return tf_compile(L, dp, m, e->kids[0], x, st, n) && tf_push(L, st, n, (TfStep){TF_SCALE, -1, 0, 0, 0}, e->span);
     }
     if (e->kind == N_BINARY && (e->op == TK_PLUS || e->op == TK_MINUS || e->op == TK_STAR || e->op == TK_SLASH)) {
         /* one side is a number known now, the other depends on x */
@@ -2209,7 +2205,7 @@ static bool tf_compile(Lower *L, DataPlan *dp, Module *m, const Node *e, const c
                 if (k == 0) { fail(L, e->kids[1]->span, "division by zero"); return false; }
                 t.a = 1 / k;
             }
-            return tf_push(L, dp, st, n, t, e->span);
+            return tf_push(L, st, n, t, e->span);
         }
     }
     if (e->kind == N_CALL && e->kids[0]->kind == N_NAME && e->nkids >= 2) {
@@ -2238,7 +2234,7 @@ static bool tf_compile(Lower *L, DataPlan *dp, Module *m, const Node *e, const c
                  "random_erasing, arithmetic with numbers)", fn);
             return false;
         }
-        return ok && tf_compile(L, dp, m, arg, x, st, n) && tf_push(L, dp, st, n, t, e->span);
+        return ok && tf_compile(L, dp, m, arg, x, st, n) && tf_push(L, st, n, t, e->span);
     }
     fail(L, e->span, "a transform is arithmetic with numbers and normalize/random_crop/hflip/random_erasing of its input");
     return false;
