@@ -4,5 +4,7 @@
 
 /* run.c: `ltlc run FILE [STAGE...] [OPTIONS]`; argv starts after "run". Exit status. */
 int run_command(int argc, char **argv);
+/* repl.c: `ltlc repl [FILE...]`, an interactive session (docs/repl.md). Exit status. */
+int repl_command(int argc, char **argv);
 
 #endif
