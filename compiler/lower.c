@@ -1273,6 +1273,10 @@ static Value *builtin(Lower *L, int which, const Node *call, Value **pos, int np
         if (a[0]->k != VK_TENSOR || g->node[a[0]->id].shape.rank != 4)
             return fail(L, sp, "save_image_grid takes images [N, C, H, W], not %s", describe(L, a[0]));
         if (a[1]->k != VK_STR) return fail(L, sp, "save_image_grid needs a file name");
+        if (!want_int(L, a[2], sp, "nrow", &i64)) return NULL;
+        if (i64 < 1) return fail(L, sp, "nrow must be at least 1");
+        /* the runtime writes the PNG after the hook runs: the output names the file */
+        ir_output(g, a[0]->id, IR_OUT_VALUE, -1, ir_strdup(g, lstr(L, xasprintf("image:%lld:%s", (long long)i64, a[1]->s))));
         return val(L, VK_NONE);
     }
     return fail(L, sp, "%s is not available here", fn);

@@ -30,6 +30,8 @@ typedef struct {
     int64_t step_i64;
     float *xbuf;                          /* u8 batches converted for a compiled step */
     size_t xcap;
+    struct { const char *name; StepGraph *s; bool absent; } hooks[8];
+    int nhooks;
     /* data */
     RtDataset *ds[RT_NSTAGES];
     RtDataset *owned[16];
@@ -369,6 +371,79 @@ static bool exec(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, dou
     return ok;
 }
 
+/* ---- hooks ---- */
+
+/* Runs a hook of the model (a method without inputs, e.g. on_train_epoch_end) on the host
+ * with the current weights, and writes what it asked for (save_image_grid). A model without
+ * the hook does nothing. */
+static bool run_hook(Run *r, const char *name, int64_t epoch, int64_t gstep) {
+    int h = 0;
+    while (h < r->nhooks && strcmp(r->hooks[h].name, name)) h++;
+    if (h == r->nhooks) {
+        if (h == 8) return true;
+        SemaOptions o = r->opt;
+        o.batch = 1;
+        int before = diag_error_count();
+        r->hooks[h].name = name;
+        r->hooks[h].s = sema_lower(r->program, r->path, name, &o, false);
+        if (diag_error_count() > before) return false;
+        r->hooks[h].absent = !r->hooks[h].s;
+        if (r->hooks[h].s) sema_simplify(r->hooks[h].s);
+        r->nhooks++;
+    }
+    if (r->hooks[h].absent) return true;
+    const StepGraph *s = r->hooks[h].s;
+    IrGraph *g = s->g;
+    IrInterp *ip = interp_new(g, false);
+    bool ok = true;
+    for (int i = 0; i < g->n && ok; i++) {
+        const IrNode *n = &g->node[i];
+        if (n->op != IR_INPUT) continue;
+        int kind;
+        const IrSlot *sl = slot_named(r, n->name, &kind);
+        double step = (double)gstep;
+        if (sl) interp_set(ip, i, r->buf[kind] + sl->offset);
+        else if (!strcmp(n->name, "step")) interp_set_f64(ip, i, &step);
+        else ok = !error("%s: %s reads '%s', which a hook cannot have", r->path, name, n->name);
+    }
+    const char *err = ok ? interp_run(ip) : NULL;
+    if (err) ok = !error("%s: %s failed: %s", r->path, name, err);
+    for (int o = 0; ok && o < g->nout; o++) {
+        const char *tag = g->out[o].name;
+        if (!tag || strncmp(tag, "image:", 6)) continue;
+        char *end;
+        long nrow = strtol(tag + 6, &end, 10);
+        const char *tmpl = end + 1;
+        /* {epoch} and {step} in the name; a relative name lands in the run folder */
+        char file[2048], path[4096];
+        size_t k = 0;
+        for (const char *p = tmpl; *p && k + 32 < sizeof file;) {
+            if (!strncmp(p, "{epoch}", 7)) { k += (size_t)snprintf(file + k, sizeof file - k, "%lld", (long long)epoch); p += 7; }
+            else if (!strncmp(p, "{step}", 6)) { k += (size_t)snprintf(file + k, sizeof file - k, "%lld", (long long)gstep); p += 6; }
+            else file[k++] = *p++;
+        }
+        file[k] = 0;
+        if (file[0] != '/' && r->logger) snprintf(path, sizeof path, "%s/%s", rt_logger_dir(r->logger), file);
+        else snprintf(path, sizeof path, "%s", file);
+        for (char *p = strchr(path + 1, '/'); p; p = strchr(p + 1, '/')) { /* mkdir -p */
+            *p = 0;
+            mkdir(path, 0777);
+            *p = '/';
+        }
+        const IrNode *img = &g->node[g->out[o].value];
+        int64_t numel = ir_numel(img->shape);
+        float *px = xmalloc(sizeof *px * (size_t)numel);
+        const double *v = interp_data(ip, g->out[o].value);
+        for (int64_t j = 0; j < numel; j++) px[j] = (float)v[j];
+        char perr[512];
+        if (!rt_png_grid(path, px, img->shape.d[0], img->shape.d[1], img->shape.d[2], img->shape.d[3], nrow, perr, sizeof perr))
+            ok = !error("%s", perr);
+        free(px);
+    }
+    interp_free(ip);
+    return ok;
+}
+
 /* ---- the loop's callbacks ---- */
 
 static int64_t cb_batches(void *ctx, RtStage s) {
@@ -407,10 +482,11 @@ static bool cb_step(void *ctx, RtStage s, int64_t gstep, double *metrics) {
     return true;
 }
 
-/* reduce_on_plateau steps at the end of an epoch, on its monitored metric (val_loss). */
+/* The end of a training epoch: the model's on_train_epoch_end hook, then reduce_on_plateau
+ * steps on its monitored metric (val_loss). */
 static bool cb_epoch_end(void *ctx, int64_t epoch) {
     Run *r = ctx;
-    (void)epoch;
+    if (!run_hook(r, "on_train_epoch_end", epoch, r->loop->global_step)) return false;
     for (int k = 0; k < r->ngroups; k++) {
         RtScheduler *sc = &r->sched[k];
         if (!sc->kind || strcmp(sc->kind, "reduce_on_plateau")) continue;
@@ -805,10 +881,13 @@ int run_command(int argc, char **argv) {
     }
     r.max_epochs = r.cfg.max_epochs < 0 && r.cfg.max_steps < 0 ? 1000 : r.cfg.max_epochs;
     for (int i = 0; i < nstages; i++) {
+        if (stages[i] == RT_TRAIN && !run_hook(&r, "on_fit_start", L.start_epoch, L.global_step)) goto out;
         if (rt_run(&r.cfg, &L, stages[i]) != 0) {
             if (!diag_error_count()) error("%s: %s", file, L.err);
             goto out;
         }
+        if (stages[i] == RT_TRAIN && !run_hook(&r, "on_fit_end", L.epochs_run, L.global_step)) goto out;
+        if (stages[i] == RT_TEST && !run_hook(&r, "on_test_epoch_end", 0, L.global_step)) goto out;
         if (stages[i] != RT_TRAIN && L.nspecs[stages[i]]) { /* Lightning prints the test metrics */
             printf("%s metrics:\n", stages[i] == RT_TEST ? "test" : stages[i] == RT_VAL ? "validation" : "predict");
             for (int k = 0; k < L.nspecs[stages[i]]; k++)
@@ -828,6 +907,7 @@ out:
     if (r.logger && rt_logger_close(r.logger) != 0 && status == 0) status = error("%s", rt_log_error());
     for (int s = 0; s < RT_NSTAGES; s++) rt_loader_free(r.ld[s]);
     for (int i = 0; i < r.nowned; i++) rt_data_free(r.owned[i]);
+    for (int i = 0; i < r.nhooks; i++) sema_step_free(r.hooks[i].s);
     for (int i = 0; i < r.ncomp; i++) {
         llvm_step_free(r.comp[i].jit);
         sema_step_free(r.comp[i].s);

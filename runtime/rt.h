@@ -231,6 +231,11 @@ double rt_sched_plateau(RtScheduler *s, double lr0, double metric);
 // Reads key from a scheduler's settings (def when absent).
 double rt_sched_num(const RtScheduler *s, const char *key, double def);
 
+// png.c: images [n, c, h, w] (c 1 or 3) as one PNG grid of nrow columns, scaled from the
+// grid's minimum..maximum to 0..255 (torchvision's save_image(normalize=True)). Atomic.
+bool rt_png_grid(const char *path, const float *x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t nrow,
+                 char *err, size_t errlen);
+
 // How many batches a limit leaves of n (Lightning's int/float rule).
 int64_t rt_limit(RtAmount a, int64_t n);
 // The latest value of a metric (callback_metrics); false when it was never logged.

@@ -262,3 +262,34 @@ Test(run, checkpoint_top_k_and_early_stopping) {
     cr_assert_eq(n, 3, "the two best (lowest train loss: epochs 1 and 2) and last.ckpt");
     cr_assert(last && e2 && !e0);
 }
+
+/* A hook runs on the host after each epoch with the current weights: save_image_grid
+ * writes a PNG grid under the run folder. */
+Test(run, hook_writes_image_grid) {
+    static char out[1 << 16];
+    char p[256], src[8192];
+    snprintf(src, sizeof src, model_src, dir, dir);
+    char *opt = strstr(src, "    optimizer = adam(lr = lr)\n");
+    cr_assert(opt);
+    const char *hook = "    on_train_epoch_end() { save_image_grid(reshape(l1.weight, (16, 1, 4, 4)), \"w/{epoch}.png\", nrow = 4) }\n";
+    memmove(opt + strlen(hook), opt, strlen(opt) + 1);
+    memcpy(opt, hook, strlen(hook));
+    snprintf(p, sizeof p, "%s/tiny.ltl", dir);
+    FILE *f = fopen(p, "w");
+    fputs(src, f);
+    fclose(f);
+    cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl fit --trainer.max_epochs=2 --trainer.enable_progress_bar=false"), 0, "%s", out);
+    for (int e = 0; e < 2; e++) {
+        snprintf(p, sizeof p, "%s/runs/lightning_logs/version_0/w/%d.png", dir, e);
+        FILE *png = fopen(p, "rb");
+        cr_assert(png, "no %s", p);
+        unsigned char h[24];
+        cr_assert_eq(fread(h, 1, 24, png), 24);
+        fclose(png);
+        cr_assert(!memcmp(h, "\x89PNG\r\n\x1a\n", 8), "a PNG signature");
+        unsigned w = (unsigned)h[16] << 24 | h[17] << 16 | h[18] << 8 | h[19];
+        unsigned ht = (unsigned)h[20] << 24 | h[21] << 16 | h[22] << 8 | h[23];
+        cr_assert_eq(w, 4 * (4 + 2) + 2, "4 columns of 4 pixels, 2-pixel padding");
+        cr_assert_eq(ht, 4 * (4 + 2) + 2);
+    }
+}
