@@ -69,6 +69,9 @@ struct File {
 
 typedef struct {
     IrGraph *g;
+    double clip_val;
+    bool clip_by_value;
+    int64_t accumulate;
     File **files; int nfiles;
     Value **vals; int nvals, capvals;     /* every Value, freed at the end */
     Scope **scopes; int nscopes, capscopes;
@@ -1763,6 +1766,31 @@ static bool add_group(Lower *L, const char *name, Value *cfg, Value *sched, int 
     bool ok = ad_grad(g, loss, params, np, grads) == 0;
     for (int i = 0; ok && i < np; i++) ir_output(g, grads[i], IR_OUT_GRAD, params[i], g->node[params[i]].name);
     const char *prefix = name[0] ? lstr(L, xasprintf("opt.%s", name)) : "opt";
+    int *acc = NULL, apply = -1, first_out = g->nout;
+    if (ok && L->accumulate > 1) { /* the gradient so far, as Lightning's loss / k summed over k batches */
+        acc = xcalloc((size_t)np, sizeof *acc);
+        apply = ir_input(g, IR_IN_DATA, "apply", IR_BOOL, IR_SCALAR);
+        int k = ir_scalar(g, 1.0 / (double)L->accumulate, IR_F32);
+        for (int i = 0; ok && i < np; i++) {
+            const IrNode *p = &g->node[params[i]];
+            acc[i] = ir_input(g, IR_IN_STATE, ir_strdup(g, lstr(L, xasprintf("%s.grad_acc", p->name))), p->dtype, p->shape);
+            grads[i] = ir_add(g, acc[i], ir_mul(g, grads[i], k));
+            ok = grads[i] >= 0;
+        }
+    }
+    if (ok && L->clip_val > 0) { /* Lightning's gradient_clip_val: the group's total norm, or each value */
+        int total = -1, c = ir_scalar(g, L->clip_val, IR_F32);
+        for (int i = 0; !L->clip_by_value && i < np; i++) {
+            int sq = ir_sum(g, ir_mul(g, grads[i], grads[i]), NULL, 0, false);
+            total = total < 0 ? sq : ir_add(g, total, sq);
+        }
+        int coef = L->clip_by_value ? -1
+                   : ir_minimum(g, ir_scalar(g, 1, IR_F32), ir_div(g, c, ir_add(g, ir_sqrt(g, total), ir_scalar(g, 1e-6, IR_F32))));
+        for (int i = 0; ok && i < np; i++) {
+            grads[i] = L->clip_by_value ? ir_minimum(g, ir_maximum(g, grads[i], ir_neg(g, c)), c) : ir_mul(g, grads[i], coef);
+            ok = grads[i] >= 0;
+        }
+    }
     if (ok && !strcmp(cfg->s, "sgd")) {
         IrSgd s = ir_sgd_defaults(lr);
         s.momentum = cfg_num(cfg, "momentum", 0);
@@ -1790,6 +1818,21 @@ static bool add_group(Lower *L, const char *name, Value *cfg, Value *sched, int 
         a.maximize = cfg_bool(cfg, "maximize");
         ok = ir_adam(g, prefix, &a, params, grads, np) == 0;
     }
+    if (ok && acc) { /* updates happen only when `apply`; else the sum grows */
+        int last = g->nout;
+        for (int o = first_out; ok && o < last; o++) {
+            IrOutput *out = &g->out[o];
+            if (out->kind != IR_OUT_UPDATE) continue;
+            int v = ir_where(g, apply, out->value, out->target);
+            ok = v >= 0;
+            g->out[o].value = v;
+        }
+        for (int i = 0; ok && i < np; i++) {
+            int zero = ir_const(g, 0, g->node[acc[i]].dtype, g->node[acc[i]].shape);
+            ok = ir_output(g, ir_where(g, apply, zero, grads[i]), IR_OUT_UPDATE, acc[i], g->node[acc[i]].name) >= 0;
+        }
+    }
+    free(acc);
     free(grads);
     if (!ok) ir_check(L, -1, at);
     return ok;
@@ -1902,7 +1945,8 @@ static int overrides(Lower *L, const SemaOptions *opt, const char *block, const 
 }
 
 StepGraph *sema_lower(const Node *program, const char *path, const char *step, const SemaOptions *opt, bool must) {
-    Lower L = {.check = opt->check, .batch = opt->batch, .seed = opt->seed, .step_input = -1};
+    Lower L = {.check = opt->check, .batch = opt->batch, .seed = opt->seed, .step_input = -1,
+               .clip_val = opt->clip_val, .clip_by_value = opt->clip_by_value, .accumulate = opt->accumulate};
     int errors = diag_error_count();
     StepGraph *o = xcalloc(1, sizeof *o);
     o->loss = o->output = -1;

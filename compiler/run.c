@@ -28,6 +28,7 @@ typedef struct {
     RtPool *pool;
     float lrf[8];                         /* the rates as the compiled steps read them */
     int64_t step_i64;
+    unsigned char apply8;
     float *xbuf;                          /* u8 batches converted for a compiled step */
     size_t xcap;
     struct { const char *name; StepGraph *s; bool absent; } hooks[8];
@@ -285,6 +286,7 @@ static bool exec_jit(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep,
         bool isx = i == s->data[0], isy = s->ndata > 1 && i == s->data[1];
         if (!isx && !isy) {
             if (!strcmp(n->name, "step")) llvm_step_set_input(c->jit, i, &r->step_i64);
+            if (!strcmp(n->name, "apply")) { r->apply8 = r->loop->apply; llvm_step_set_input(c->jit, i, &r->apply8); }
             continue;
         }
         if (!batch_fits(r, c, n, b, isx)) return false;
@@ -340,7 +342,7 @@ static bool exec(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, dou
                 else { error("%s: %s needs labels that the data does not have", r->path, step_name(c->stage)); ok = false; }
                 continue;
             }
-            v = !strcmp(n->name, "step") ? (double)gstep : 0;
+            v = !strcmp(n->name, "step") ? (double)gstep : !strcmp(n->name, "apply") ? (double)r->loop->apply : 0;
             for (int k = 0; k < s->ngroups && k < 8; k++)
                 if (i == s->groups[k].lr) v = (float)r->lr[k]; /* as the compiled step reads it */
             interp_set_f64(ip, i, &v);
@@ -477,7 +479,9 @@ static bool cb_step(void *ctx, RtStage s, int64_t gstep, double *metrics) {
         int64_t t = (sc->per_step ? gstep : r->batch->epoch) / (sc->frequency > 0 ? sc->frequency : 1);
         r->lr[k] = rt_sched_lr(sc, c->s->groups[k].lr0, t);
     }
-    if (!exec(r, c, r->batch, gstep, metrics)) return false;
+    /* dropout's random numbers are keyed by the batch, which is the optimizer step unless
+     * gradients accumulate */
+    if (!exec(r, c, r->batch, s == RT_TRAIN ? r->loop->train_batches_run : gstep, metrics)) return false;
     for (int k = 0; s == RT_TRAIN && r->lr_monitor && k < r->ngroups; k++) metrics[c->s->nlogs + k] = r->lr[k];
     return true;
 }
@@ -606,9 +610,11 @@ static bool cb_save(void *ctx, int64_t epoch, int64_t batch, int64_t gstep) {
     snprintf(b, sizeof b, "%lld", (long long)batch);
     snprintf(st, sizeof st, "%lld", (long long)gstep);
     snprintf(seed, sizeof seed, "%lld", (long long)r->cfg.seed);
+    char runs[32];
+    snprintf(runs, sizeof runs, "%lld", (long long)r->loop->train_batches_run);
     RtCkptMeta meta[8 + 3 * 8] = {{"format", "ltl-checkpoint-1"}, {"ltl_version", LTL_VERSION}, {"model", r->comp[0].s->model},
-                                  {"epoch", e}, {"batch", b}, {"global_step", st}, {"seed", seed}};
-    size_t nmeta = 7;
+                                  {"epoch", e}, {"batch", b}, {"global_step", st}, {"seed", seed}, {"batches_run", runs}};
+    size_t nmeta = 8;
     char plateau[8][3][2][64]; /* reduce_on_plateau's state: key and value */
     for (int k = 0; k < r->ngroups; k++) {
         const RtScheduler *sc = &r->sched[k];
@@ -652,6 +658,8 @@ static bool load_ckpt(Run *r, const char *path, bool training, RtLoop *L) {
         L->start_epoch = atoll(e);
         L->start_batch = atoll(b);
         L->global_step = atoll(gs);
+        const char *runs = rt_ckpt_meta_get(ck, "batches_run");
+        L->train_batches_run = runs ? atoll(runs) : L->global_step;
         for (int k = 0; k < r->ngroups; k++) {
             char key[48];
             const char *v;
@@ -693,8 +701,6 @@ static void summary(const StepGraph *s) {
 static void warn_unapplied(const RtTrainerConfig *c) {
     const char *what[16];
     int n = 0;
-    if (c->accumulate_grad_batches != 1) what[n++] = "accumulate_grad_batches";
-    if (c->gradient_clip_val != 0) what[n++] = "gradient_clip_val";
     if (c->overfit_batches.v != 0) what[n++] = "overfit_batches";
     if (c->profiler) what[n++] = "profiler";
     if (strcmp(c->precision, "32-true")) what[n++] = "precision (runs in 32-true)";
@@ -767,6 +773,9 @@ int run_command(int argc, char **argv) {
     sema_check_config(r.program);
     if (diag_error_count() || !sema_trainer_config(r.program, file, tov, ntov, &r.cfg)) goto out;
     r.opt.seed = (uint64_t)r.cfg.seed;
+    r.opt.clip_val = r.cfg.gradient_clip_val;
+    r.opt.clip_by_value = !strcmp(r.cfg.gradient_clip_algorithm, "value");
+    r.opt.accumulate = r.cfg.accumulate_grad_batches;
     warn_unapplied(&r.cfg);
     if (!r.interp && !(r.pool = rt_pool_create((int)r.cfg.threads))) { error("cannot start the thread pool"); goto out; }
     if (!sema_data_plan(r.program, file, &r.opt, &r.dp)) goto out;

@@ -50,6 +50,11 @@ typedef struct {
     int64_t batch;       /* otherwise: the batch size bound to B */
     bool backward;       /* training_step: append gradients and optimizer updates */
     uint64_t seed;
+    /* gradient_clip_val (0: none) by norm, or by value; accumulate_grad_batches (> 1: the
+     * step adds its gradient to a buffer and updates only when its DATA input "apply" is 1) */
+    double clip_val;
+    bool clip_by_value;
+    int64_t accumulate;
     /* hyperparameter overrides "model.hidden1=64", "data.batch=128" (a bare name is the model's) */
     const char *const *overrides;
     int noverrides;

@@ -228,8 +228,12 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
         for (; i < ntrain; i++) {
             double m[64];
             if (!L->load(L->ctx, RT_TRAIN, epoch, i)) return fail(L, "loading a batch failed"), 1;
+            /* accumulate_grad_batches: the optimizer steps every k batches and at the epoch's end;
+             * global_step counts optimizer steps, as Lightning's */
+            int64_t k = c->accumulate_grad_batches > 1 ? c->accumulate_grad_batches : 1;
+            L->apply = (i + 1) % k == 0 || i + 1 == ntrain;
             if (!L->step(L->ctx, RT_TRAIN, L->global_step, m)) return fail(L, "the training step failed"), 1;
-            L->global_step++;
+            L->global_step += L->apply;
             L->train_batches_run++;
             agg_add(&agg, s, ns, m, L->batch_size);
             Row r = {0};

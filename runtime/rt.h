@@ -173,6 +173,8 @@ typedef struct RtLoop {
     // Runs the stage's step on the loaded batch and writes its metrics (in the order of
     // specs[s]); the training step also updates the model and the optimizer state.
     bool (*step)(void *ctx, RtStage s, int64_t global_step, double *metrics);
+    // Whether this training step updates the weights (accumulate_grad_batches), set by the loop.
+    bool apply;
     // The step sets it to the number of samples of its batch: epoch means weigh each batch
     // by it, as Lightning does (0 counts as 1).
     int64_t batch_size;
@@ -201,6 +203,7 @@ typedef struct RtLoop {
     // Why training stopped early (early_stopping), or "".
     char stop_reason[512];
     // Results, for the driver and the tests.
+    // train_batches_run counts every training batch (the key of dropout's random numbers).
     int64_t global_step, epochs_run, val_runs, train_batches_run, sanity_batches_run;
     double last_epoch_metrics[64];   // the last epoch's aggregates of the train and val specs
 } RtLoop;

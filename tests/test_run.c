@@ -3,6 +3,7 @@
  * bad data ends in one message and exit 1. */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -292,4 +293,91 @@ Test(run, hook_writes_image_grid) {
         cr_assert_eq(w, 4 * (4 + 2) + 2, "4 columns of 4 pixels, 2-pixel padding");
         cr_assert_eq(ht, 4 * (4 + 2) + 2);
     }
+}
+
+/* Reads every float tensor of a checkpoint whose name does not end in suffix-excluded state,
+ * concatenated (the parameters: names without ".exp_avg", ".grad_acc", "opt."). */
+static float *params_of(const char *path, size_t *n) {
+    char err[RT_CKPT_ERR_LEN];
+    RtCkpt *ck = rt_ckpt_open(path, err);
+    cr_assert(ck, "%s", err);
+    float *all = NULL;
+    *n = 0;
+    for (size_t i = 0; i < rt_ckpt_count(ck); i++) {
+        const RtCkptInfo *t = rt_ckpt_tensor(ck, i);
+        if (t->dtype != RT_CKPT_F32 || strchr(strchr(t->name, '.') ? strchr(t->name, '.') + 1 : t->name, '.') ||
+            !strncmp(t->name, "opt", 3))
+            continue; /* l1.weight, l2.bias: one dot */
+        all = realloc(all, sizeof *all * (*n + t->numel));
+        cr_assert(rt_ckpt_read(ck, t, all + *n, err), "%s", err);
+        *n += t->numel;
+    }
+    rt_ckpt_close(ck);
+    return all;
+}
+
+static char *ckpt_of(int version, const char *name) {
+    static char p[2][512];
+    static int k;
+    k ^= 1;
+    snprintf(p[k], sizeof p[k], "%s/runs/lightning_logs/version_%d/checkpoints/%s", dir, version, name);
+    return p[k];
+}
+
+/* accumulate_grad_batches = 2 at batch 8 takes the steps that batch 16 takes. */
+Test(run, accumulating_gradients_matches_a_bigger_batch) {
+    static char out[1 << 16];
+    const char *q = "--trainer.enable_progress_bar=false --trainer.enable_model_summary=false --trainer.max_epochs=2";
+    char args[512];
+    snprintf(args, sizeof args, "run tiny.ltl fit --data.batch=16 %s", q);
+    cr_assert_eq(ltlc(out, sizeof out, args), 0, "%s", out);
+    snprintf(args, sizeof args, "run tiny.ltl fit --data.batch=8 --trainer.accumulate_grad_batches=2 %s", q);
+    cr_assert_eq(ltlc(out, sizeof out, args), 0, "%s", out);
+    size_t na, nb;
+    float *a = params_of(ckpt_of(0, "epoch=1-step=20.ckpt"), &na);
+    float *b = params_of(ckpt_of(1, "epoch=1-step=20.ckpt"), &nb); /* global_step counts optimizer steps */
+    cr_assert_eq(na, nb);
+    cr_assert_gt(na, 0);
+    double worst = 0;
+    for (size_t i = 0; i < na; i++) worst = fmax(worst, fabs((double)a[i] - b[i]));
+    cr_assert_lt(worst, 1e-4, "largest difference %g", worst);
+    free(a);
+    free(b);
+}
+
+/* gradient_clip_val bounds the norm of each SGD step's gradient. */
+Test(run, gradient_clipping_bounds_the_step) {
+    static char out[1 << 16];
+    char p[256], src[8192];
+    snprintf(src, sizeof src, model_src, dir, dir);
+    char *opt = strstr(src, "adam(lr = lr)");
+    cr_assert(opt);
+    memcpy(opt, "sgd(lr = 1.0)", 13);
+    snprintf(p, sizeof p, "%s/tiny.ltl", dir);
+    FILE *f = fopen(p, "w");
+    fputs(src, f);
+    fclose(f);
+    const char *q = "--trainer.enable_progress_bar=false --trainer.enable_model_summary=false";
+    double dist[2];
+    for (int clip = 0; clip < 2; clip++) {
+        char args[512];
+        for (int steps = 1; steps <= 2; steps++) {
+            snprintf(args, sizeof args, "run tiny.ltl fit --trainer.max_steps=%d %s %s", steps, q,
+                     clip ? "--trainer.gradient_clip_val=0.001" : "");
+            cr_assert_eq(ltlc(out, sizeof out, args), 0, "%s", out);
+        }
+        char name[2][64];
+        snprintf(name[0], 64, "epoch=0-step=1.ckpt");
+        snprintf(name[1], 64, "epoch=0-step=2.ckpt");
+        size_t na, nb;
+        float *a = params_of(ckpt_of(2 * clip, name[0]), &na), *b = params_of(ckpt_of(2 * clip + 1, name[1]), &nb);
+        double d = 0;
+        for (size_t i = 0; i < na; i++) d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        dist[clip] = sqrt(d);
+        free(a);
+        free(b);
+    }
+    cr_assert_gt(dist[0], 0.01, "unclipped steps are large (%g)", dist[0]);
+    cr_assert_leq(dist[1], 0.001 * (1 + 1e-4), "the clipped step is at most lr * clip (%g)", dist[1]);
+    cr_assert_gt(dist[1], 0.0009, "and the clip is reached (%g)", dist[1]);
 }
