@@ -26,7 +26,7 @@ ifeq ($(SAN),1)
 endif
 CFLAGS  += $(CFLAGS_BASE) $(EDIT_CFLAGS)
 EDIT_CFLAGS = $(shell pkg-config --cflags libedit 2>/dev/null)
-LDLIBS  += -lm -lpthread -lz -lcjson -ledit -lpng16
+LDLIBS  += -lm -lpthread -lz -lcjson -ledit -lpng16 -lxxhash
 
 # Generated front end: re2c lexer and Lemon parser, never committed.
 GEN_C   = $(BUILD)/gen/lexer.c $(BUILD)/gen/parser.c
