@@ -11,11 +11,49 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 enum { KIND_PARAM, KIND_BUFFER, KIND_STATE, NKINDS };
 static const IrInputKind kinds[NKINDS] = {IR_IN_PARAM, IR_IN_BUFFER, IR_IN_STATE};
 
 typedef struct { RtStage stage; int64_t batch; StepGraph *s; LlvmStep *jit; } Compiled;
+
+/* profiler = "simple" | "advanced": time per action (Lightning's SimpleProfiler report), per
+ * kernel of the compiled steps, and with "advanced" a Chrome trace of every action. */
+enum { P_LOAD, P_TRAIN, P_VAL, P_TEST, P_PREDICT, P_LOG, P_SAVE, P_HOOK, P_NACT };
+static const char *const action_names[P_NACT] = {
+    "[_TrainingEpochLoop].train_dataloader_next", "[Strategy]SingleDeviceStrategy.training_step",
+    "[Strategy]SingleDeviceStrategy.validation_step", "[Strategy]SingleDeviceStrategy.test_step",
+    "[Strategy]SingleDeviceStrategy.predict_step", "[LightningModule].log", "[Callback]ModelCheckpoint.save",
+    "[LightningModule].hooks"};
+typedef struct { double ts, dur; int action; } TraceEvent;
+typedef struct {
+    bool on, trace;
+    double total[P_NACT], start;
+    int64_t calls[P_NACT];
+    TraceEvent *ev;
+    int nev, capev;
+} Profiler;
+
+static double seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static void prof_add(Profiler *p, int action, double t0) {
+    if (!p->on) return;
+    double dur = seconds() - t0;
+    p->total[action] += dur;
+    p->calls[action]++;
+    if (p->trace && p->nev < 1000000) {
+        if (p->nev == p->capev) {
+            p->capev = p->capev ? 2 * p->capev : 4096;
+            p->ev = xrealloc(p->ev, sizeof *p->ev * (size_t)p->capev);
+        }
+        p->ev[p->nev++] = (TraceEvent){t0 - p->start, dur, action};
+    }
+}
 
 typedef struct {
     const Node *program;
@@ -33,6 +71,7 @@ typedef struct {
     size_t xcap;
     struct { const char *name; StepGraph *s; bool absent; } hooks[8];
     int nhooks;
+    Profiler prof;
     /* data */
     RtDataset *ds[RT_NSTAGES];
     RtDataset *owned[16];
@@ -219,7 +258,7 @@ static Compiled *compiled(Run *r, RtStage st, int64_t batch) {
     LlvmStep *jit = NULL;
     if (!r->interp) {
         char err[512];
-        jit = llvm_step_compile(s->g, &(LlvmStepOptions){.pool = r->pool}, err, sizeof err);
+        jit = llvm_step_compile(s->g, &(LlvmStepOptions){.pool = r->pool, .profile = r->prof.on}, err, sizeof err);
         if (!jit) {
             error("%s: compiling %s: %s", r->path, step_name(st), err);
             sema_step_free(s);
@@ -394,6 +433,7 @@ static bool run_hook(Run *r, const char *name, int64_t epoch, int64_t gstep) {
         r->nhooks++;
     }
     if (r->hooks[h].absent) return true;
+    double t0 = seconds();
     const StepGraph *s = r->hooks[h].s;
     IrGraph *g = s->g;
     IrInterp *ip = interp_new(g, false);
@@ -443,7 +483,60 @@ static bool run_hook(Run *r, const char *name, int64_t epoch, int64_t gstep) {
         free(px);
     }
     interp_free(ip);
+    prof_add(&r->prof, P_HOOK, t0);
     return ok;
+}
+
+/* The profiler's report at the end: Lightning's SimpleProfiler table, the kernels of the
+ * compiled training step by time, and with "advanced" a Chrome trace (trace.json, for
+ * Perfetto or chrome://tracing) in the run folder. */
+static void prof_report(Run *r) {
+    Profiler *p = &r->prof;
+    double total = seconds() - p->start;
+    printf("\nFIT Profiler Report\n%-52s | %-16s | %-9s | %-14s | %s\n", "Action", "Mean duration (s)", "Num calls",
+           "Total time (s)", "Percentage %");
+    printf("%-52s | %-17s | %-9s | %-14.5f | 100 %%\n", "Total", "-", "-", total);
+    for (int a = 0; a < P_NACT; a++)
+        if (p->calls[a])
+            printf("%-52s | %-17.5g | %-9lld | %-14.5f | %.4g %%\n", action_names[a], p->total[a] / (double)p->calls[a],
+                   (long long)p->calls[a], p->total[a], 100 * p->total[a] / total);
+    for (int i = 0; i < r->ncomp; i++) { /* the kernels of the training step at the loader's batch size */
+        const Compiled *c = &r->comp[i];
+        if (c->stage != RT_TRAIN || c->batch != r->dp.batch || !c->jit) continue;
+        const FusePlan *plan = llvm_step_plan(c->jit);
+        const double *t = llvm_step_profile(c->jit);
+        if (!plan || !t) continue;
+        double sum = 0;
+        for (int k = 0; k < plan->nk; k++) sum += t[k];
+        printf("\nkernels of training_step (batch %lld), by time:\n", (long long)c->batch);
+        int shown[16], nshown = 0;
+        for (; nshown < 16 && nshown < plan->nk; nshown++) { /* the 16 slowest */
+            int best = -1;
+            for (int k = 0; k < plan->nk; k++) {
+                bool done = false;
+                for (int j = 0; j < nshown; j++) done |= shown[j] == k;
+                if (!done && (best < 0 || t[k] > t[best])) best = k;
+            }
+            shown[nshown] = best;
+            const FuseKernel *k = &plan->k[best];
+            const char *op = k->op >= 0 ? ir_op_name(c->s->g->node[k->op].op) : "";
+            printf("  %3d  %-10s %-20s %4d nodes  %10.5f s  %5.1f %%\n", best, fuse_kind_name(k->kind), op, k->nnode, t[best],
+                   sum > 0 ? 100 * t[best] / sum : 0);
+        }
+    }
+    if (p->trace && r->logger) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/trace.json", rt_logger_dir(r->logger));
+        FILE *f = fopen(path, "w");
+        if (!f) { error("cannot write %s", path); return; }
+        fputs("{\"traceEvents\": [\n", f);
+        for (int i = 0; i < p->nev; i++)
+            fprintf(f, "%s{\"name\": \"%s\", \"ph\": \"X\", \"ts\": %.3f, \"dur\": %.3f, \"pid\": 1, \"tid\": 1}", i ? ",\n" : "",
+                    action_names[p->ev[i].action], p->ev[i].ts * 1e6, p->ev[i].dur * 1e6);
+        fputs("\n], \"displayTimeUnit\": \"ms\"}\n", f);
+        fclose(f);
+        printf("\ntrace: %s\n", path);
+    }
 }
 
 /* ---- the loop's callbacks ---- */
@@ -455,6 +548,7 @@ static int64_t cb_batches(void *ctx, RtStage s) {
 
 static bool cb_load(void *ctx, RtStage s, int64_t epoch, int64_t i) {
     Run *r = ctx;
+    double t0 = seconds();
     char *err = NULL;
     if (r->next_epoch[s] != epoch || r->next_batch[s] != i) { /* not the next batch: restart there */
         if (rt_loader_start(r->ld[s], epoch, i, &err) < 0) {
@@ -466,6 +560,7 @@ static bool cb_load(void *ctx, RtStage s, int64_t epoch, int64_t i) {
     r->batch = rt_loader_next(r->ld[s]);
     r->next_epoch[s] = epoch;
     r->next_batch[s] = i + 1;
+    prof_add(&r->prof, P_LOAD, t0);
     return r->batch != NULL || (error("%s: the loader ended early", r->path), false);
 }
 
@@ -481,7 +576,9 @@ static bool cb_step(void *ctx, RtStage s, int64_t gstep, double *metrics) {
     }
     /* dropout's random numbers are keyed by the batch, which is the optimizer step unless
      * gradients accumulate */
+    double t0 = seconds();
     if (!exec(r, c, r->batch, s == RT_TRAIN ? r->loop->train_batches_run : gstep, metrics)) return false;
+    prof_add(&r->prof, P_TRAIN + s, t0);
     for (int k = 0; s == RT_TRAIN && r->lr_monitor && k < r->ngroups; k++) metrics[c->s->nlogs + k] = r->lr[k];
     return true;
 }
@@ -509,7 +606,9 @@ static bool cb_epoch_end(void *ctx, int64_t epoch) {
 
 static void cb_log(void *ctx, int64_t step, int64_t epoch, int n, const char *const *names, const double *v) {
     Run *r = ctx;
+    double t0 = seconds();
     if (r->logger) rt_logger_log(r->logger, step, epoch, n, names, v);
+    prof_add(&r->prof, P_LOG, t0);
 }
 
 static void cb_progress(void *ctx, RtStage s, int64_t epoch, int64_t i, int64_t n, int nm, const char *const *names,
@@ -584,8 +683,16 @@ static void ckpt_name(Run *r, const char *tmpl, int64_t epoch, int64_t gstep, ch
  * last.ckpt. The metadata say where training goes on from, so that a resumed run repeats
  * exactly what an uninterrupted one would have done (the RNG is counter-based: the step is
  * its state). */
+static bool save(Run *r, int64_t epoch, int64_t batch, int64_t gstep);
 static bool cb_save(void *ctx, int64_t epoch, int64_t batch, int64_t gstep) {
     Run *r = ctx;
+    double t0 = seconds();
+    bool ok = save(r, epoch, batch, gstep);
+    prof_add(&r->prof, P_SAVE, t0);
+    return ok;
+}
+
+static bool save(Run *r, int64_t epoch, int64_t batch, int64_t gstep) {
     if (!r->ckpt_dir[0] || r->top_k == 0) return true;
     double score = NAN;
     if (r->monitor && !rt_metric(r->loop, r->monitor, &score)) {
@@ -702,7 +809,6 @@ static void warn_unapplied(const RtTrainerConfig *c) {
     const char *what[16];
     int n = 0;
     if (c->overfit_batches.v != 0) what[n++] = "overfit_batches";
-    if (c->profiler) what[n++] = "profiler";
     if (strcmp(c->precision, "32-true")) what[n++] = "precision (runs in 32-true)";
     if (c->devices > 1 || c->num_nodes > 1 || !strcmp(c->strategy, "ddp")) what[n++] = "devices/num_nodes/strategy (runs on one process)";
     for (int i = 0; i < c->ncallbacks && n < 16; i++) {
@@ -777,6 +883,9 @@ int run_command(int argc, char **argv) {
     r.opt.clip_by_value = !strcmp(r.cfg.gradient_clip_algorithm, "value");
     r.opt.accumulate = r.cfg.accumulate_grad_batches;
     warn_unapplied(&r.cfg);
+    r.prof.on = r.cfg.profiler != NULL;
+    r.prof.trace = r.cfg.profiler && !strcmp(r.cfg.profiler, "advanced");
+    r.prof.start = seconds();
     if (!r.interp && !(r.pool = rt_pool_create((int)r.cfg.threads))) { error("cannot start the thread pool"); goto out; }
     if (!sema_data_plan(r.program, file, &r.opt, &r.dp)) goto out;
     for (int i = 0; i < nstages; i++) {
@@ -909,6 +1018,7 @@ int run_command(int argc, char **argv) {
     }
     if (r.bar && r.bar_open) rt_progress_train_end(r.bar);
     if (r.bar) rt_progress_finish(r.bar);
+    if (r.prof.on) prof_report(&r);
     if (r.logger) printf("run folder: %s\n", rt_logger_dir(r.logger));
     status = 0;
 out:
@@ -923,6 +1033,7 @@ out:
     }
     if (r.pool) rt_pool_destroy(r.pool);
     free(r.xbuf);
+    free(r.prof.ev);
     for (int k = 0; k < NKINDS; k++) { ir_layout_free(&r.layout[k]); free(r.buf[k]); }
     sema_data_free(&r.dp);
     rt_trainer_free(&r.cfg);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <cjson/cJSON.h>
 #include "rt.h"
 
 static char dir[64];
@@ -380,4 +381,26 @@ Test(run, gradient_clipping_bounds_the_step) {
     cr_assert_gt(dist[0], 0.01, "unclipped steps are large (%g)", dist[0]);
     cr_assert_leq(dist[1], 0.001 * (1 + 1e-4), "the clipped step is at most lr * clip (%g)", dist[1]);
     cr_assert_gt(dist[1], 0.0009, "and the clip is reached (%g)", dist[1]);
+}
+
+/* profiler = "simple" prints Lightning's report; "advanced" also writes a Chrome trace. */
+Test(run, profiler_report_and_trace) {
+    static char out[1 << 16];
+    cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl fit --trainer.profiler=advanced --trainer.enable_progress_bar=false"), 0, "%s", out);
+    char *row = strstr(out, "[Strategy]SingleDeviceStrategy.training_step");
+    cr_assert(strstr(out, "FIT Profiler Report") && row, "%s", out);
+    char *bar = strchr(strchr(row, '|') + 1, '|'); /* Action | Mean | Num calls */
+    cr_assert_eq(atoi(bar + 1), 40, "4 epochs of 10 batches:\n%s", row);
+    cr_assert(strstr(out, "kernels of training_step"), "%s", out);
+    char p[256];
+    snprintf(p, sizeof p, "%s/runs/lightning_logs/version_0/trace.json", dir);
+    char *text = slurp(p);
+    cr_assert(text, "no trace.json");
+    cJSON *j = cJSON_Parse(text);
+    cr_assert(j, "trace.json is JSON");
+    cJSON *ev = cJSON_GetObjectItem(j, "traceEvents");
+    cr_assert(cJSON_IsArray(ev) && cJSON_GetArraySize(ev) > 80, "one event per action");
+    cJSON *first = cJSON_GetArrayItem(ev, 0);
+    cr_assert_str_eq(cJSON_GetObjectItem(first, "ph")->valuestring, "X");
+    cJSON_Delete(j);
 }
