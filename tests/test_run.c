@@ -9,6 +9,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <cjson/cJSON.h>
 #include "rt.h"
 
@@ -403,4 +406,70 @@ Test(run, profiler_report_and_trace) {
     cJSON *first = cJSON_GetArrayItem(ev, 0);
     cr_assert_str_eq(cJSON_GetObjectItem(first, "ph")->valuestring, "X");
     cJSON_Delete(j);
+}
+
+/* Killed (SIGKILL) at random moments and resumed from its last checkpoint each time, a run
+ * ends with exactly the weights of one that was never interrupted. */
+Test(run, sigkill_and_resume_is_bit_identical, .timeout = 120) {
+    static char out[1 << 16];
+    char p[256], src[8192];
+    snprintf(src, sizeof src, model_src, dir, dir);
+    char *t = strstr(src, "    logger = [csv, tensorboard]\n");
+    cr_assert(t);
+    strcpy(t, "    logger = [csv]\n    enable_progress_bar = false\n    enable_model_summary = false\n"
+              "    callbacks = [checkpoint(dirpath = \"ck\", save_last = true, every_n_train_steps = 1)]\n}\n");
+    snprintf(p, sizeof p, "%s/tiny.ltl", dir);
+    FILE *f = fopen(p, "w");
+    fputs(src, f);
+    fclose(f);
+    /* the uninterrupted run */
+    cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl fit --trainer.max_epochs=6"), 0, "%s", out);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "mv %s/ck %s/ck_whole", dir, dir);
+    cr_assert_eq(system(cmd), 0);
+    /* the interrupted ones: kill after a random delay, resume from ck/last.ckpt */
+    unsigned seed = 7;
+    int kills = 0, done = 0;
+    for (int attempt = 0; attempt < 60 && !done; attempt++) {
+        snprintf(p, sizeof p, "%s/ck/last.ckpt", dir);
+        struct stat sb;
+        bool resume = stat(p, &sb) == 0;
+        pid_t pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+            if (chdir(dir) != 0) _exit(3);
+            int devnull = open("/dev/null", O_WRONLY);
+            dup2(devnull, 1);
+            dup2(devnull, 2);
+            if (resume) execl(LTLC, LTLC, "run", "tiny.ltl", "fit", "--trainer.max_epochs=6", "--ckpt_path=ck/last.ckpt", (char *)NULL);
+            else execl(LTLC, LTLC, "run", "tiny.ltl", "fit", "--trainer.max_epochs=6", (char *)NULL);
+            _exit(4);
+        }
+        seed = seed * 1103515245u + 12345u;
+        useconds_t delay = 30000 + (seed >> 8) % 200000; /* 0.03 .. 0.23 s: start-up, then some steps */
+        int st;
+        if (attempt >= 8) { /* enough: let it finish */
+            waitpid(pid, &st, 0);
+            cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the last run failed (status %d)", st);
+            done = 1;
+            break;
+        }
+        usleep(delay);
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "a run failed (status %d)", st);
+            done = 1;
+            break;
+        }
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 0) done = 1; /* it finished just before the kill */
+        else kills++;
+    }
+    cr_assert(done, "the interrupted run never finished");
+    cr_assert_gt(kills, 0, "the test killed nothing");
+    char a[256], b[256];
+    snprintf(a, sizeof a, "%s/ck_whole/last.ckpt", dir);
+    snprintf(b, sizeof b, "%s/ck/last.ckpt", dir);
+    same_tensors(a, b);
+    cr_log_info("killed %d times", kills);
 }
