@@ -446,7 +446,7 @@ Test(run, sigkill_and_resume_is_bit_identical, .timeout = 120) {
             _exit(4);
         }
         seed = seed * 1103515245u + 12345u;
-        useconds_t delay = 30000 + (seed >> 8) % 200000; /* 0.03 .. 0.23 s: start-up, then some steps */
+        int target = 1 + (int)((seed >> 8) % 6); /* kill after this many new checkpoints */
         int st;
         if (attempt >= 8) { /* enough: let it finish */
             waitpid(pid, &st, 0);
@@ -454,8 +454,19 @@ Test(run, sigkill_and_resume_is_bit_identical, .timeout = 120) {
             done = 1;
             break;
         }
-        usleep(delay);
-        if (waitpid(pid, &st, WNOHANG) == pid) {
+        /* watch last.ckpt being replaced (every step), whatever the machine's speed */
+        struct timespec seen = {0};
+        int changes = 0;
+        bool exited = false;
+        for (int polls = 0; polls < 200000 && changes < target; polls++) {
+            if (waitpid(pid, &st, WNOHANG) == pid) { exited = true; break; }
+            if (stat(p, &sb) == 0 && (sb.st_mtim.tv_sec != seen.tv_sec || sb.st_mtim.tv_nsec != seen.tv_nsec)) {
+                seen = sb.st_mtim;
+                changes++;
+            }
+            usleep(100);
+        }
+        if (exited) {
             cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "a run failed (status %d)", st);
             done = 1;
             break;
