@@ -808,7 +808,6 @@ static void summary(const StepGraph *s) {
 static void warn_unapplied(const RtTrainerConfig *c) {
     const char *what[16];
     int n = 0;
-    if (c->overfit_batches.v != 0) what[n++] = "overfit_batches";
     if (strcmp(c->precision, "32-true")) what[n++] = "precision (runs in 32-true)";
     if (c->devices > 1 || c->num_nodes > 1 || !strcmp(c->strategy, "ddp")) what[n++] = "devices/num_nodes/strategy (runs on one process)";
     for (int i = 0; i < c->ncallbacks && n < 16; i++) {
@@ -820,7 +819,8 @@ static void warn_unapplied(const RtTrainerConfig *c) {
                 applied &= strcmp(cb->keys[k], "every_n_epochs") && strcmp(cb->keys[k], "save_weights_only") &&
                            strcmp(cb->keys[k], "save_on_train_epoch_end") && strcmp(cb->keys[k], "auto_insert_metric_name");
         }
-        if (!strcmp(cb->name, "early_stopping") || !strcmp(cb->name, "lr_monitor")) applied = true;
+        if (!strcmp(cb->name, "early_stopping") || !strcmp(cb->name, "lr_monitor") || !strcmp(cb->name, "timer"))
+            applied = true;
         if (!applied) what[n++] = !strcmp(cb->name, "checkpoint") ? "checkpoint(every_n_epochs, save_weights_only, ...)" : cb->name;
     }
     for (int i = 0; i < n; i++) fprintf(stderr, "ltlc: warning: %s is not applied yet\n", what[i]);
@@ -883,11 +883,18 @@ int run_command(int argc, char **argv) {
     r.opt.clip_by_value = !strcmp(r.cfg.gradient_clip_algorithm, "value");
     r.opt.accumulate = r.cfg.accumulate_grad_batches;
     warn_unapplied(&r.cfg);
+    /* overfit_batches (Lightning 2.x): that much of the training and validation data, in order */
+    if (r.cfg.overfit_batches.v > 0) r.cfg.limit_train_batches = r.cfg.limit_val_batches = r.cfg.overfit_batches;
+    for (int i = 0; i < r.cfg.ncallbacks; i++) /* timer(duration = "DD:HH:MM:SS"): a max_time */
+        for (int k = 0; !strcmp(r.cfg.callbacks[i].name, "timer") && k < r.cfg.callbacks[i].n; k++)
+            if (!strcmp(r.cfg.callbacks[i].keys[k], "duration") && r.cfg.callbacks[i].vals[k].kind == RT_STR)
+                r.cfg.max_time = r.cfg.callbacks[i].vals[k].s;
     r.prof.on = r.cfg.profiler != NULL;
     r.prof.trace = r.cfg.profiler && !strcmp(r.cfg.profiler, "advanced");
     r.prof.start = seconds();
     if (!r.interp && !(r.pool = rt_pool_create((int)r.cfg.threads))) { error("cannot start the thread pool"); goto out; }
     if (!sema_data_plan(r.program, file, &r.opt, &r.dp)) goto out;
+    if (r.cfg.overfit_batches.v > 0) r.dp.shuffle = false;
     for (int i = 0; i < nstages; i++) {
         r.stage_step[stages[i]] = step_name(stages[i]);
         if (stages[i] == RT_TRAIN) r.stage_step[RT_VAL] = step_name(RT_VAL);
