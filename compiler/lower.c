@@ -1374,7 +1374,10 @@ static Value *call_value(Lower *L, Value *fn, const Node *call, Value **pos, int
     case VK_MODULE: {
         Value *f = scope_get_local(fn->mod->scope, "forward");
         if (!f || f->k != VK_FUNC) return fail(L, sp, "%s has no forward method to call", fn->mod->decl->name);
-        return call_func(L, f, call, pos, npos, kwn, kwv, nkw);
+        Value *r = call_func(L, f, call, pos, npos, kwn, kwv, nkw);
+        for (int i = 0; r && r->k == VK_TENSOR && L->out && i < L->out->nsubs; i++) /* the summary's Out sizes */
+            if (L->out->subs[i].name == fn->mod->path && !L->out->subs[i].out) L->out->subs[i].out = lstr(L, type_str(L, r->id));
+        return r;
     }
     case VK_LIST: { /* a list of modules is applied in sequence, like nn.Sequential */
         if (npos != 1 || nkw) return fail(L, sp, "a sequence of modules takes one argument");
@@ -1541,7 +1544,7 @@ static Module *instantiate(Lower *L, Value *cls, const Node *call, Value **pos, 
     L->depth--;
     const char *dot = strchr(path, '.');
     if (ok && L->out && dot && !dot[1] && strcmp(path, "data.") && L->out->nsubs < 64) /* "l1.": a child of the root */
-        L->out->subs[L->out->nsubs++].type = decl->name, L->out->subs[L->out->nsubs - 1].name = path;
+        L->out->subs[L->out->nsubs++] = (SubModule){path, decl->name, NULL};
     return ok ? m : NULL;
 }
 
@@ -2009,6 +2012,8 @@ done:
         char *nm = xstrndup(o->subs[i].name, strlen(o->subs[i].name) - 1);
         o->subs[i].name = ir_strdup(o->g, nm);
         o->subs[i].type = ir_strdup(o->g, o->subs[i].type);
+        if (o->subs[i].out) /* "f32[B, 128]" → "[B, 128]", as Lightning shows sizes */
+            o->subs[i].out = ir_strdup(o->g, strchr(o->subs[i].out, '[') ? strchr(o->subs[i].out, '[') : o->subs[i].out);
         free(nm);
     }
     for (int i = 0; i < o->nlogs; i++) {

@@ -86,7 +86,7 @@ typedef struct {
     int ncomp;
     RtMetricSpec specs[RT_NSTAGES][64];
     /* the checkpoint callback (Lightning's ModelCheckpoint) */
-    bool save_last, monitor_max;
+    bool save_last, monitor_max, warned_monitor;
     int64_t top_k;                       /* -1: keep all */
     const char *monitor, *filename;
     struct { double score; char path[1600]; } kept[64];
@@ -695,9 +695,10 @@ static bool cb_save(void *ctx, int64_t epoch, int64_t batch, int64_t gstep) {
 static bool save(Run *r, int64_t epoch, int64_t batch, int64_t gstep) {
     if (!r->ckpt_dir[0] || r->top_k == 0) return true;
     double score = NAN;
-    if (r->monitor && !rt_metric(r->loop, r->monitor, &score)) {
-        error("checkpoint monitors `%s`, which is not logged", r->monitor);
-        return false;
+    bool scored = !r->monitor || rt_metric(r->loop, r->monitor, &score);
+    if (!scored && !r->warned_monitor) { /* e.g. a stop before the first validation */
+        fprintf(stderr, "ltlc: warning: checkpoint monitors `%s`, which is not logged yet: no top-k checkpoint saved\n", r->monitor);
+        r->warned_monitor = true;
     }
     /* with top-k full, a score no better than the worst kept is not saved */
     int worst = -1;
@@ -707,7 +708,7 @@ static bool save(Run *r, int64_t epoch, int64_t batch, int64_t gstep) {
     bool full = r->top_k >= 0 && r->nkept >= r->top_k;
     bool better = worst < 0 || isnan(r->kept[worst].score) ||
                   (r->monitor_max ? score > r->kept[worst].score : score < r->kept[worst].score);
-    bool save = !r->monitor || !full || better;
+    bool save = scored && (!r->monitor || !full || better);
     RtCkptTensor t[4096];
     int n = state_tensors(r, t, 4096);
     char name[512], path[1600], e[32], b[32], st[32], seed[32], err[RT_CKPT_ERR_LEN];
@@ -792,7 +793,7 @@ static void summary(const StepGraph *s) {
     RtSummaryRow rows[64];
     int n = 0;
     for (int k = 0; k < s->nsubs && n < 64; k++) {
-        rows[n] = (RtSummaryRow){s->subs[k].name, s->subs[k].type, 0, NULL, true};
+        rows[n] = (RtSummaryRow){s->subs[k].name, s->subs[k].type, 0, s->subs[k].out ? s->subs[k].out : "?", true};
         size_t len = strlen(s->subs[k].name);
         for (int i = 0; i < s->nparams; i++)
             if (s->params[i].trainable && !strncmp(s->params[i].name, s->subs[k].name, len) && s->params[i].name[len] == '.')

@@ -29,6 +29,8 @@ typedef struct {
     double lr0;          /* the configured learning rate */
     RtScheduler sched;   /* `scheduler` / `schedulers[name]`; kind NULL: none */
 } OptGroup;
+/* A sub-module of the root model: "l1", "Linear", and the shape its first call returned. */
+typedef struct { const char *name, *type, *out; } SubModule;
 /* A symbolic dimension of check mode and the prime that stands for it. */
 typedef struct { const char *name; int64_t value; } Sym;
 typedef struct {
@@ -42,7 +44,7 @@ typedef struct {
     OptGroup *groups; int ngroups;
     char *model;         /* the root model's name */
     Sym syms[32]; int nsyms;
-    struct { const char *name, *type; } subs[64];   /* the root's sub-modules: "l1", "Linear" */
+    SubModule subs[64];  /* the root's sub-modules */
     int nsubs;
 } StepGraph;
 typedef struct {
