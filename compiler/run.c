@@ -88,6 +88,7 @@ typedef struct {
     /* the checkpoint callback (Lightning's ModelCheckpoint) */
     bool save_last, monitor_max, warned_monitor;
     int64_t top_k;                       /* -1: keep all */
+    int64_t every_n_epochs;               /* 0: the default, every epoch */
     const char *monitor, *filename;
     struct { double score; char path[1600]; } kept[64];
     int nkept;
@@ -694,6 +695,7 @@ static bool cb_save(void *ctx, int64_t epoch, int64_t batch, int64_t gstep) {
 
 static bool save(Run *r, int64_t epoch, int64_t batch, int64_t gstep) {
     if (!r->ckpt_dir[0] || r->top_k == 0) return true;
+    if (r->loop->saving_epoch_end && r->every_n_epochs > 1 && (epoch + 1) % r->every_n_epochs) return true;
     double score = NAN;
     bool scored = !r->monitor || rt_metric(r->loop, r->monitor, &score);
     if (!scored && !r->warned_monitor) { /* e.g. a stop before the first validation */
@@ -720,9 +722,19 @@ static bool save(Run *r, int64_t epoch, int64_t batch, int64_t gstep) {
     snprintf(seed, sizeof seed, "%lld", (long long)r->cfg.seed);
     char runs[32];
     snprintf(runs, sizeof runs, "%lld", (long long)r->loop->train_batches_run);
-    RtCkptMeta meta[8 + 3 * 8] = {{"format", "ltl-checkpoint-1"}, {"ltl_version", LTL_VERSION}, {"model", r->comp[0].s->model},
+    RtCkptMeta meta[10 + 3 * 8 + 2 * 64] = {{"format", "ltl-checkpoint-1"}, {"ltl_version", LTL_VERSION}, {"model", r->comp[0].s->model},
                                   {"epoch", e}, {"batch", b}, {"global_step", st}, {"seed", seed}, {"batches_run", runs}};
     size_t nmeta = 8;
+    char es[2][32], topk[64][2][1700];
+    snprintf(es[0], sizeof es[0], "%.17g", r->loop->es_best);
+    snprintf(es[1], sizeof es[1], "%lld", (long long)r->loop->es_wait);
+    meta[nmeta++] = (RtCkptMeta){"early_stopping.best", es[0]};
+    meta[nmeta++] = (RtCkptMeta){"early_stopping.wait", es[1]};
+    for (int k = 0; r->monitor && k < r->nkept; k++) { /* the top-k kept so far, to go on keeping them */
+        snprintf(topk[k][0], sizeof topk[k][0], "checkpoint.top.%d", k);
+        snprintf(topk[k][1], sizeof topk[k][1], "%.17g %s", r->kept[k].score, r->kept[k].path);
+        meta[nmeta++] = (RtCkptMeta){topk[k][0], topk[k][1]};
+    }
     char plateau[8][3][2][64]; /* reduce_on_plateau's state: key and value */
     for (int k = 0; k < r->ngroups; k++) {
         const RtScheduler *sc = &r->sched[k];
@@ -766,6 +778,22 @@ static bool load_ckpt(Run *r, const char *path, bool training, RtLoop *L) {
         L->start_epoch = atoll(e);
         L->start_batch = atoll(b);
         L->global_step = atoll(gs);
+        const char *esb = rt_ckpt_meta_get(ck, "early_stopping.best"), *esw = rt_ckpt_meta_get(ck, "early_stopping.wait");
+        if (esb && esw) {
+            L->es_best = strtod(esb, NULL);
+            L->es_wait = atoll(esw);
+            L->es_restored = L->es_best == L->es_best; /* not NaN: early stopping had a record */
+        }
+        for (int k = 0; k < 64; k++) {
+            char key[32];
+            snprintf(key, sizeof key, "checkpoint.top.%d", k);
+            const char *v = rt_ckpt_meta_get(ck, key);
+            if (!v) break;
+            char *sp;
+            r->kept[k].score = strtod(v, &sp);
+            snprintf(r->kept[k].path, sizeof r->kept[k].path, "%s", sp + (*sp == ' '));
+            r->nkept = k + 1;
+        }
         const char *runs = rt_ckpt_meta_get(ck, "batches_run");
         L->train_batches_run = runs ? atoll(runs) : L->global_step;
         for (int k = 0; k < r->ngroups; k++) {
@@ -817,12 +845,12 @@ static void warn_unapplied(const RtTrainerConfig *c) {
         if (!strcmp(cb->name, "checkpoint")) { /* applied when it only says what run.c does */
             applied = true;
             for (int k = 0; k < cb->n; k++)
-                applied &= strcmp(cb->keys[k], "every_n_epochs") && strcmp(cb->keys[k], "save_weights_only") &&
+                applied &= strcmp(cb->keys[k], "save_weights_only") &&
                            strcmp(cb->keys[k], "save_on_train_epoch_end") && strcmp(cb->keys[k], "auto_insert_metric_name");
         }
         if (!strcmp(cb->name, "early_stopping") || !strcmp(cb->name, "lr_monitor") || !strcmp(cb->name, "timer"))
             applied = true;
-        if (!applied) what[n++] = !strcmp(cb->name, "checkpoint") ? "checkpoint(every_n_epochs, save_weights_only, ...)" : cb->name;
+        if (!applied) what[n++] = !strcmp(cb->name, "checkpoint") ? "checkpoint(save_weights_only, ...)" : cb->name;
     }
     for (int i = 0; i < n; i++) fprintf(stderr, "ltlc: warning: %s is not applied yet\n", what[i]);
 }
@@ -932,7 +960,7 @@ int run_command(int argc, char **argv) {
         }
     RtLoop L = {.ctx = &r, .batches = cb_batches, .load = cb_load, .step = cb_step, .log = cb_log,
                 .progress = cb_progress, .save = r.cfg.enable_checkpointing ? cb_save : NULL,
-                .epoch_end = cb_epoch_end};
+                .epoch_end = cb_epoch_end, .es_best = NAN};
     r.loop = &L;
     r.top_k = 1;
     for (int i = 0; i < r.cfg.ncallbacks; i++) { /* the first checkpoint(...) callback */
@@ -948,6 +976,7 @@ int run_command(int argc, char **argv) {
             else if (!strcmp(key, "mode") && v->kind == RT_STR) r.monitor_max = !strcmp(v->s, "max");
             else if (!strcmp(key, "filename") && v->kind == RT_STR) r.filename = v->s;
             else if (!strcmp(key, "dirpath") && v->kind == RT_STR) snprintf(r.ckpt_dir, sizeof r.ckpt_dir, "%s", v->s);
+            else if (!strcmp(key, "every_n_epochs") && v->kind == RT_INT) r.every_n_epochs = v->i;
         }
         break;
     }

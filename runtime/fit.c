@@ -115,9 +115,8 @@ static EarlyStop early_stop_config(const RtTrainerConfig *c) {
     return e;
 }
 
-/* Returns false on an error (the monitored metric is missing and strict); sets *stop. */
-static bool early_stop_check(RtLoop *L, EarlyStop *e, bool *stop) {
-    if (!e->on) return true;
+/* One record: false on an error (the monitored metric is missing and strict); sets *stop. */
+static bool early_stop_eval(RtLoop *L, EarlyStop *e, bool *stop) {
     double v;
     if (!e->monitor || !rt_metric(L, e->monitor, &v)) {
         if (!e->strict) return true;
@@ -150,6 +149,14 @@ static bool early_stop_check(RtLoop *L, EarlyStop *e, bool *stop) {
         *stop = true;
     }
     return true;
+}
+
+static bool early_stop_check(RtLoop *L, EarlyStop *e, bool *stop) {
+    if (!e->on) return true;
+    bool ok = early_stop_eval(L, e, stop);
+    L->es_best = e->best; /* kept in checkpoints */
+    L->es_wait = e->wait;
+    return ok;
 }
 
 static bool fail(RtLoop *L, const char *what) {
@@ -214,6 +221,7 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
     int ns = L->nspecs[RT_TRAIN];
     Bar bar = {0};
     EarlyStop es = early_stop_config(c);
+    if (L->es_restored) { es.best = L->es_best; es.wait = L->es_wait; } /* a resumed run */
     /* Sanity check: a few validation batches first, so a broken validation_step fails fast. */
     bool resumed = L->start_epoch > 0 || L->start_batch > 0;
     int64_t sanity = dev || c->barebones || resumed ? 0 : c->num_sanity_val_steps < 0 ? nval : c->num_sanity_val_steps;
@@ -256,6 +264,7 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
                 if (!early_stop_check(L, &es, &es_stop)) return 1;
                 if (es_stop && epoch + 1 >= c->min_epochs) stop = true;
             }
+            L->saving_epoch_end = false;
             if (saving && !last && (stop || (L->save_every_n_steps > 0 && L->global_step % L->save_every_n_steps == 0)) &&
                 !L->save(L->ctx, epoch, i + 1, L->global_step))
                 return fail(L, "saving the checkpoint failed"), 1;
@@ -276,6 +285,7 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
             if (!early_stop_check(L, &es, &es_stop)) return 1;
             if (es_stop && epoch + 1 >= c->min_epochs) stop = true;
         }
+        L->saving_epoch_end = true;
         if (saving && i == ntrain && !L->save(L->ctx, epoch, ntrain, L->global_step))
             return fail(L, "saving the checkpoint failed"), 1;
         if (epoch + 1 < c->min_epochs) stop = false;

@@ -190,6 +190,7 @@ typedef struct RtLoop {
     // from: the next batch to run (batch == the epoch's batches when the epoch is done).
     bool (*save)(void *ctx, int64_t epoch, int64_t batch, int64_t global_step);
     int64_t save_every_n_steps;      // 0: only at epoch ends
+    bool saving_epoch_end;           // set for `save`: the call is the end of an epoch
     // Where a resumed run starts (from a checkpoint): epoch, batch and global step.
     int64_t start_epoch, start_batch;
     const RtMetricSpec *specs[RT_NSTAGES];
@@ -202,6 +203,11 @@ typedef struct RtLoop {
     int nmetrics;
     // Why training stopped early (early_stopping), or "".
     char stop_reason[512];
+    // early_stopping's state, kept in checkpoints: best score and records without improvement
+    // (es_restored: set by the driver when it loaded them).
+    double es_best;
+    int64_t es_wait;
+    bool es_restored;
     // Results, for the driver and the tests.
     // train_batches_run counts every training batch (the key of dropout's random numbers).
     int64_t global_step, epochs_run, val_runs, train_batches_run, sanity_batches_run;
