@@ -137,6 +137,8 @@ fuzz: $(BUILD)/fuzz/fuzz_front $(BUILD)/fuzz/fuzz_ckpt
 bench: deps
 	$(MAKE) $(LTLC)
 	bench/frontend.sh $(LTLC)
+	bench/trainer.sh $(LTLC)
+	BUILD=$(BUILD) bench/step.sh
 	BUILD=$(BUILD) bench/gemm.sh
 
 # Regenerates the expected output of tests/frontend/ (review the diff before committing).

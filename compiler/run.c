@@ -868,6 +868,7 @@ static const char run_help[] =
     "  --data.NAME=VALUE      override a parameter of the data module, e.g. --data.batch=128\n"
     "  --ckpt_path=FILE       start from this checkpoint (validate/test/predict; fit goes on from it)\n"
     "  --threads=N            kernel threads (default: one per core)\n"
+    "  --barebones            the bare loop: no progress bar, logging, checkpoints or summary\n"
     "  --backend=llvm|interp  JIT-compiled steps (default) or the reference interpreter\n"
     "\n"
     "Runs are written to default_root_dir/NAME/version_N/ (metrics.csv, hparams.yaml,\n"
@@ -887,6 +888,7 @@ int run_command(int argc, char **argv) {
         if (!strncmp(a, "--trainer.", 10) && ntov < 64) tov[ntov++] = a + 10;
         else if ((!strncmp(a, "--model.", 8) || !strncmp(a, "--data.", 7)) && nov < 64) ov[nov++] = a + 2;
         else if (!strncmp(a, "--ckpt_path=", 12)) ckpt = a + 12;
+        else if (!strcmp(a, "--barebones") && ntov < 64) tov[ntov++] = "barebones=true";
         else if (!strcmp(a, "--backend=interp")) interp = true;
         else if (!strcmp(a, "--backend=llvm")) interp = false;
         else if (!strncmp(a, "--threads=", 10) && ntov < 64) { snprintf(threads, sizeof threads, "threads=%s", a + 10); tov[ntov++] = threads; }
