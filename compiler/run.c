@@ -72,6 +72,9 @@ typedef struct {
     struct { const char *name; StepGraph *s; bool absent; } hooks[8];
     int nhooks;
     Profiler prof;
+    FILE *pred;                           /* predict: predictions.csv */
+    char pred_path[1200];
+    char *hparams_yaml;                   /* kept in checkpoints */
     /* data */
     RtDataset *ds[RT_NSTAGES];
     RtDataset *owned[16];
@@ -297,6 +300,24 @@ static void init_state(Run *r, const StepGraph *s) {
     }
 }
 
+/* predict: one line per sample of what predict_step returned (values of a sample joined by
+ * commas) in predictions.csv of the run folder, or of the current directory. */
+static bool write_predictions(Run *r, const IrNode *out, int64_t batch, const void *v, bool doubles) {
+    if (!r->pred) {
+        if (r->logger) snprintf(r->pred_path, sizeof r->pred_path, "%s/predictions.csv", rt_logger_dir(r->logger));
+        else snprintf(r->pred_path, sizeof r->pred_path, "predictions.csv");
+        if (!(r->pred = fopen(r->pred_path, "w"))) return error("cannot write %s: %s", r->pred_path, strerror(errno)), false;
+    }
+    int64_t n = ir_numel(out->shape), per = out->shape.rank && batch ? n / batch : n;
+    for (int64_t i = 0; i < n; i++) {
+        double x = doubles ? ((const double *)v)[i] : ir_load(out->dtype, v, i);
+        if (ir_dtype_is_float(out->dtype)) fprintf(r->pred, "%.9g", x);
+        else fprintf(r->pred, "%lld", (long long)x);
+        fputc((i + 1) % per ? ',' : '\n', r->pred);
+    }
+    return !ferror(r->pred) || (error("cannot write %s", r->pred_path), false);
+}
+
 /* Checks that a batch fits a step's data input: the sizes after the transforms. */
 static bool batch_fits(Run *r, const Compiled *c, const IrNode *n, const RtBatch *b, bool isx) {
     int64_t have = b->size;
@@ -347,6 +368,10 @@ static bool exec_jit(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep,
     const char *err = llvm_step_run(c->jit);
     if (err) return error("%s: %s failed at step %lld: %s", r->path, step_name(c->stage), (long long)gstep, err), false;
     for (int k = 0; k < s->nlogs; k++) metrics[k] = llvm_step_scalar_of(c->jit, s->logs[k].id);
+    for (int o = 0; c->stage == RT_PREDICT && s->output >= 0 && o < g->nout; o++)
+        if (g->out[o].name && !strcmp(g->out[o].name, "output") &&
+            !write_predictions(r, &g->node[g->out[o].value], b->size, llvm_step_output(c->jit, o), false))
+            return false;
     if (c->stage == RT_TRAIN && r->cfg.detect_anomaly) {
         double loss = llvm_step_scalar_of(c->jit, s->loss);
         if (!isfinite(loss)) return error("%s: the loss is %g at step %lld (detect_anomaly)", r->path, loss, (long long)gstep), false;
@@ -396,6 +421,8 @@ static bool exec(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, dou
     const char *err = ok ? interp_run(ip) : NULL;
     if (err) { error("%s: %s failed at step %lld: %s", r->path, step_name(c->stage), (long long)gstep, err); ok = false; }
     for (int k = 0; ok && k < s->nlogs; k++) metrics[k] = interp_scalar(ip, s->logs[k].id);
+    if (ok && c->stage == RT_PREDICT && s->output >= 0)
+        ok = write_predictions(r, &g->node[s->output], b->size, interp_data(ip, s->output), true);
     if (ok && c->stage == RT_TRAIN) {
         double loss = interp_scalar(ip, s->loss);
         if (!isfinite(loss) && r->cfg.detect_anomaly) {
@@ -722,12 +749,13 @@ static bool save(Run *r, int64_t epoch, int64_t batch, int64_t gstep) {
     snprintf(seed, sizeof seed, "%lld", (long long)r->cfg.seed);
     char runs[32];
     snprintf(runs, sizeof runs, "%lld", (long long)r->loop->train_batches_run);
-    RtCkptMeta meta[10 + 3 * 8 + 2 * 64] = {{"format", "ltl-checkpoint-1"}, {"ltl_version", LTL_VERSION}, {"model", r->comp[0].s->model},
+    RtCkptMeta meta[12 + 3 * 8 + 2 * 64] = {{"format", "ltl-checkpoint-1"}, {"ltl_version", LTL_VERSION}, {"model", r->comp[0].s->model},
                                   {"epoch", e}, {"batch", b}, {"global_step", st}, {"seed", seed}, {"batches_run", runs}};
     size_t nmeta = 8;
     char es[2][32], topk[64][2][1700];
     snprintf(es[0], sizeof es[0], "%.17g", r->loop->es_best);
     snprintf(es[1], sizeof es[1], "%lld", (long long)r->loop->es_wait);
+    if (r->hparams_yaml) meta[nmeta++] = (RtCkptMeta){"hparams", r->hparams_yaml};
     meta[nmeta++] = (RtCkptMeta){"early_stopping.best", es[0]};
     meta[nmeta++] = (RtCkptMeta){"early_stopping.wait", es[1]};
     for (int k = 0; r->monitor && k < r->nkept; k++) { /* the top-k kept so far, to go on keeping them */
@@ -1011,6 +1039,7 @@ int run_command(int argc, char **argv) {
         rt_hparams_int(h, "data.batch", r.dp.batch);
         rt_hparams_int(h, "trainer.seed", r.cfg.seed);
         rt_logger_hparams(r.logger, h);
+        r.hparams_yaml = rt_hparams_yaml(h);
         rt_hparams_free(h);
     }
     if (quiet) r.ckpt_dir[0] = 0; /* fast_dev_run and barebones save nothing */
@@ -1073,6 +1102,9 @@ out:
     if (r.pool) rt_pool_destroy(r.pool);
     free(r.xbuf);
     free(r.prof.ev);
+    free(r.hparams_yaml);
+    if (r.pred && fclose(r.pred) != 0 && status == 0) status = error("cannot write %s", r.pred_path);
+    else if (r.pred && status == 0) printf("predictions: %s\n", r.pred_path);
     for (int k = 0; k < NKINDS; k++) { ir_layout_free(&r.layout[k]); free(r.buf[k]); }
     sema_data_free(&r.dp);
     rt_trainer_free(&r.cfg);

@@ -484,3 +484,33 @@ Test(run, sigkill_and_resume_is_bit_identical, .timeout = 120) {
     same_tensors(a, b);
     cr_log_info("killed %d times", kills);
 }
+
+/* predict writes what predict_step returns, one line per sample. */
+Test(run, predict_writes_predictions) {
+    static char out[1 << 16];
+    char p[256], src[8192];
+    snprintf(src, sizeof src, model_src, dir, dir);
+    char *opt = strstr(src, "    optimizer = adam(lr = lr)\n");
+    const char *step = "    predict_step(x: f32[B, 1, 4, 4]) -> i64[B] = argmax(forward(x), dim = 1)\n";
+    memmove(opt + strlen(step), opt, strlen(opt) + 1);
+    memcpy(opt, step, strlen(step));
+    char *ld = strstr(src, "    loader(");
+    const char *pred = "    predict = test\n";
+    memmove(ld + strlen(pred), ld, strlen(ld) + 1);
+    memcpy(ld, pred, strlen(pred));
+    snprintf(p, sizeof p, "%s/tiny.ltl", dir);
+    FILE *f = fopen(p, "w");
+    fputs(src, f);
+    fclose(f);
+    cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl fit predict --trainer.enable_progress_bar=false"), 0, "%s", out);
+    snprintf(p, sizeof p, "%s/runs/lightning_logs/version_0/predictions.csv", dir);
+    char *csv = slurp(p);
+    cr_assert(csv, "no predictions.csv:\n%s", out);
+    int lines = 0, right = 0;
+    for (char *c = csv; *c; lines++) { /* the test images alternate classes 0, 1, 0, 1, ... */
+        right += atoi(c) == lines % 2;
+        c = strchr(c, '\n') + 1;
+    }
+    cr_assert_eq(lines, 64, "one line per test sample");
+    cr_assert_geq(right, 60, "a trained model predicts the classes (%d of 64)", right);
+}
