@@ -93,8 +93,9 @@ run-only: $(LTLC)
 	./$(LTLC) check examples/*.ltl
 	./$(LTLC) run examples/fashion_mlp.ltl fit test
 
+# Tests compile steps into a cache of their own, not the user's ~/.cache/ltl.
 check-tests: $(LTLC) $(BUILD)/tests/run
-	./$(BUILD)/tests/run --jobs 2
+	cache=$$(mktemp -d) && XDG_CACHE_HOME=$$cache ./$(BUILD)/tests/run --jobs 2; st=$$?; rm -rf $$cache; exit $$st
 
 test: deps
 	$(MAKE) check-tests

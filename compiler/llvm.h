@@ -292,6 +292,23 @@ const double *llvm_step_profile(const LlvmStep *s);
 // Debugging (compiled with no_reuse): the bytes of any stored value after a run, else NULL.
 const void *llvm_step_value(const LlvmStep *s, int id);
 
+// The compiled-code cache (docs/backend-cpu.md, "Compiled-code cache"): a step's object code,
+// and each shared GEMM variant's, stored under a hash of the graph, the options, the host,
+// the blocking and the compiler's build, in $XDG_CACHE_HOME/ltl (else ~/.cache/ltl). A hit
+// links the stored object instead of generating code. LTL_CACHE=0, keep_ir, or a directory
+// that cannot be created or written: no cache, silently. A bad file is ignored and rewritten.
+typedef enum {
+    LLVM_CACHE_OFF,    // the cache was not used
+    LLVM_CACHE_MISS,   // compiled; the object was stored (if the directory takes it)
+    LLVM_CACHE_HIT,    // linked from the cache, nothing generated
+} LlvmCacheState;
+LlvmCacheState llvm_step_cache_state(const LlvmStep *s);
+bool llvm_step_cache_hit(const LlvmStep *s);
+// The step's cache file (read or written), or NULL when the cache was not used.
+const char *llvm_step_cache_file(const LlvmStep *s);
+// The cache directory (created if needed) into out; false when LTL_CACHE=0 or it is unusable.
+bool llvm_cache_dir(char *out, size_t n);
+
 
 // ---- internal: shared by llvm_step.c (module, entry point, executor) and
 // llvm_step_kern.c (the kernels' loops) ----

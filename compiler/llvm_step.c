@@ -12,14 +12,21 @@
  * by the interpreter fallback (operands converted to doubles). */
 #include "llvm.h"
 #include "rt.h"
+#include "util.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <link.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
 
 struct LlvmStep {
   const IrGraph *g;
@@ -36,6 +43,8 @@ struct LlvmStep {
   LlvmStepCtx ctx;
   char *ir;
   double compile_s;
+  LlvmCacheState cache;
+  char *cache_file;     /* the object's file when the cache was used */
   double *prof, last_tick;
   char msg[512];
 };
@@ -49,6 +58,210 @@ static double now_s(void) {
 static void set_err(char *err, size_t len, const char *fmt, const char *a) {
   if (err && len)
     snprintf(err, len, fmt, a);
+}
+
+/* ---- the compiled-code cache (docs/backend-cpu.md, "Compiled-code cache") ----
+ *
+ * A step module's object code, and each shared GEMM variant's, is stored on disk under a
+ * 128-bit XXH3 key of everything that decides the code: the printed graph plus the raw bits
+ * of every attribute value and constant, the plan options, the host (triple, CPU, features),
+ * the GEMM blocking, the LLVM version, LTL_VERSION, the cache format and the build id of the
+ * executable holding this code (so a rebuilt compiler never reads a stale object).  A file
+ * is a CacheHeader then the object; it is trusted only when magic, format, kind, key,
+ * length and the checksum of header and object all match.  Any failure of the cache means
+ * compiling as if there were none. */
+
+enum { CACHE_FORMAT = 1, CACHE_STEP = 1, CACHE_GEMM = 2 };
+#define CACHE_MAGIC "LTLOBJ\x1a\n"
+#define CACHE_MAX_OBJ ((uint64_t)256 << 20)
+
+typedef struct {
+  char magic[8];
+  uint32_t format, kind;
+  uint64_t key[2];     /* XXH128: low64, high64 */
+  uint64_t obj_len;
+  uint32_t gemm_mask;  /* CACHE_STEP: the shared GEMM variants the step calls */
+  uint32_t reserved;
+  char entry[64];      /* the symbol to look up, NUL-terminated */
+  uint64_t sum;        /* XXH3-64 of the object, seeded with that of this header (sum = 0) */
+} CacheHeader;
+_Static_assert(sizeof(CacheHeader) == 120, "CacheHeader has no padding");
+
+bool llvm_cache_dir(char *out, size_t n) {
+  const char *off = getenv("LTL_CACHE");
+  if (off && !strcmp(off, "0"))
+    return false;
+  const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+  int w;
+  if (xdg && xdg[0] == '/') {
+    w = snprintf(out, n, "%s/ltl", xdg);
+  } else if (home && home[0] == '/') {
+    char dot[4096];
+    if (snprintf(dot, sizeof dot, "%s/.cache", home) >= (int)sizeof dot)
+      return false;
+    mkdir(dot, 0755);
+    w = snprintf(out, n, "%s/ltl", dot);
+  } else {
+    return false;
+  }
+  if (w < 0 || (size_t)w >= n)
+    return false;
+  struct stat st;
+  if (mkdir(out, 0755) != 0 && errno != EEXIST)
+    return false;
+  return stat(out, &st) == 0 && S_ISDIR(st.st_mode) && access(out, W_OK | X_OK) == 0;
+}
+
+/* The build id of the executable (or library) this code is linked into: its GNU build-id
+ * note, else an XXH3 of /proc/self/exe; unknown (no caching) if neither can be read. */
+static XXH128_hash_t build_id;
+static bool build_id_ok;
+static pthread_once_t build_id_once = PTHREAD_ONCE_INIT;
+
+static int find_note(struct dl_phdr_info *info, size_t size, void *data) {
+  (void)size, (void)data;
+  uintptr_t self = (uintptr_t)&llvm_step_compile;
+  bool mine = false;
+  for (int i = 0; i < info->dlpi_phnum && !mine; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+    mine = ph->p_type == PT_LOAD && self >= lo && self < lo + ph->p_memsz;
+  }
+  if (!mine)
+    return 0;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_NOTE)
+      continue;
+    const unsigned char *p = (const unsigned char *)(info->dlpi_addr + ph->p_vaddr), *end = p + ph->p_memsz;
+    while (p + sizeof(ElfW(Nhdr)) <= end) {
+      const ElfW(Nhdr) *nh = (const ElfW(Nhdr) *)p;
+      const unsigned char *name = p + sizeof *nh, *desc = name + ((nh->n_namesz + 3) & ~3u);
+      if (desc + nh->n_descsz > end)
+        break;
+      if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && !memcmp(name, "GNU", 4) && nh->n_descsz) {
+        build_id = XXH3_128bits(desc, nh->n_descsz);
+        build_id_ok = true;
+        return 1;
+      }
+      p = desc + ((nh->n_descsz + 3) & ~3u);
+    }
+  }
+  return 1;
+}
+
+static void build_id_init(void) {
+  dl_iterate_phdr(find_note, NULL);
+  if (build_id_ok)
+    return;
+  FILE *f = fopen("/proc/self/exe", "rb");
+  XXH3_state_t *st = XXH3_createState();
+  if (f && st && XXH3_128bits_reset(st) == XXH_OK) {
+    char buf[1 << 16];
+    size_t k;
+    while ((k = fread(buf, 1, sizeof buf, f)) > 0)
+      XXH3_128bits_update(st, buf, k);
+    build_id_ok = !ferror(f);
+    build_id = XXH3_128bits_digest(st);
+  }
+  XXH3_freeState(st);
+  if (f)
+    fclose(f);
+}
+
+static void h_bytes(XXH3_state_t *st, const void *p, size_t n) {
+  uint64_t len = n;
+  XXH3_128bits_update(st, &len, sizeof len);
+  XXH3_128bits_update(st, p, n);
+}
+static void h_str(XXH3_state_t *st, const char *s) { h_bytes(st, s ? s : "", s ? strlen(s) : 0); }
+static void h_i64(XXH3_state_t *st, int64_t v) { XXH3_128bits_update(st, &v, sizeof v); }
+static void h_f64(XXH3_state_t *st, double v) { XXH3_128bits_update(st, &v, sizeof v); }
+
+/* What every key starts with: the compiler, LLVM, the host and the GEMM blocking. */
+static bool key_begin(XXH3_state_t *st, int kind, const LlvmHost *host, const LlvmGemmBlocking *blk) {
+  pthread_once(&build_id_once, build_id_init);
+  if (!build_id_ok || XXH3_128bits_reset(st) != XXH_OK)
+    return false;
+  unsigned maj, min, pat;
+  LLVMGetVersion(&maj, &min, &pat);
+  h_str(st, "ltl-object-cache");
+  h_str(st, LTL_VERSION);
+  h_i64(st, CACHE_FORMAT);
+  h_i64(st, kind);
+  XXH3_128bits_update(st, &build_id, sizeof build_id);
+  h_i64(st, maj), h_i64(st, min), h_i64(st, pat);
+  h_str(st, host->triple), h_str(st, host->cpu), h_str(st, host->features);
+  h_i64(st, host->isa), h_i64(st, host->vec_bits);
+  h_i64(st, host->fma), h_i64(st, host->avx2), h_i64(st, host->avx512f), h_i64(st, host->avx512bf16);
+  h_i64(st, blk->isa), h_i64(st, blk->vec), h_i64(st, blk->mr), h_i64(st, blk->nr), h_i64(st, blk->kc);
+  h_i64(st, blk->nc), h_i64(st, blk->mc), h_i64(st, blk->unroll), h_i64(st, blk->prefetch);
+  h_i64(st, blk->bdirect), h_i64(st, blk->fma);
+  return true;
+}
+
+static uint64_t cache_sum(const CacheHeader *h, const void *obj, size_t len) {
+  CacheHeader z = *h;
+  z.sum = 0;
+  return XXH3_64bits_withSeed(obj, len, XXH3_64bits(&z, sizeof z));
+}
+
+static void cache_path(char *out, size_t n, const char *dir, int kind, XXH128_hash_t key) {
+  snprintf(out, n, "%s/%s-%016llx%016llx.o", dir, kind == CACHE_STEP ? "step" : "gemm",
+           (unsigned long long)key.high64, (unsigned long long)key.low64);
+}
+
+/* The object stored at path for (kind, key), malloc'd, with its header; NULL if absent,
+ * truncated, corrupt or for another key. */
+static void *cache_load(const char *path, int kind, XXH128_hash_t key, CacheHeader *h, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return NULL;
+  void *obj = NULL;
+  struct stat st;
+  bool ok = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size > sizeof *h &&
+            fread(h, sizeof *h, 1, f) == 1 && !memcmp(h->magic, CACHE_MAGIC, 8) && h->format == CACHE_FORMAT &&
+            h->kind == (uint32_t)kind && h->key[0] == key.low64 && h->key[1] == key.high64 && h->obj_len > 0 &&
+            h->obj_len <= CACHE_MAX_OBJ && (uint64_t)st.st_size == sizeof *h + h->obj_len &&
+            memchr(h->entry, 0, sizeof h->entry) && h->entry[0];
+  if (ok)
+    ok = (obj = malloc(h->obj_len)) && fread(obj, h->obj_len, 1, f) == 1 && cache_sum(h, obj, h->obj_len) == h->sum;
+  fclose(f);
+  if (!ok) {
+    free(obj);
+    return NULL;
+  }
+  *len = h->obj_len;
+  return obj;
+}
+
+/* Writes header + object to path atomically (a temporary file renamed); failures ignored. */
+static void cache_store(const char *path, int kind, XXH128_hash_t key, const char *entry, uint32_t gemm_mask,
+                        const void *obj, size_t len) {
+  static atomic_uint seq;
+  if (!len || len > CACHE_MAX_OBJ || strlen(entry) >= 64)
+    return;
+  CacheHeader h = {.format = CACHE_FORMAT, .kind = (uint32_t)kind, .key = {key.low64, key.high64},
+                   .obj_len = len, .gemm_mask = gemm_mask};
+  memcpy(h.magic, CACHE_MAGIC, 8);
+  snprintf(h.entry, sizeof h.entry, "%s", entry);
+  h.sum = cache_sum(&h, obj, len);
+  char tmp[4200];
+  if (snprintf(tmp, sizeof tmp, "%s.%ld.%u.tmp", path, (long)getpid(), atomic_fetch_add(&seq, 1)) >= (int)sizeof tmp)
+    return;
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return;
+  FILE *f = fdopen(fd, "wb");
+  if (!f) {
+    close(fd);
+    unlink(tmp);
+    return;
+  }
+  bool ok = fwrite(&h, sizeof h, 1, f) == 1 && fwrite(obj, len, 1, f) == 1;
+  ok = fclose(f) == 0 && ok;
+  if (!ok || rename(tmp, path) != 0)
+    unlink(tmp);
 }
 
 /* ---- the GEMMs: compiled once per process, shared by every step ----
@@ -75,7 +288,58 @@ static LlvmGemmSpec spec_of(int i) {
   return (LlvmGemmSpec){.trans_a = i & 1, .trans_b = i >> 1 & 1, .bias = i >> 2 & 1, .relu = i >> 3 & 1};
 }
 
-/* Variant i, compiled by library `lib` unless it already is. */
+/* lib_mu[lib] serialises everything done with gemm_jit[lib] and gemm_lib[lib]; lib_fn[lib]
+ * holds the variants already in that JIT. */
+static pthread_mutex_t lib_mu[NLIB] = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER};
+static LlvmGemmFn lib_fn[NLIB][16];
+
+/* Variant i loaded from the disk cache into gemm_jit[lib], or compiled here and stored
+ * there; NULL when the cache is off or anything fails (the library then compiles it, under
+ * its own symbol names). lib_mu[lib] is held. */
+static LlvmGemmFn cached_gemm(int i, int lib) {
+  char dir[4096], path[4200], name[64];
+  if (!llvm_cache_dir(dir, sizeof dir))
+    return NULL;
+  LlvmJit *jit = gemm_jit[lib];
+  const LlvmGemmBlocking *blk = llvm_gemm_get_blocking(gemm_lib[lib]);
+  XXH3_state_t *st = XXH3_createState();
+  bool ok = st && key_begin(st, CACHE_GEMM, llvm_jit_host(jit), blk);
+  XXH128_hash_t key = {0};
+  if (ok) {
+    h_i64(st, i);
+    h_str(st, LLVM_GEMM_PASSES);
+    key = XXH3_128bits_digest(st);
+  }
+  XXH3_freeState(st);
+  if (!ok)
+    return NULL;
+  cache_path(path, sizeof path, dir, CACHE_GEMM, key);
+  snprintf(name, sizeof name, "ltl_stepgemm_%d", i);
+  CacheHeader h;
+  size_t len;
+  void *obj = cache_load(path, CACHE_GEMM, key, &h, &len);
+  if (obj && !strcmp(h.entry, name)) {
+    LlvmGemmFn f = llvm_jit_add_object(jit, obj, len) ? (LlvmGemmFn)llvm_jit_lookup(jit, name) : NULL;
+    free(obj);
+    return f;
+  }
+  free(obj);
+  LlvmGemmSpec spec = spec_of(i);
+  LLVMModuleRef mod = llvm_jit_new_module(jit, name);
+  if (!llvm_gemm_emit(mod, blk, &spec, name) || !llvm_jit_optimize(jit, mod, LLVM_GEMM_PASSES) ||
+      !llvm_jit_emit_object(jit, mod, &obj, &len)) {
+    LLVMDisposeModule(mod);
+    return NULL;
+  }
+  LLVMDisposeModule(mod);
+  LlvmGemmFn f = llvm_jit_add_object(jit, obj, len) ? (LlvmGemmFn)llvm_jit_lookup(jit, name) : NULL;
+  if (f)
+    cache_store(path, CACHE_GEMM, key, name, 0, obj, len);
+  free(obj);
+  return f;
+}
+
+/* Variant i, compiled (or loaded from the cache) by library `lib` unless it already is. */
 static LlvmGemmFn shared_gemm(int i, int lib) {
   pthread_once(&gemm_once, gemm_init);
   pthread_mutex_lock(&gemm_mu);
@@ -83,8 +347,13 @@ static LlvmGemmFn shared_gemm(int i, int lib) {
   pthread_mutex_unlock(&gemm_mu);
   if (f || !gemm_lib[lib])
     return f;
-  LlvmGemmSpec spec = spec_of(i);
-  f = llvm_gemm_get(gemm_lib[lib], &spec);
+  pthread_mutex_lock(&lib_mu[lib]);
+  if (!(f = lib_fn[lib][i]) && !(f = cached_gemm(i, lib))) {
+    LlvmGemmSpec spec = spec_of(i);
+    f = llvm_gemm_get(gemm_lib[lib], &spec);
+  }
+  lib_fn[lib][i] = f;
+  pthread_mutex_unlock(&lib_mu[lib]);
   pthread_mutex_lock(&gemm_mu);
   if (!gemm_table[i])
     gemm_table[i] = f;
@@ -308,38 +577,69 @@ static LLVMValueRef build_entry(LlvmStepGen *c, const KFn *kf, bool profile) {
 
 /* ---- compile ---- */
 
-LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *err, size_t errlen) {
+/* The cache key of a step: the graph as printed, plus the raw bits of what the printing
+ * rounds or elides (attribute values, every constant's data), and the options that change
+ * the plan or the code. */
+static bool step_key(const IrGraph *g, const LlvmStepOptions *o, int nthreads, const LlvmHost *host,
+                     const LlvmGemmBlocking *blk, XXH128_hash_t *key) {
+  XXH3_state_t *st = XXH3_createState();
+  char *text = NULL;
+  size_t tlen = 0;
+  FILE *mem = open_memstream(&text, &tlen);
+  bool ok = st && mem && key_begin(st, CACHE_STEP, host, blk);
+  if (mem) {
+    if (ok)
+      ir_print(mem, g);
+    ok = fclose(mem) == 0 && ok;
+  }
+  if (ok) {
+    h_bytes(st, text, tlen);
+    for (int i = 0; i < g->n; i++) {
+      const IrNode *n = &g->node[i];
+      h_f64(st, n->a.value), h_f64(st, n->a.value2), h_i64(st, (int64_t)n->a.seed), h_i64(st, n->a.n);
+      if (n->op == IR_CONST && n->data)
+        h_bytes(st, n->data, (size_t)ir_numel(n->shape) * sizeof *n->data);
+    }
+    h_i64(st, nthreads), h_i64(st, o->grads), h_i64(st, o->no_reuse), h_i64(st, o->profile);
+    *key = XXH3_128bits_digest(st);
+  }
+  free(text);
+  XXH3_freeState(st);
+  return ok;
+}
+
+/* A cache hit (1): the step's object linked into s->jit, its entry point looked up and the
+ * GEMMs it calls started (job). 0: no valid file, nothing done; -1: the object was handed to
+ * the JIT but did not link (the JIT is unusable); the job is then joined and cleared. */
+static int load_step(LlvmStep *s, const char *path, XXH128_hash_t key, GemmJob *job) {
+  CacheHeader h;
+  size_t len;
+  void *obj = cache_load(path, CACHE_STEP, key, &h, &len);
+  if (!obj)
+    return 0;
+  for (int i = 0; i < 16; i++)
+    job->want[i] = h.gemm_mask >> i & 1;
+  gemm_start(job);
+  bool ok = llvm_jit_add_object(s->jit, obj, len) &&
+            (s->entry = (void (*)(void *const *, const LlvmStepCtx *))llvm_jit_lookup(s->jit, h.entry));
+  free(obj);
+  if (!ok) {
+    gemm_join(job);
+    memset(job, 0, sizeof *job);
+    s->entry = NULL;
+  }
+  return ok ? 1 : -1;
+}
+
+/* Generates, optimises and JIT-compiles the step's module into s->jit (s->entry), with the
+ * GEMMs it calls started (job); with a cache path, the object is also stored there. False
+ * with a message (and the job joined) on failure. */
+static bool generate(LlvmStep *s, const LlvmStepOptions *o, LlvmGemmBlocking *blk, const char *path,
+                     XXH128_hash_t key, GemmJob *job, char *err, size_t errlen) {
   static atomic_uint next_id;
-  double t0 = now_s();
-  LlvmStepOptions o = opt ? *opt : (LlvmStepOptions){0};
-  LlvmStep *s = calloc(1, sizeof *s);
-  if (!s) {
-    set_err(err, errlen, "%s", "out of memory");
-    return NULL;
-  }
-  s->g = g;
-  s->nthreads = o.pool ? rt_pool_size(o.pool) : o.nthreads > 0 ? o.nthreads : rt_cpu_count();
-  s->jit = llvm_jit_create(err, errlen);
-  if (!s->jit) {
-    free(s);
-    return NULL;
-  }
-  const LlvmHost *host = llvm_jit_host(s->jit);
-  const LlvmGemmBlocking *shared = llvm_step_shared_blocking();
-  if (!shared) {
-    set_err(err, errlen, "%s", "the shared GEMM could not be created");
-    llvm_step_free(s);
-    return NULL;
-  }
-  LlvmGemmBlocking blk = *shared;
-  FuseOptions fo = {.nthreads = s->nthreads, .grads = o.grads, .blk = &blk, .no_reuse = o.no_reuse};
-  s->plan = fuse_plan(g, &fo, err, errlen);
-  if (!s->plan) {
-    llvm_step_free(s);
-    return NULL;
-  }
+  const IrGraph *g = s->g;
   const FusePlan *p = s->plan;
-  LlvmStepGen gen = {.p = p, .g = g, .host = host, .blk = &blk};
+  LlvmStepGen gen = {.p = p, .g = g, .host = llvm_jit_host(s->jit), .blk = blk};
   LlvmStepGen *c = &gen;
   snprintf(c->prefix, sizeof c->prefix, "ltl%u", atomic_fetch_add(&next_id, 1));
   c->mod = llvm_jit_new_module(s->jit, c->prefix);
@@ -374,7 +674,7 @@ LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *
   char name[64];
   snprintf(name, sizeof name, "%s.step", c->prefix);
   if (ok)
-    build_entry(c, kf, o.profile);
+    build_entry(c, kf, o->profile);
   for (int kid = 0; kf && kid < p->nk; kid++) {
     free(kf[kid].buf[0]);
     free(kf[kid].buf[1]);
@@ -383,29 +683,100 @@ LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *
   free(c->buf);
   free(c->bufp);
   LLVMDisposeBuilder(c->b);
-  GemmJob job = {0};
-  for (int i = 0; i < 16; i++)
-    job.want[i] = c->gemm[i] != NULL;
+  uint32_t mask = 0;
+  for (int i = 0; i < 16; i++) {
+    job->want[i] = c->gemm[i] != NULL;
+    mask |= (uint32_t)job->want[i] << i;
+  }
   if (ok)
-    gemm_start(&job);
-  if (ok && o.keep_ir && !o.optimized_ir)
+    gemm_start(job);
+  if (ok && o->keep_ir && !o->optimized_ir)
     s->ir = llvm_print_module(c->mod);
   if (ok && !llvm_jit_optimize(s->jit, c->mod, NULL)) {
     set_err(err, errlen, "%s", llvm_jit_error(s->jit));
     ok = false;
   }
-  if (ok && o.keep_ir && o.optimized_ir)
+  if (ok && o->keep_ir && o->optimized_ir)
     s->ir = llvm_print_module(c->mod);
   if (!ok) {
-    gemm_join(&job);
+    gemm_join(job);
     LLVMDisposeModule(c->mod);
+    return false;
+  }
+  void *obj = NULL;
+  size_t len = 0;
+  if (path && llvm_jit_emit_object(s->jit, c->mod, &obj, &len)) {
+    /* code generation happened here: link the object (not the module) and store it */
+    LLVMDisposeModule(c->mod);
+    ok = llvm_jit_add_object(s->jit, obj, len) &&
+         (s->entry = (void (*)(void *const *, const LlvmStepCtx *))llvm_jit_lookup(s->jit, name));
+    if (ok)
+      cache_store(path, CACHE_STEP, key, name, mask, obj, len);
+    free(obj);
+  } else {
+    ok = llvm_jit_add_module(s->jit, c->mod) &&
+         (s->entry = (void (*)(void *const *, const LlvmStepCtx *))llvm_jit_lookup(s->jit, name));
+  }
+  if (!ok) {
+    set_err(err, errlen, "%s", llvm_jit_error(s->jit));
+    gemm_join(job);
+  }
+  return ok;
+}
+
+LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *err, size_t errlen) {
+  double t0 = now_s();
+  LlvmStepOptions o = opt ? *opt : (LlvmStepOptions){0};
+  LlvmStep *s = calloc(1, sizeof *s);
+  if (!s) {
+    set_err(err, errlen, "%s", "out of memory");
+    return NULL;
+  }
+  s->g = g;
+  s->nthreads = o.pool ? rt_pool_size(o.pool) : o.nthreads > 0 ? o.nthreads : rt_cpu_count();
+  s->jit = llvm_jit_create(err, errlen);
+  if (!s->jit) {
+    free(s);
+    return NULL;
+  }
+  const LlvmGemmBlocking *shared = llvm_step_shared_blocking();
+  if (!shared) {
+    set_err(err, errlen, "%s", "the shared GEMM could not be created");
     llvm_step_free(s);
     return NULL;
   }
-  if (!llvm_jit_add_module(s->jit, c->mod) || !(s->entry = (void (*)(void *const *, const LlvmStepCtx *))
-                                                      llvm_jit_lookup(s->jit, name))) {
-    set_err(err, errlen, "%s", llvm_jit_error(s->jit));
-    gemm_join(&job);
+  LlvmGemmBlocking blk = *shared;
+  FuseOptions fo = {.nthreads = s->nthreads, .grads = o.grads, .blk = &blk, .no_reuse = o.no_reuse};
+  s->plan = fuse_plan(g, &fo, err, errlen);
+  if (!s->plan) {
+    llvm_step_free(s);
+    return NULL;
+  }
+  const FusePlan *p = s->plan;
+  /* the cache: a hit links the stored object; anything wrong with it means compiling */
+  char dir[4096], path[4200];
+  XXH128_hash_t key = {0};
+  bool cached = !o.keep_ir && llvm_cache_dir(dir, sizeof dir) &&
+                step_key(g, &o, s->nthreads, llvm_jit_host(s->jit), &blk, &key);
+  if (cached) {
+    cache_path(path, sizeof path, dir, CACHE_STEP, key);
+    s->cache_file = strdup(path);
+    s->cache = LLVM_CACHE_MISS;
+  }
+  GemmJob job = {0};
+  int loaded = cached ? load_step(s, path, key, &job) : 0;
+  bool hit = loaded > 0;
+  if (hit) {
+    s->cache = LLVM_CACHE_HIT;
+  } else if (loaded < 0) {
+    /* a failed object may have left symbols behind: compile into a fresh JIT */
+    llvm_jit_destroy(s->jit);
+    if (!(s->jit = llvm_jit_create(err, errlen))) {
+      llvm_step_free(s);
+      return NULL;
+    }
+  }
+  if (!hit && !generate(s, &o, &blk, cached ? path : NULL, key, &job, err, errlen)) {
     llvm_step_free(s);
     return NULL;
   }
@@ -441,6 +812,10 @@ LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *
   return s;
 }
 
+LlvmCacheState llvm_step_cache_state(const LlvmStep *s) { return s->cache; }
+bool llvm_step_cache_hit(const LlvmStep *s) { return s->cache == LLVM_CACHE_HIT; }
+const char *llvm_step_cache_file(const LlvmStep *s) { return s->cache_file; }
+
 void llvm_step_free(LlvmStep *s) {
   if (!s)
     return;
@@ -451,6 +826,7 @@ void llvm_step_free(LlvmStep *s) {
   free(s->arena);
   free(s->consts);
   free(s->ir);
+  free(s->cache_file);
   free(s->prof);
   free(s);
 }
