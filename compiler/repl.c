@@ -4,8 +4,9 @@
  * synthetic model whose `forward()` is the expression, declares the session's tensors as
  * its buffers (`buffer x: f32[3, 4]`) and its other values as its members (`m = MLP()`),
  * puts it after every definition typed or loaded so far, and lowers it with sema_lower.
- * The graph is then run on the reference interpreter (or, after `:jit on`, compiled with the
- * LLVM step compiler) with the session's host buffers fed as the inputs.  docs/repl.md.
+ * The graph is then compiled by the LLVM step compiler (the compiled-code cache makes a
+ * repeated input cheap) or, after `:jit off`, run on the reference interpreter, with the
+ * session's host buffers fed as the inputs.  docs/repl.md.
  */
 #include "driver.h"
 #include "front.h"
@@ -770,13 +771,13 @@ static const char help_text[] =
     "  :ir EXPR         the IR graph\n"
     "  :llvm EXPR       the LLVM IR the step compiler generates for it\n"
     "  :time [N] EXPR   run it N times (default 100): ms per evaluation, and the round trip\n"
-    "  :jit on|off      evaluate with the LLVM step compiler instead of the interpreter\n"
+    "  :jit on|off      the LLVM step compiler (default) or the reference interpreter\n"
     "  :vars            the session's tensors and bindings\n"
     "  :help            this help\n"
     "  :quit            leave (also Ctrl-D)\n";
 
 static const char repl_help[] =
-    "usage: ltlc repl [--jit] [--seed N] [FILE...]\n"
+    "usage: ltlc repl [--interp] [--seed N] [FILE...]\n"
     "\n"
     "An interactive session: tensors, expressions, definitions. Each FILE is loaded first\n"
     "(:load). With stdin not a terminal the input is read as a script, without prompts.\n"
@@ -897,12 +898,13 @@ static char *read_one(bool tty, const char *prompt) {
 }
 
 int repl_command(int argc, char **argv) {
-    Session S = {.path = xstrdup("<repl>"), .seed = 0};
+    Session S = {.path = xstrdup("<repl>"), .seed = 0, .jit = true}; /* JIT by default; :jit off for the oracle */
     const char *files[64];
     int nfiles = 0;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { fputs(repl_help, stdout); return 0; }
         if (!strcmp(argv[i], "--jit")) S.jit = true;
+        else if (!strcmp(argv[i], "--interp")) S.jit = false;
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) S.seed = strtoull(argv[++i], NULL, 10);
         else if (argv[i][0] == '-') {
             fprintf(stderr, "ltlc: unknown option '%s' for repl\nTry 'ltlc repl --help'.\n", argv[i]);

@@ -220,7 +220,8 @@ Test(repl, quit_ends_the_session) {
 }
 
 Test(repl, time_reports_ms_per_evaluation) {
-    char *out = session("x = ones(3, 4)\n:time 50 relu(x).sum()\n");
+    char *out = session("x = ones(3, 4)\n:time 50 relu(x).sum()\n:jit off\n:time 50 relu(x).sum()\n");
+    cr_expect(strstr(out, "ms per evaluation (50 runs, LLVM JIT, compiled in "), "JIT by default: %s", out);
     cr_expect(strstr(out, "ms per evaluation (50 runs, interpreter)"), "%s", out);
     cr_expect(strstr(out, "round trip"), "%s", out);
     free(out);
