@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -747,6 +748,18 @@ static bool save(Run *r, int64_t epoch, int64_t batch, int64_t gstep) {
     snprintf(b, sizeof b, "%lld", (long long)batch);
     snprintf(st, sizeof st, "%lld", (long long)gstep);
     snprintf(seed, sizeof seed, "%lld", (long long)r->cfg.seed);
+    /* the top-k list changes first, so that the file lists itself among the kept ones */
+    char evicted[1600] = "";
+    if (save && !r->monitor) { /* the latest replaces the previous one (top_k -1: all are kept) */
+        if (r->nkept && r->top_k >= 0 && strcmp(r->kept[0].path, path)) snprintf(evicted, sizeof evicted, "%s", r->kept[0].path);
+        r->nkept = 1;
+        snprintf(r->kept[0].path, sizeof r->kept[0].path, "%s", path);
+    } else if (save) {
+        int slot = full ? worst : r->nkept < 64 ? r->nkept++ : worst;
+        if (full && strcmp(r->kept[slot].path, path)) snprintf(evicted, sizeof evicted, "%s", r->kept[slot].path);
+        r->kept[slot].score = score;
+        snprintf(r->kept[slot].path, sizeof r->kept[slot].path, "%s", path);
+    }
     char runs[32];
     snprintf(runs, sizeof runs, "%lld", (long long)r->loop->train_batches_run);
     RtCkptMeta meta[12 + 3 * 8 + 2 * 64] = {{"format", "ltl-checkpoint-1"}, {"ltl_version", LTL_VERSION}, {"model", r->comp[0].s->model},
@@ -777,21 +790,72 @@ static bool save(Run *r, int64_t epoch, int64_t batch, int64_t gstep) {
     }
     if (save) {
         if (!rt_ckpt_save(path, t, (size_t)n, meta, nmeta, err)) return error("%s", err), false;
-        if (!r->monitor) { /* the latest replaces the previous one (top_k -1: all are kept) */
-            if (r->nkept && r->top_k >= 0 && strcmp(r->kept[0].path, path)) remove(r->kept[0].path);
-            r->nkept = 1;
-            snprintf(r->kept[0].path, sizeof r->kept[0].path, "%s", path);
-        } else {
-            int slot = full ? worst : r->nkept < 64 ? r->nkept++ : worst;
-            if (full && strcmp(r->kept[slot].path, path)) remove(r->kept[slot].path);
-            r->kept[slot].score = score;
-            snprintf(r->kept[slot].path, sizeof r->kept[slot].path, "%s", path);
-        }
+        if (evicted[0]) remove(evicted);
     }
     if (r->save_last) {
         char last[1100];
         snprintf(last, sizeof last, "%s/last.ckpt", r->ckpt_dir);
         if (!rt_ckpt_save(last, t, (size_t)n, meta, nmeta, err)) return error("%s", err), false;
+    }
+    return true;
+}
+
+/* --ckpt_path=last|best: in the checkpoint folder of the latest run (or the callback's
+ * dirpath), last.ckpt or the newest checkpoint; best: the best of the top-k the newest
+ * checkpoint lists (checkpoint(monitor = ...)). */
+/* The newest checkpoint in dir (last.ckpt first when `last`), into out; false if none. */
+static bool newest_ckpt(const char *dir, bool last, char *out, size_t size) {
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    double newest = -1;
+    out[0] = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t n = strlen(e->d_name);
+        if (n < 6 || strcmp(e->d_name + n - 5, ".ckpt")) continue;
+        char p[1600];
+        struct stat sb;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (stat(p, &sb) != 0) continue;
+        double t = (double)sb.st_mtim.tv_sec + sb.st_mtim.tv_nsec * 1e-9;
+        if (last && !strcmp(e->d_name, "last.ckpt")) t = 1e18; /* last.ckpt wins */
+        if (t > newest) { newest = t; snprintf(out, size, "%s", p); }
+    }
+    closedir(d);
+    return out[0] != 0;
+}
+
+static bool find_ckpt(Run *r, const RtLoggerConfig *lc, const char *which, char *out, size_t size) {
+    char dirbuf[1200];
+    const char *dir = r->ckpt_dir, *root = lc->root ? lc->root : ".";
+    bool last = !strcmp(which, "last");
+    if (dir[0]) newest_ckpt(dir, last, out, size);
+    else /* the latest run that saved any */
+        for (int v = rt_next_version(root, lc->name) - 1; v >= 0; v--) {
+            snprintf(dirbuf, sizeof dirbuf, "%s/%s/version_%d/checkpoints", root, lc->name, v);
+            dir = dirbuf;
+            if (newest_ckpt(dir, last, out, size)) break;
+        }
+    if (!dir[0]) return error("--ckpt_path=%s: there is no earlier run under %s/%s", which, root, lc->name), false;
+    if (!out[0]) return error("--ckpt_path=%s: no checkpoint in %s", which, r->ckpt_dir[0] ? r->ckpt_dir : root), false;
+    if (!strcmp(which, "best")) {
+        char err[RT_CKPT_ERR_LEN];
+        RtCkpt *ck = rt_ckpt_open(out, err);
+        if (!ck) return error("%s", err), false;
+        double best = NAN;
+        for (int k = 0;; k++) {
+            char key[32];
+            snprintf(key, sizeof key, "checkpoint.top.%d", k);
+            const char *v = rt_ckpt_meta_get(ck, key);
+            if (!v) break;
+            char *sp;
+            double score = strtod(v, &sp);
+            if (isnan(best) || (r->monitor_max ? score > best : score < best)) {
+                best = score;
+                snprintf(out, size, "%s", sp + (*sp == ' '));
+            }
+        }
+        rt_ckpt_close(ck);
+        if (isnan(best)) return error("--ckpt_path=best needs a checkpoint(monitor = ...) callback's top-k; none in %s", dir), false;
     }
     return true;
 }
@@ -894,7 +958,8 @@ static const char run_help[] =
     "  --trainer.FLAG=VALUE   override a trainer flag (docs/trainer.md), e.g. --trainer.max_epochs=3\n"
     "  --model.NAME=VALUE     override a hyperparameter of the model, e.g. --model.hidden1=64\n"
     "  --data.NAME=VALUE      override a parameter of the data module, e.g. --data.batch=128\n"
-    "  --ckpt_path=FILE       start from this checkpoint (validate/test/predict; fit goes on from it)\n"
+    "  --ckpt_path=FILE|last|best  start from this checkpoint (validate/test/predict; fit goes on\n"
+    "                         from it); last: of the latest run, best: its best top-k checkpoint\n"
     "  --threads=N            kernel threads (default: one per core)\n"
     "  --barebones            the bare loop: no progress bar, logging, checkpoints or summary\n"
     "  --backend=llvm|interp  JIT-compiled steps (default) or the reference interpreter\n"
@@ -1010,22 +1075,28 @@ int run_command(int argc, char **argv) {
         }
         break;
     }
+    RtLoggerConfig lc = {.root = r.cfg.default_root_dir, .name = "lightning_logs", .version = -1};
+    for (int i = 0; i < r.cfg.nloggers; i++) {
+        const RtComponent *c = &r.cfg.loggers[i];
+        lc.csv |= !strcmp(c->name, "csv");
+        lc.tensorboard |= !strcmp(c->name, "tensorboard");
+        for (int k = 0; k < c->n; k++)
+            if (!strcmp(c->keys[k], "name") && c->vals[k].kind == RT_STR) lc.name = c->vals[k].s;
+            else if (!strcmp(c->keys[k], "save_dir") && c->vals[k].kind == RT_STR) lc.root = c->vals[k].s;
+            else if (!strcmp(c->keys[k], "version") && c->vals[k].kind == RT_INT) lc.version = (int)c->vals[k].i;
+            else if (!strcmp(c->keys[k], "flush_logs_every_n_steps") && c->vals[k].kind == RT_INT) lc.flush_every_n_steps = (int)c->vals[k].i;
+    }
+    char found[1600];
+    if (ckpt && (!strcmp(ckpt, "last") || !strcmp(ckpt, "best"))) {
+        if (!find_ckpt(&r, &lc, ckpt, found, sizeof found)) goto out;
+        ckpt = found;
+    }
     if (ckpt && !load_ckpt(&r, ckpt, r.stage_step[RT_TRAIN] != NULL, &L)) goto out;
+    if (ckpt) printf("Restoring states from the checkpoint path at %s\n", ckpt);
     if (!make_loaders(&r, classes_of(first->s))) goto out;
 
     bool quiet = r.cfg.barebones || r.cfg.fast_dev_run > 0;
     if (!quiet && r.cfg.logger_enabled && r.cfg.nloggers) {
-        RtLoggerConfig lc = {.root = r.cfg.default_root_dir, .name = "lightning_logs", .version = -1};
-        for (int i = 0; i < r.cfg.nloggers; i++) {
-            const RtComponent *c = &r.cfg.loggers[i];
-            lc.csv |= !strcmp(c->name, "csv");
-            lc.tensorboard |= !strcmp(c->name, "tensorboard");
-            for (int k = 0; k < c->n; k++)
-                if (!strcmp(c->keys[k], "name") && c->vals[k].kind == RT_STR) lc.name = c->vals[k].s;
-                else if (!strcmp(c->keys[k], "save_dir") && c->vals[k].kind == RT_STR) lc.root = c->vals[k].s;
-                else if (!strcmp(c->keys[k], "version") && c->vals[k].kind == RT_INT) lc.version = (int)c->vals[k].i;
-                else if (!strcmp(c->keys[k], "flush_logs_every_n_steps") && c->vals[k].kind == RT_INT) lc.flush_every_n_steps = (int)c->vals[k].i;
-        }
         lc.plot = stages[0] == RT_TRAIN;
         if (!(r.logger = rt_logger_open(&lc))) { error("%s", rt_log_error()); goto out; }
         if (!r.ckpt_dir[0]) snprintf(r.ckpt_dir, sizeof r.ckpt_dir, "%s/checkpoints", rt_logger_dir(r.logger));
@@ -1043,6 +1114,7 @@ int run_command(int argc, char **argv) {
         rt_hparams_free(h);
     }
     if (quiet) r.ckpt_dir[0] = 0; /* fast_dev_run and barebones save nothing */
+    if (!r.stage_step[RT_TRAIN]) r.ckpt_dir[0] = 0; /* only fit saves checkpoints */
     if (r.ckpt_dir[0] && r.cfg.enable_checkpointing && mkdir(r.ckpt_dir, 0777) != 0 && errno != EEXIST) {
         error("cannot create %s: %s", r.ckpt_dir, strerror(errno));
         goto out;

@@ -266,6 +266,12 @@ Test(run, checkpoint_top_k_and_early_stopping) {
     closedir(d);
     cr_assert_eq(n, 3, "the two best (lowest train loss: epochs 1 and 2) and last.ckpt");
     cr_assert(last && e2 && !e0);
+    /* --ckpt_path=best: the lowest train_loss_epoch of the top-k (epoch 2); last: last.ckpt */
+    cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl test --ckpt_path=best"), 0, "%s", out);
+    cr_assert(strstr(out, "checkpoints/epoch=2-train_loss_epoch="), "%s", out);
+    cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl test --ckpt_path=last"), 0, "%s", out);
+    cr_assert(strstr(out, "version_1/checkpoints/last.ckpt") == NULL && strstr(out, "version_0/checkpoints/last.ckpt"),
+              "the latest run with checkpoints is version_0 (the test run above writes none): %s", out);
 }
 
 /* A hook runs on the host after each epoch with the current weights: save_image_grid
