@@ -380,6 +380,15 @@ static bool exec_jit(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep,
     return true;
 }
 
+/* Feeds input i of an interpreted graph from the model state, by name; false if the state
+ * has no such tensor. */
+static bool set_state(Run *r, IrInterp *ip, int i, const char *name) {
+    int kind;
+    const IrSlot *sl = slot_named(r, name, &kind);
+    if (sl) interp_set(ip, i, r->buf[kind] + sl->offset);
+    return sl != NULL;
+}
+
 /* Runs one compiled step on the reference interpreter; the state is read from and written
  * back to the flat buffers. */
 static bool exec(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, double *metrics) {
@@ -414,10 +423,7 @@ static bool exec(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, dou
             interp_set_f64(ip, i, &v);
             continue;
         }
-        int kind;
-        const IrSlot *sl = slot_named(r, n->name, &kind);
-        if (!sl) { error("%s: %s has no value in the model state", r->path, n->name); ok = false; break; }
-        interp_set(ip, i, r->buf[kind] + sl->offset);
+        if (!set_state(r, ip, i, n->name)) { error("%s: %s has no value in the model state", r->path, n->name); ok = false; }
     }
     const char *err = ok ? interp_run(ip) : NULL;
     if (err) { error("%s: %s failed at step %lld: %s", r->path, step_name(c->stage), (long long)gstep, err); ok = false; }
@@ -470,11 +476,9 @@ static bool run_hook(Run *r, const char *name, int64_t epoch, int64_t gstep) {
     for (int i = 0; i < g->n && ok; i++) {
         const IrNode *n = &g->node[i];
         if (n->op != IR_INPUT) continue;
-        int kind;
-        const IrSlot *sl = slot_named(r, n->name, &kind);
         double step = (double)gstep;
-        if (sl) interp_set(ip, i, r->buf[kind] + sl->offset);
-        else if (!strcmp(n->name, "step")) interp_set_f64(ip, i, &step);
+        if (set_state(r, ip, i, n->name)) continue;
+        if (!strcmp(n->name, "step")) interp_set_f64(ip, i, &step);
         else ok = !error("%s: %s reads '%s', which a hook cannot have", r->path, name, n->name);
     }
     const char *err = ok ? interp_run(ip) : NULL;

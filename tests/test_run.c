@@ -169,6 +169,9 @@ Test(run, same_seed_same_result_and_flags) {
     snprintf(p, sizeof p, "%s/runs", dir);
     cr_assert_neq(stat(p, &sb), 0, "logger = false writes no run folder");
 
+    /* the reference interpreter trains the same model to the same accuracy */
+    cr_assert_eq(ltlc(b, sizeof b, "run tiny.ltl fit test --backend=interp --trainer.enable_progress_bar=false --trainer.logger=false"), 0, "%s", b);
+    cr_assert(strstr(b, "test_acc") && atof(strstr(b, "test_acc") + 8) >= 0.95, "%s", b);
     cr_assert_eq(ltlc(a, sizeof a, "run tiny.ltl fit --trainer.fast_dev_run=2"), 0, "%s", a);
     cr_assert_neq(stat(p, &sb), 0, "fast_dev_run writes nothing");
     cr_assert_eq(ltlc(a, sizeof a, "run tiny.ltl fit --model.hidden=3 --trainer.max_epochs=1 --trainer.enable_progress_bar=false"), 0, "%s", a);
