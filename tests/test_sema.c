@@ -293,3 +293,57 @@ Test(sema, mlp_from_ltl_trains_on_the_interpreter, .timeout = 60) {
     sema_step_free(s);
     done();
 }
+
+/* The data module for the runtime: sources as written, transforms compiled to primitives. */
+Test(sema, data_plan_sources_and_transforms) {
+    Node *root = parse(
+        "data D(root = \"/d\", batch = 32) {\n"
+        "    train, val = split(idx(root + \"/x.gz\", root + \"/y.gz\"), [50, 10], seed = 3)\n"
+        "    test = idx(root + \"/tx.gz\", root + \"/ty.gz\")\n"
+        "    transform(x) = (x / 255 - 0.5) / 0.25\n"
+        "    train_transform(x) = transform(random_crop(hflip(x, p = 0.3), 28, padding = 4))\n"
+        "    loader(batch = batch, shuffle = true, workers = 2, drop_last = true)\n"
+        "}\n");
+    const char *ov[] = {"data.batch=16"};
+    SemaOptions opt = {.overrides = ov, .noverrides = 1};
+    DataPlan dp;
+    cr_assert(sema_data_plan(root, path, &opt, &dp), "%s", diags);
+    cr_assert_eq(dp.batch, 16, "--data.batch overrides the default");
+    cr_assert(dp.shuffle && dp.drop_last);
+    cr_assert_eq(dp.workers, 2);
+    const DataExpr *tr = dp.source[0], *va = dp.source[1], *te = dp.source[2];
+    cr_assert(tr && va && te && !dp.source[3]);
+    cr_assert_str_eq(tr->fn, "part");
+    cr_assert_eq(tr->part, 0);
+    cr_assert_eq(va->part, 1);
+    cr_assert_eq(tr->args[0].expr, va->args[0].expr, "both parts of one split");
+    const DataExpr *sp = tr->args[0].expr;
+    cr_assert_str_eq(sp->fn, "split");
+    cr_assert_eq(sp->args[1].kind, DA_LIST);
+    cr_assert_eq(sp->args[1].nlist, 2);
+    cr_assert_str_eq(sp->keys[2], "seed");
+    cr_assert_str_eq(sp->args[0].expr->fn, "idx");
+    cr_assert_str_eq(sp->args[0].expr->args[0].str, "/d/x.gz");
+    cr_assert_str_eq(te->args[1].str, "/d/ty.gz");
+    /* eval: one affine map; train: flip, crop, then the same map */
+    cr_assert_eq(dp.neval_tf, 1);
+    cr_assert_eq(dp.eval_tf[0].kind, TF_SCALE);
+    cr_assert_float_eq(dp.eval_tf[0].a, 1 / 255.0 / 0.25, 1e-12);
+    cr_assert_float_eq(dp.eval_tf[0].b, -0.5 / 0.25, 1e-12);
+    cr_assert_eq(dp.ntrain_tf, 3);
+    cr_assert_eq(dp.train_tf[0].kind, TF_HFLIP);
+    cr_assert_float_eq(dp.train_tf[0].a, 0.3, 0);
+    cr_assert_eq(dp.train_tf[1].kind, TF_RANDOM_CROP);
+    cr_assert_float_eq(dp.train_tf[1].a, 28, 0);
+    cr_assert_float_eq(dp.train_tf[1].b, 4, 0);
+    cr_assert_eq(dp.train_tf[2].kind, TF_SCALE);
+    sema_data_free(&dp);
+    done();
+
+    root = parse("data D() {\n    train = idx(\"a\", \"b\")\n    transform(x) = sin(x)\n}\n");
+    cr_assert(!sema_data_plan(root, path, &(SemaOptions){0}, &dp));
+    fflush(diag_mem);
+    cr_assert(strstr(diags, "'sin' is not a transform the data pipeline knows"), "%s", diags);
+    sema_data_free(&dp);
+    done();
+}
