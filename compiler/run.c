@@ -951,6 +951,50 @@ static void warn_unapplied(const RtTrainerConfig *c) {
     for (int i = 0; i < n; i++) fprintf(stderr, "ltlc: warning: %s is not applied yet\n", what[i]);
 }
 
+/* The callbacks the driver acts on: lr_monitor and the first checkpoint(...). */
+static void callbacks(Run *r, RtLoop *L) {
+    r->top_k = 1;
+    bool ckpt_seen = false;
+    for (int i = 0; i < r->cfg.ncallbacks; i++) {
+        const RtComponent *c = &r->cfg.callbacks[i];
+        bool lr = !strcmp(c->name, "lr_monitor"), ck = !strcmp(c->name, "checkpoint") && !ckpt_seen;
+        if (lr) r->lr_monitor = 1;
+        ckpt_seen |= ck;
+        for (int k = 0; (lr || ck) && k < c->n; k++) {
+            const char *key = c->keys[k];
+            const RtValue *v = &c->vals[k];
+            if (lr && !strcmp(key, "logging_interval") && v->kind == RT_STR && !strcmp(v->s, "epoch")) r->lr_monitor = 2;
+            if (!ck) continue;
+            if (!strcmp(key, "every_n_train_steps") && v->kind == RT_INT) L->save_every_n_steps = v->i;
+            else if (!strcmp(key, "save_last") && v->kind == RT_BOOL) r->save_last = v->i;
+            else if (!strcmp(key, "save_top_k") && v->kind == RT_INT) r->top_k = v->i;
+            else if (!strcmp(key, "monitor") && v->kind == RT_STR) r->monitor = v->s;
+            else if (!strcmp(key, "mode") && v->kind == RT_STR) r->monitor_max = !strcmp(v->s, "max");
+            else if (!strcmp(key, "filename") && v->kind == RT_STR) r->filename = v->s;
+            else if (!strcmp(key, "dirpath") && v->kind == RT_STR) snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s", v->s);
+            else if (!strcmp(key, "every_n_epochs") && v->kind == RT_INT) r->every_n_epochs = v->i;
+        }
+    }
+}
+
+/* The run folder and loggers from logger = [csv(name =, save_dir =, version =), tensorboard]. */
+static RtLoggerConfig logger_config(const Run *r) {
+    RtLoggerConfig lc = {.root = r->cfg.default_root_dir, .name = "lightning_logs", .version = -1};
+    for (int i = 0; i < r->cfg.nloggers; i++) {
+        const RtComponent *c = &r->cfg.loggers[i];
+        lc.csv |= !strcmp(c->name, "csv");
+        lc.tensorboard |= !strcmp(c->name, "tensorboard");
+        for (int k = 0; k < c->n; k++) {
+            const RtValue *v = &c->vals[k];
+            if (!strcmp(c->keys[k], "name") && v->kind == RT_STR) lc.name = v->s;
+            else if (!strcmp(c->keys[k], "save_dir") && v->kind == RT_STR) lc.root = v->s;
+            else if (!strcmp(c->keys[k], "version") && v->kind == RT_INT) lc.version = (int)v->i;
+            else if (!strcmp(c->keys[k], "flush_logs_every_n_steps") && v->kind == RT_INT) lc.flush_every_n_steps = (int)v->i;
+        }
+    }
+    return lc;
+}
+
 /* ---- the command ---- */
 
 static const char run_help[] =
@@ -1049,47 +1093,12 @@ int run_command(int argc, char **argv) {
         if (k) snprintf(r.lr_names[k], sizeof r.lr_names[k], "lr-%s-%d", cls, k);
         else snprintf(r.lr_names[k], sizeof r.lr_names[k], "lr-%s", cls);
     }
-    for (int i = 0; i < r.cfg.ncallbacks; i++)
-        if (!strcmp(r.cfg.callbacks[i].name, "lr_monitor")) {
-            r.lr_monitor = 1;
-            for (int k = 0; k < r.cfg.callbacks[i].n; k++)
-                if (!strcmp(r.cfg.callbacks[i].keys[k], "logging_interval") && r.cfg.callbacks[i].vals[k].kind == RT_STR &&
-                    !strcmp(r.cfg.callbacks[i].vals[k].s, "epoch"))
-                    r.lr_monitor = 2;
-        }
     RtLoop L = {.ctx = &r, .batches = cb_batches, .load = cb_load, .step = cb_step, .log = cb_log,
                 .progress = cb_progress, .save = r.cfg.enable_checkpointing ? cb_save : NULL,
                 .epoch_end = cb_epoch_end, .es_best = NAN};
     r.loop = &L;
-    r.top_k = 1;
-    for (int i = 0; i < r.cfg.ncallbacks; i++) { /* the first checkpoint(...) callback */
-        const RtComponent *c = &r.cfg.callbacks[i];
-        if (strcmp(c->name, "checkpoint")) continue;
-        for (int k = 0; k < c->n; k++) {
-            const char *key = c->keys[k];
-            const RtValue *v = &c->vals[k];
-            if (!strcmp(key, "every_n_train_steps") && v->kind == RT_INT) L.save_every_n_steps = v->i;
-            else if (!strcmp(key, "save_last") && v->kind == RT_BOOL) r.save_last = v->i;
-            else if (!strcmp(key, "save_top_k") && v->kind == RT_INT) r.top_k = v->i;
-            else if (!strcmp(key, "monitor") && v->kind == RT_STR) r.monitor = v->s;
-            else if (!strcmp(key, "mode") && v->kind == RT_STR) r.monitor_max = !strcmp(v->s, "max");
-            else if (!strcmp(key, "filename") && v->kind == RT_STR) r.filename = v->s;
-            else if (!strcmp(key, "dirpath") && v->kind == RT_STR) snprintf(r.ckpt_dir, sizeof r.ckpt_dir, "%s", v->s);
-            else if (!strcmp(key, "every_n_epochs") && v->kind == RT_INT) r.every_n_epochs = v->i;
-        }
-        break;
-    }
-    RtLoggerConfig lc = {.root = r.cfg.default_root_dir, .name = "lightning_logs", .version = -1};
-    for (int i = 0; i < r.cfg.nloggers; i++) {
-        const RtComponent *c = &r.cfg.loggers[i];
-        lc.csv |= !strcmp(c->name, "csv");
-        lc.tensorboard |= !strcmp(c->name, "tensorboard");
-        for (int k = 0; k < c->n; k++)
-            if (!strcmp(c->keys[k], "name") && c->vals[k].kind == RT_STR) lc.name = c->vals[k].s;
-            else if (!strcmp(c->keys[k], "save_dir") && c->vals[k].kind == RT_STR) lc.root = c->vals[k].s;
-            else if (!strcmp(c->keys[k], "version") && c->vals[k].kind == RT_INT) lc.version = (int)c->vals[k].i;
-            else if (!strcmp(c->keys[k], "flush_logs_every_n_steps") && c->vals[k].kind == RT_INT) lc.flush_every_n_steps = (int)c->vals[k].i;
-    }
+    callbacks(&r, &L);
+    RtLoggerConfig lc = logger_config(&r);
     char found[1600];
     if (ckpt && (!strcmp(ckpt, "last") || !strcmp(ckpt, "best"))) {
         if (!find_ckpt(&r, &lc, ckpt, found, sizeof found)) goto out;
