@@ -238,8 +238,8 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
             if (!L->load(L->ctx, RT_TRAIN, epoch, i)) return fail(L, "loading a batch failed"), 1;
             /* accumulate_grad_batches: the optimizer steps every k batches and at the epoch's end;
              * global_step counts optimizer steps, as Lightning's */
-            int64_t k = c->accumulate_grad_batches > 1 ? c->accumulate_grad_batches : 1;
-            L->apply = (i + 1) % k == 0 || i + 1 == ntrain;
+            int64_t acc = c->accumulate_grad_batches > 1 ? c->accumulate_grad_batches : 1;
+            L->apply = (i + 1) % acc == 0 || i + 1 == ntrain;
             if (!L->step(L->ctx, RT_TRAIN, L->global_step, m)) return fail(L, "the training step failed"), 1;
             L->global_step += L->apply;
             L->train_batches_run++;
@@ -250,7 +250,8 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
                 if (s[k].prog_bar && s[k].on_step) bar_set(&bar, &s[k], m[k]);
             }
             set_row(L, &r);
-            if (log_it && L->log && r.n && L->global_step % c->log_every_n_steps == 0)
+            /* step rows and step checkpoints follow optimizer steps, not accumulated batches */
+            if (log_it && L->log && r.n && L->apply && L->global_step % c->log_every_n_steps == 0)
                 L->log(L->ctx, L->global_step - 1, epoch, r.n, r.names, r.v);
             if (L->progress && c->enable_progress_bar && !c->barebones)
                 L->progress(L->ctx, RT_TRAIN, epoch, i + 1, ntrain, bar.row.n, bar.row.names, bar.row.v);
@@ -265,7 +266,7 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
                 if (es_stop && epoch + 1 >= c->min_epochs) stop = true;
             }
             L->saving_epoch_end = false;
-            if (saving && !last && (stop || (L->save_every_n_steps > 0 && L->global_step % L->save_every_n_steps == 0)) &&
+            if (saving && !last && (stop || (L->apply && L->save_every_n_steps > 0 && L->global_step % L->save_every_n_steps == 0)) &&
                 !L->save(L->ctx, epoch, i + 1, L->global_step))
                 return fail(L, "saving the checkpoint failed"), 1;
             if (stop) { i++; break; }

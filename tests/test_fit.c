@@ -214,3 +214,17 @@ Test(fit, early_stopping) {
     double v;
     cr_assert(rt_metric(&L, "train_loss_step", &v), "callback metrics hold the step values");
 }
+
+/* accumulate_grad_batches: the weights change every k batches, global_step counts those
+ * optimizer steps, and step rows follow them. */
+Test(fit, accumulation_counts_optimizer_steps) {
+    Fake f;
+    RtLoop L = loop(&f, 10, 0);
+    RtTrainerConfig c = cfg();
+    c.max_epochs = 1;
+    c.accumulate_grad_batches = 4;
+    cr_assert_eq(rt_run(&c, &L, RT_TRAIN), 0, "%s", L.err);
+    cr_assert_eq(L.train_batches_run, 10);
+    cr_assert_eq(L.global_step, 3, "after batches 4 and 8, and at the end of the epoch");
+    cr_assert_eq(f.rows, 3 + 1, "three step rows and the epoch row");
+}
