@@ -27,10 +27,7 @@
 #include "ir.h"   // philox_block
 #include "rt.h"
 
-// Sets *err to a malloc'd message (when err is not NULL); returns NULL so
-// that callers can `return fail(...)`.
-static void *fail(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void *fail(char **err, const char *fmt, ...) {
+void *rt_data_error(char **err, const char *fmt, ...) {
     if (err) {
         va_list ap;
         va_start(ap, fmt);
@@ -112,11 +109,11 @@ static Store *store_new(const char *name, RtDataDtype dtype, int64_t n, int ndim
                         bool labels, char **err) {
     int64_t numel = shape_numel(ndim, shape);
     size_t bytes;
-    if (numel < 0) return fail(err, "%s: invalid sample shape", name);
+    if (numel < 0) return rt_data_error(err, "%s: invalid sample shape", name);
     if (n < 0 || __builtin_mul_overflow((size_t)numel * rt_data_dtype_size(dtype), (size_t)n, &bytes))
-        return fail(err, "%s: too many samples", name);
+        return rt_data_error(err, "%s: too many samples", name);
     Store *st = calloc(1, sizeof *st);
-    if (!st) return fail(err, "%s: out of memory", name);
+    if (!st) return rt_data_error(err, "%s: out of memory", name);
     atomic_init(&st->refs, 1);
     st->name = strdup(name);
     st->dtype = dtype;
@@ -128,7 +125,7 @@ static Store *store_new(const char *name, RtDataDtype dtype, int64_t n, int ndim
     st->y = labels ? malloc(n ? (size_t)n * sizeof(int64_t) : 1) : NULL;
     if (!st->name || !st->x || (labels && !st->y)) {
         store_release(st);
-        return fail(err, "%s: out of memory (%zu bytes)", name, bytes);
+        return rt_data_error(err, "%s: out of memory (%zu bytes)", name, bytes);
     }
     return st;
 }
@@ -138,7 +135,7 @@ static RtDataset *dataset_of(Store *st, char **err) {
     RtDataset *ds = malloc(sizeof *ds);
     if (!ds) {
         store_release(st);
-        return fail(err, "out of memory");
+        return rt_data_error(err, "out of memory");
     }
     ds->st = st;
     ds->n = st->n;
@@ -153,7 +150,7 @@ static bool check_labels(Store *st, int64_t num_classes, const char *file, char 
     for (int64_t i = 0; i < st->n; i++) {
         int64_t l = st->y[i];
         if (num_classes > 0 && (l < 0 || l >= num_classes))
-            return fail(err, "%s: label %lld of sample %lld is out of range [0, %lld)", file, (long long)l,
+            return rt_data_error(err, "%s: label %lld of sample %lld is out of range [0, %lld)", file, (long long)l,
                         (long long)i, (long long)num_classes),
                    false;
         if (l > maxl) maxl = l;
@@ -196,7 +193,7 @@ int64_t rt_data_label(const RtDataset *ds, int64_t i) {
 RtDataset *rt_data_from_memory(RtDataDtype dtype, int64_t n, int ndim, const int64_t *shape, const void *x,
                                const int64_t *y, int64_t num_classes, char **err) {
     if (dtype != RT_DATA_U8 && dtype != RT_DATA_F32)
-        return fail(err, "memory: samples must be u8 or f32, not %s", rt_data_dtype_name(dtype));
+        return rt_data_error(err, "memory: samples must be u8 or f32, not %s", rt_data_dtype_name(dtype));
     Store *st = store_new("memory", dtype, n, ndim, shape, y != NULL, err);
     if (!st) return NULL;
     memcpy(st->x, x, (size_t)n * (size_t)st->numel * rt_data_dtype_size(dtype));
@@ -212,17 +209,17 @@ RtDataset *rt_data_clone(const RtDataset *ds, char **err) { return rt_data_subse
 
 RtDataset *rt_data_subset(const RtDataset *ds, const int64_t *indices, int64_t n, char **err) {
     if (n < 0 || (!indices && n > ds->n))
-        return fail(err, "%s: subset of %lld samples from %lld", ds->st->name, (long long)n, (long long)ds->n);
+        return rt_data_error(err, "%s: subset of %lld samples from %lld", ds->st->name, (long long)n, (long long)ds->n);
     for (int64_t i = 0; indices && i < n; i++)
         if (indices[i] < 0 || indices[i] >= ds->n)
-            return fail(err, "%s: subset index %lld is out of range [0, %lld)", ds->st->name,
+            return rt_data_error(err, "%s: subset index %lld is out of range [0, %lld)", ds->st->name,
                         (long long)indices[i], (long long)ds->n);
     RtDataset *out = malloc(sizeof *out);
     int64_t *index = (ds->index || indices) ? malloc(n ? (size_t)n * sizeof *index : 1) : NULL;
     if (!out || ((ds->index || indices) && !index)) {
         free(out);
         free(index);
-        return fail(err, "%s: out of memory", ds->st->name);
+        return rt_data_error(err, "%s: out of memory", ds->st->name);
     }
     for (int64_t i = 0; index && i < n; i++) index[i] = src_index(ds, indices ? indices[i] : i);
     atomic_fetch_add(&ds->st->refs, 1);
@@ -256,15 +253,15 @@ void rt_data_permutation(int64_t n, uint64_t seed, uint64_t stream, int64_t *per
 // data set is cut into consecutive parts.
 int rt_data_split(const RtDataset *ds, int k, const double *sizes, uint64_t seed, RtDataset **out, char **err) {
     const char *name = ds->st->name;
-    if (k < 1) return fail(err, "%s: split into %d parts", name, k), -1;
+    if (k < 1) return rt_data_error(err, "%s: split into %d parts", name, k), -1;
     int64_t *len = calloc((size_t)k, sizeof *len);
-    if (!len) return fail(err, "out of memory"), -1;
+    if (!len) return rt_data_error(err, "out of memory"), -1;
     double sum = 0;
     bool fractions = true;
     for (int i = 0; i < k; i++) {
         if (!(sizes[i] >= 0) || !isfinite(sizes[i])) {
             free(len);
-            return fail(err, "%s: split size %g is negative or not a number", name, sizes[i]), -1;
+            return rt_data_error(err, "%s: split size %g is negative or not a number", name, sizes[i]), -1;
         }
         sum += sizes[i];
         if (sizes[i] > 1) fractions = false;
@@ -278,21 +275,21 @@ int rt_data_split(const RtDataset *ds, int k, const double *sizes, uint64_t seed
         for (int i = 0; i < k; i++) {
             if (sizes[i] != floor(sizes[i]) || sizes[i] > 9e18) {
                 free(len);
-                return fail(err, "%s: split sizes must be counts or fractions summing to 1, not %g", name,
+                return rt_data_error(err, "%s: split sizes must be counts or fractions summing to 1, not %g", name,
                             sizes[i]), -1;
             }
             total += len[i] = (int64_t)sizes[i];
         }
         if (total != ds->n) {
             free(len);
-            return fail(err, "%s: split sizes sum to %lld but the data set has %lld samples", name,
+            return rt_data_error(err, "%s: split sizes sum to %lld but the data set has %lld samples", name,
                         (long long)total, (long long)ds->n), -1;
         }
     }
     int64_t *perm = malloc(ds->n ? (size_t)ds->n * sizeof *perm : 1);
     if (!perm) {
         free(len);
-        return fail(err, "out of memory"), -1;
+        return rt_data_error(err, "out of memory"), -1;
     }
     rt_data_permutation(ds->n, seed, RT_DATA_STREAM_SPLIT, perm);
     int64_t at = 0;
@@ -323,12 +320,12 @@ typedef struct {
 static bool rd_open(Reader *r, const char *path, char **err) {
     *r = (Reader){.path = path, .fd = -1};
     r->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (r->fd < 0) return fail(err, "%s: cannot open: %s", path, strerror(errno)), false;
+    if (r->fd < 0) return rt_data_error(err, "%s: cannot open: %s", path, strerror(errno)), false;
     struct stat sb;
     if (fstat(r->fd, &sb) != 0 || S_ISDIR(sb.st_mode)) {
         int e = S_ISDIR(sb.st_mode) ? EISDIR : errno;
         close(r->fd);
-        return fail(err, "%s: cannot read: %s", path, strerror(e)), false;
+        return rt_data_error(err, "%s: cannot read: %s", path, strerror(e)), false;
     }
     r->size = (int64_t)sb.st_size;
     unsigned char magic[2];
@@ -336,7 +333,7 @@ static bool rd_open(Reader *r, const char *path, char **err) {
         r->gz = gzdopen(r->fd, "rb");   // owns fd from here
         if (!r->gz) {
             close(r->fd);
-            return fail(err, "%s: cannot open the gzip stream", path), false;
+            return rt_data_error(err, "%s: cannot open the gzip stream", path), false;
         }
         gzbuffer(r->gz, 1 << 17);
     }
@@ -363,13 +360,13 @@ static int64_t rd_read(Reader *r, void *buf, int64_t n, char **err) {
             if (k < 0 || code != Z_OK) {
                 const char *msg = gzerror(r->gz, &code);
                 if (strncmp(msg, "<fd:", 4) == 0 && strstr(msg, ": ")) msg = strstr(msg, ": ") + 2;
-                return fail(err, "%s: bad gzip stream (%s)", r->path,
+                return rt_data_error(err, "%s: bad gzip stream (%s)", r->path,
                             code == Z_ERRNO ? strerror(errno) : msg), -1;
             }
         } else {
             k = read(r->fd, (char *)buf + got, (size_t)want);
             if (k < 0 && errno == EINTR) continue;
-            if (k < 0) return fail(err, "%s: read error: %s", r->path, strerror(errno)), -1;
+            if (k < 0) return rt_data_error(err, "%s: read error: %s", r->path, strerror(errno)), -1;
         }
         if (k == 0) break;
         got += k;
@@ -385,14 +382,14 @@ static void *rd_exact(Reader *r, int64_t want, int64_t *got, int64_t *extra, cha
     int64_t cap = want < (1 << 20) ? want : (1 << 20);
     if (!r->gz) cap = want;   // raw: the caller has checked the file size
     char *buf = malloc(cap ? (size_t)cap : 1);
-    if (!buf) return fail(err, "%s: out of memory (%lld bytes)", r->path, (long long)cap);
+    if (!buf) return rt_data_error(err, "%s: out of memory (%lld bytes)", r->path, (long long)cap);
     while (*got < want) {
         if (*got == cap) {
             int64_t ncap = cap * 2 < want ? cap * 2 : want;
             char *nb = realloc(buf, (size_t)ncap);
             if (!nb) {
                 free(buf);
-                return fail(err, "%s: out of memory (%lld bytes)", r->path, (long long)ncap);
+                return rt_data_error(err, "%s: out of memory (%lld bytes)", r->path, (long long)ncap);
             }
             buf = nb;
             cap = ncap;
@@ -418,13 +415,13 @@ static void *rd_exact(Reader *r, int64_t want, int64_t *got, int64_t *extra, cha
 static char *rd_all(Reader *r, int64_t *len, char **err) {
     int64_t cap = 1 << 16, n = 0;
     char *buf = malloc((size_t)cap);
-    if (!buf) return fail(err, "%s: out of memory", r->path);
+    if (!buf) return rt_data_error(err, "%s: out of memory", r->path);
     for (;;) {
         if (n + 1 >= cap) {
             char *nb = cap < (INT64_C(1) << 36) ? realloc(buf, (size_t)cap * 2) : NULL;
             if (!nb) {
                 free(buf);
-                return fail(err, "%s: out of memory (file over %lld bytes)", r->path, (long long)cap);
+                return rt_data_error(err, "%s: out of memory (file over %lld bytes)", r->path, (long long)cap);
             }
             buf = nb;
             cap *= 2;
@@ -462,21 +459,21 @@ static unsigned char *idx_read(const char *path, bool labels, int64_t dims[4], i
     unsigned char *data = NULL;
     if (k < 0) goto out;
     if (k < 4) {
-        fail(err, "%s: too short for an IDX file (%lld bytes)", path, (long long)k);
+        rt_data_error(err, "%s: too short for an IDX file (%lld bytes)", path, (long long)k);
         goto out;
     }
     uint32_t magic = be32(head);
     int nd = (int)(magic & 0xff);
     bool ok = labels ? magic == 0x801 : (magic & 0xffffff00) == 0x800 && nd >= 2 && nd <= 4;
     if (!ok) {
-        fail(err, "%s: bad magic 0x%08x (expected 0x%08x: IDX u8 %s)", path, magic, labels ? 0x801 : 0x803,
+        rt_data_error(err, "%s: bad magic 0x%08x (expected 0x%08x: IDX u8 %s)", path, magic, labels ? 0x801 : 0x803,
              labels ? "labels" : "images");
         goto out;
     }
     k = rd_read(&r, head + 4, 4 * nd, err);
     if (k < 0) goto out;
     if (k < 4 * nd) {
-        fail(err, "%s: truncated header (%d dimensions announced, file ends after %lld bytes)", path, nd,
+        rt_data_error(err, "%s: truncated header (%d dimensions announced, file ends after %lld bytes)", path, nd,
              (long long)(4 + k));
         goto out;
     }
@@ -484,11 +481,11 @@ static unsigned char *idx_read(const char *path, bool labels, int64_t dims[4], i
     for (int i = 0; i < nd; i++) {
         dims[i] = be32(head + 4 + 4 * i);
         if (dims[i] == 0) {
-            fail(err, "%s: dimension %d is 0 (an empty data set)", path, i);
+            rt_data_error(err, "%s: dimension %d is 0 (an empty data set)", path, i);
             goto out;
         }
         if (__builtin_mul_overflow(total, dims[i], &total) || total > (INT64_C(1) << 40)) {
-            fail(err, "%s: the header announces more than 2^40 bytes", path);
+            rt_data_error(err, "%s: the header announces more than 2^40 bytes", path);
             goto out;
         }
     }
@@ -502,12 +499,12 @@ static unsigned char *idx_read(const char *path, bool labels, int64_t dims[4], i
     if (!r.gz) {   // raw: the size is known before reading anything
         have = r.size - head_len;
         if (have < total) {
-            fail(err, "%s: truncated: the header announces %s (%lld bytes of data) but the file holds %lld",
+            rt_data_error(err, "%s: truncated: the header announces %s (%lld bytes of data) but the file holds %lld",
                  path, what, (long long)total, (long long)have);
             goto out;
         }
         if (have > total) {
-            fail(err, "%s: %lld trailing bytes after the %lld bytes of data the header announces (%s)", path,
+            rt_data_error(err, "%s: %lld trailing bytes after the %lld bytes of data the header announces (%s)", path,
                  (long long)(have - total), (long long)total, what);
             goto out;
         }
@@ -515,12 +512,12 @@ static unsigned char *idx_read(const char *path, bool labels, int64_t dims[4], i
     data = rd_exact(&r, total, &have, &extra, err);
     if (!data) goto out;
     if (have < total) {
-        fail(err, "%s: truncated: the header announces %s (%lld bytes of data) but the file holds %lld", path,
+        rt_data_error(err, "%s: truncated: the header announces %s (%lld bytes of data) but the file holds %lld", path,
              what, (long long)total, (long long)have);
         goto bad;
     }
     if (extra > 0) {
-        fail(err, "%s: %lld trailing bytes after the %lld bytes of data the header announces (%s)", path,
+        rt_data_error(err, "%s: %lld trailing bytes after the %lld bytes of data the header announces (%s)", path,
              (long long)extra, (long long)total, what);
         goto bad;
     }
@@ -549,7 +546,7 @@ RtDataset *rt_data_idx(const char *images, const char *labels, int64_t num_class
         if (ldims[0] != idims[0]) {
             free(px);
             free(lb);
-            return fail(err, "%s: %lld labels, but %s holds %lld images", labels, (long long)ldims[0], images,
+            return rt_data_error(err, "%s: %lld labels, but %s holds %lld images", labels, (long long)ldims[0], images,
                         (long long)idims[0]);
         }
     }
@@ -562,7 +559,7 @@ RtDataset *rt_data_idx(const char *images, const char *labels, int64_t num_class
     char *name = strdup(images);
     if (!st || !name) {
         free(st), free(name), free(px), free(lb);
-        return fail(err, "%s: out of memory", images);
+        return rt_data_error(err, "%s: out of memory", images);
     }
     atomic_init(&st->refs, 1);
     st->name = name;
@@ -577,7 +574,7 @@ RtDataset *rt_data_idx(const char *images, const char *labels, int64_t num_class
         if (!st->y) {
             free(lb);
             store_release(st);
-            return fail(err, "%s: out of memory", labels);
+            return rt_data_error(err, "%s: out of memory", labels);
         }
         for (int64_t i = 0; i < st->n; i++) st->y[i] = lb[i];
         free(lb);
@@ -602,13 +599,13 @@ static void *raw_read(const char *path, int64_t want, int64_t unit, const char *
     if (want >= 0) {
         int64_t extra;
         if (!r.gz && r.size != want) {
-            fail(err, "%s: holds %lld bytes but %s need %lld", path, (long long)r.size, what, (long long)want);
+            rt_data_error(err, "%s: holds %lld bytes but %s need %lld", path, (long long)r.size, what, (long long)want);
             rd_close(&r);
             return NULL;
         }
         buf = rd_exact(&r, want, &len, &extra, err);
         if (buf && (len != want || extra)) {
-            fail(err, "%s: holds %lld bytes but %s need %lld", path, (long long)(len + extra), what,
+            rt_data_error(err, "%s: holds %lld bytes but %s need %lld", path, (long long)(len + extra), what,
                  (long long)want);
             free(buf);
             buf = NULL;
@@ -616,7 +613,7 @@ static void *raw_read(const char *path, int64_t want, int64_t unit, const char *
     } else {
         buf = rd_all(&r, &len, err);
         if (buf && (len == 0 || len % unit)) {
-            fail(err, "%s: holds %lld bytes, not a positive multiple of %lld (the bytes of %s)", path,
+            rt_data_error(err, "%s: holds %lld bytes, not a positive multiple of %lld (the bytes of %s)", path,
                  (long long)len, (long long)unit, what);
             free(buf);
             buf = NULL;
@@ -630,16 +627,16 @@ static void *raw_read(const char *path, int64_t want, int64_t unit, const char *
 RtDataset *rt_data_raw(const char *x_path, RtDataDtype x_dtype, int64_t n, int ndim, const int64_t *shape,
                        const char *y_path, RtDataDtype y_dtype, int64_t num_classes, char **err) {
     if (x_dtype != RT_DATA_U8 && x_dtype != RT_DATA_F32)
-        return fail(err, "%s: samples must be u8 or f32, not %s", x_path, rt_data_dtype_name(x_dtype));
+        return rt_data_error(err, "%s: samples must be u8 or f32, not %s", x_path, rt_data_dtype_name(x_dtype));
     if (y_path && y_dtype == RT_DATA_F32)
-        return fail(err, "%s: labels must be u8, i32 or i64, not f32", y_path);
+        return rt_data_error(err, "%s: labels must be u8, i32 or i64, not f32", y_path);
     int64_t numel = shape_numel(ndim, shape);
-    if (numel < 0) return fail(err, "%s: invalid sample shape", x_path);
+    if (numel < 0) return rt_data_error(err, "%s: invalid sample shape", x_path);
     char sh[160], what[200];
     shape_str(sh, sizeof sh, ndim, shape);
     int64_t sample_bytes = numel * (int64_t)rt_data_dtype_size(x_dtype), want = -1;
     if (n >= 0 && __builtin_mul_overflow(n, sample_bytes, &want))
-        return fail(err, "%s: too many samples", x_path);
+        return rt_data_error(err, "%s: too many samples", x_path);
     if (n >= 0) snprintf(what, sizeof what, "%lld samples of %s %s", (long long)n, rt_data_dtype_name(x_dtype), sh);
     else snprintf(what, sizeof what, "one sample of %s %s", rt_data_dtype_name(x_dtype), sh);
     void *x = raw_read(x_path, want, sample_bytes, what, &n, err);
@@ -666,7 +663,7 @@ RtDataset *rt_data_raw(const char *x_path, RtDataDtype x_dtype, int64_t n, int n
         if (!st->y) {
             free(y);
             store_release(st);
-            return fail(err, "%s: out of memory", y_path);
+            return rt_data_error(err, "%s: out of memory", y_path);
         }
         for (int64_t i = 0; i < n; i++) {
             switch (y_dtype) {
@@ -728,9 +725,9 @@ static void unquote(Field *f) {
 RtDataset *rt_data_csv(const char *path, const RtCsvOptions *opt, char **err) {
     RtCsvOptions o = opt ? *opt : (RtCsvOptions){.label_col = -1};
     char delim = o.delim ? o.delim : ',';
-    if (o.label_name && !o.header) return fail(err, "%s: a label column by name needs a header line", path);
+    if (o.label_name && !o.header) return rt_data_error(err, "%s: a label column by name needs a header line", path);
     pthread_once(&c_locale_once, c_locale_init);
-    if (!c_locale) return fail(err, "%s: cannot create the C locale", path);
+    if (!c_locale) return rt_data_error(err, "%s: cannot create the C locale", path);
     Reader r;
     if (!rd_open(&r, path, err)) return NULL;
     int64_t len;
@@ -741,7 +738,7 @@ RtDataset *rt_data_csv(const char *path, const RtCsvOptions *opt, char **err) {
         int64_t at = (int64_t)strlen(text), line = 1;
         for (int64_t i = 0; i < at; i++) line += text[i] == '\n';
         free(text);
-        return fail(err, "%s:%lld: a NUL byte: not a text file", path, (long long)line);
+        return rt_data_error(err, "%s:%lld: a NUL byte: not a text file", path, (long long)line);
     }
     // Lines: count the non-blank ones, and find the widest (fields are at most its length + 1).
     int64_t rows = 0, widest = 0;
@@ -756,7 +753,7 @@ RtDataset *rt_data_csv(const char *path, const RtCsvOptions *opt, char **err) {
     }
     if (widest > (1 << 30)) {
         free(text);
-        return fail(err, "%s: a line of more than 2^30 bytes", path);
+        return rt_data_error(err, "%s: a line of more than 2^30 bytes", path);
     }
     Field *f = malloc((size_t)(widest + 2) * sizeof *f);
     Store *st = NULL;
@@ -764,7 +761,7 @@ RtDataset *rt_data_csv(const char *path, const RtCsvOptions *opt, char **err) {
     int ncols = -1, label = -1;
     int64_t row = 0, lineno = 0;
     if (!f) {
-        fail(err, "%s: out of memory", path);
+        rt_data_error(err, "%s: out of memory", path);
         goto out;
     }
     if (o.header) rows--;
@@ -785,12 +782,12 @@ RtDataset *rt_data_csv(const char *path, const RtCsvOptions *opt, char **err) {
                     if (strcmp(f[i].s, o.label_name) == 0) label = i;
                 }
                 if (label < 0) {
-                    fail(err, "%s:%lld: no column named '%s' in the header", path, (long long)lineno, o.label_name);
+                    rt_data_error(err, "%s:%lld: no column named '%s' in the header", path, (long long)lineno, o.label_name);
                     goto out;
                 }
             } else if (o.label_col >= 0) {
                 if (o.label_col >= nf) {
-                    fail(err, "%s:%lld: label column %lld does not exist (the rows have %d columns)", path,
+                    rt_data_error(err, "%s:%lld: label column %lld does not exist (the rows have %d columns)", path,
                          (long long)lineno, (long long)o.label_col, nf);
                     goto out;
                 }
@@ -802,17 +799,17 @@ RtDataset *rt_data_csv(const char *path, const RtCsvOptions *opt, char **err) {
             const int64_t *shape = o.sample_ndim ? o.sample_shape : shape1;
             int64_t numel = shape_numel(sndim, shape);
             if (nx == 0) {
-                fail(err, "%s:%lld: no sample columns besides the label", path, (long long)lineno);
+                rt_data_error(err, "%s:%lld: no sample columns besides the label", path, (long long)lineno);
                 goto out;
             }
             if (numel != nx) {
                 char sh[160];
                 shape_str(sh, sizeof sh, sndim, shape);
-                fail(err, "%s: sample shape %s does not hold the %lld values of a row", path, sh, (long long)nx);
+                rt_data_error(err, "%s: sample shape %s does not hold the %lld values of a row", path, sh, (long long)nx);
                 goto out;
             }
             if (rows < 1) {
-                fail(err, "%s: no data rows", path);
+                rt_data_error(err, "%s: no data rows", path);
                 goto out;
             }
             st = store_new(path, RT_DATA_F32, rows, sndim, shape, label >= 0, err);
@@ -821,34 +818,34 @@ RtDataset *rt_data_csv(const char *path, const RtCsvOptions *opt, char **err) {
         }
         if (nf != ncols) {
             int col = nf > ncols ? f[ncols].col : (int)l + 1;
-            fail(err, "%s:%lld:%d: %d fields, expected %d", path, (long long)lineno, col, nf, ncols);
+            rt_data_error(err, "%s:%lld:%d: %d fields, expected %d", path, (long long)lineno, col, nf, ncols);
             goto out;
         }
         if (row >= st->n) {   // cannot happen: the rows were counted above
-            fail(err, "%s:%lld: more rows than counted", path, (long long)lineno);
+            rt_data_error(err, "%s:%lld: more rows than counted", path, (long long)lineno);
             goto out;
         }
         float *x = (float *)st->x + row * st->numel;
         for (int i = 0; i < nf; i++) {
             char *end;
             if (!*f[i].s) {
-                fail(err, "%s:%lld:%d: empty field", path, (long long)lineno, f[i].col);
+                rt_data_error(err, "%s:%lld:%d: empty field", path, (long long)lineno, f[i].col);
                 goto out;
             }
             errno = 0;
             double v = strtod_l(f[i].s, &end, c_locale);
             if (*end || end == f[i].s || !isfinite(v) || (errno == ERANGE && fabs(v) > 1)) {
-                fail(err, "%s:%lld:%d: bad number '%.40s'", path, (long long)lineno, f[i].col, f[i].s);
+                rt_data_error(err, "%s:%lld:%d: bad number '%.40s'", path, (long long)lineno, f[i].col, f[i].s);
                 goto out;
             }
             if (i == label) {
                 if (v != floor(v) || fabs(v) > 9e15) {
-                    fail(err, "%s:%lld:%d: label '%.40s' is not an integer", path, (long long)lineno, f[i].col,
+                    rt_data_error(err, "%s:%lld:%d: label '%.40s' is not an integer", path, (long long)lineno, f[i].col,
                          f[i].s);
                     goto out;
                 }
                 if (o.num_classes > 0 && (v < 0 || v >= (double)o.num_classes)) {
-                    fail(err, "%s:%lld:%d: label %lld is out of range [0, %lld)", path, (long long)lineno,
+                    rt_data_error(err, "%s:%lld:%d: label %lld is out of range [0, %lld)", path, (long long)lineno,
                          f[i].col, (long long)v, (long long)o.num_classes);
                     goto out;
                 }
@@ -860,7 +857,7 @@ RtDataset *rt_data_csv(const char *path, const RtCsvOptions *opt, char **err) {
         row++;
     }
     if (!st) {
-        fail(err, "%s: no data rows", path);
+        rt_data_error(err, "%s: no data rows", path);
         goto out;
     }
     if (check_labels(st, o.num_classes, path, err)) {

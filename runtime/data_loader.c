@@ -25,17 +25,6 @@
 
 #include "rt.h"
 
-static void *fail(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void *fail(char **err, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        if (vasprintf(err, fmt, ap) < 0) *err = NULL;
-        va_end(ap);
-    }
-    return NULL;
-}
-
 enum { MAX_WORKERS = 64, MAX_PREFETCH = 1024 };
 
 typedef struct {
@@ -82,19 +71,19 @@ int rt_loader_sample_shape(const RtLoader *ld, int64_t shape[RT_DATA_MAX_DIMS]) 
 RtLoader *rt_loader_create(const RtDataset *ds, const RtTransforms *tf, const RtLoaderOptions *opt, char **err) {
     const char *name = rt_data_name(ds);
     RtLoaderOptions o = *opt;
-    if (o.batch_size < 1) return fail(err, "%s: loader batch size %lld is not positive", name, (long long)o.batch_size);
+    if (o.batch_size < 1) return rt_data_error(err, "%s: loader batch size %lld is not positive", name, (long long)o.batch_size);
     if (o.world_size < 1) o.world_size = 1;
     if (o.rank < 0 || o.rank >= o.world_size)
-        return fail(err, "%s: loader rank %d is not in [0, %d)", name, o.rank, o.world_size);
+        return rt_data_error(err, "%s: loader rank %d is not in [0, %d)", name, o.rank, o.world_size);
     if (o.workers < 0 || o.workers > MAX_WORKERS)
-        return fail(err, "%s: loader workers %d is not in [0, %d]", name, o.workers, MAX_WORKERS);
+        return rt_data_error(err, "%s: loader workers %d is not in [0, %d]", name, o.workers, MAX_WORKERS);
     if (o.prefetch < 0 || o.prefetch > MAX_PREFETCH)
-        return fail(err, "%s: loader prefetch %d is not in [0, %d]", name, o.prefetch, MAX_PREFETCH);
+        return rt_data_error(err, "%s: loader prefetch %d is not in [0, %d]", name, o.prefetch, MAX_PREFETCH);
     if (o.prefetch == 0) o.prefetch = 2 * (o.workers > 0 ? o.workers : 1);
     if (o.limit < 0) o.limit = 0;
 
     RtLoader *ld = calloc(1, sizeof *ld);
-    if (!ld) return fail(err, "%s: out of memory", name);
+    if (!ld) return rt_data_error(err, "%s: out of memory", name);
     pthread_mutex_init(&ld->mu, NULL);
     pthread_cond_init(&ld->cv_work, NULL);
     pthread_cond_init(&ld->cv_ready, NULL);
@@ -105,7 +94,7 @@ RtLoader *rt_loader_create(const RtDataset *ds, const RtTransforms *tf, const Rt
     if (tf) {
         char *terr = NULL;
         if (rt_tf_output_shape(tf, ld->in_ndim, ld->in_shape, ld->out_shape, &terr) < 0) {
-            fail(err, "%s: %s", name, terr ? terr : "transform does not apply");
+            rt_data_error(err, "%s: %s", name, terr ? terr : "transform does not apply");
             free(terr);
             rt_loader_free(ld);
             return NULL;
@@ -157,7 +146,7 @@ RtLoader *rt_loader_create(const RtDataset *ds, const RtTransforms *tf, const Rt
         if (tf) ok = (ld->workers[w].scratch = malloc((size_t)ld->scratch_floats * sizeof(float))) != NULL;
     }
     if (!ok) {
-        if (ld->ds) fail(err, "%s: loader: out of memory", name);
+        if (ld->ds) rt_data_error(err, "%s: loader: out of memory", name);
         rt_loader_free(ld);
         return NULL;
     }
@@ -244,9 +233,9 @@ static void make_order(RtLoader *ld, int64_t epoch) {
 int rt_loader_start(RtLoader *ld, int64_t epoch, int64_t start_batch, char **err) {
     rt_loader_stop(ld);
     if (epoch < 0 || epoch >= (INT64_C(1) << 48))
-        return fail(err, "%s: loader epoch %lld is out of range", rt_data_name(ld->ds), (long long)epoch), -1;
+        return rt_data_error(err, "%s: loader epoch %lld is out of range", rt_data_name(ld->ds), (long long)epoch), -1;
     if (start_batch < 0)
-        return fail(err, "%s: loader start batch %lld is negative", rt_data_name(ld->ds), (long long)start_batch), -1;
+        return rt_data_error(err, "%s: loader start batch %lld is negative", rt_data_name(ld->ds), (long long)start_batch), -1;
     make_order(ld, epoch);
     ld->epoch = epoch;
     ld->end = ld->nbatches;
@@ -265,7 +254,7 @@ int rt_loader_start(RtLoader *ld, int64_t epoch, int64_t start_batch, char **err
             pthread_mutex_unlock(&ld->mu);
             for (int j = 0; j < w; j++) pthread_join(ld->workers[j].thread, NULL);
             ld->running = false;
-            return fail(err, "%s: loader: cannot start worker thread %d", rt_data_name(ld->ds), w), -1;
+            return rt_data_error(err, "%s: loader: cannot start worker thread %d", rt_data_name(ld->ds), w), -1;
         }
     }
     ld->threads_up = true;

@@ -26,17 +26,6 @@
 #pragma GCC optimize("vect-cost-model=dynamic")
 #endif
 
-static int fail(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(char **err, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        if (vasprintf(err, fmt, ap) < 0) *err = NULL;
-        va_end(ap);
-    }
-    return -1;
-}
-
 enum { MAX_TRANSFORMS = 256, MAX_CHANNELS = 4096 };
 
 typedef struct {
@@ -97,7 +86,7 @@ RtTfKind rt_tf_kind(const RtTransforms *tf, int i) { return tf->ops[i].kind; }
 
 static Tf *push(RtTransforms *tf, RtTfKind kind, const char *name, char **err) {
     if (tf->n == MAX_TRANSFORMS) {
-        fail(err, "%s: more than %d transforms", name, MAX_TRANSFORMS);
+        rt_data_error(err, "%s: more than %d transforms", name, MAX_TRANSFORMS);
         return NULL;
     }
     Tf *t = &tf->ops[tf->n];
@@ -107,7 +96,7 @@ static Tf *push(RtTransforms *tf, RtTfKind kind, const char *name, char **err) {
 }
 
 int rt_tf_scale(RtTransforms *tf, float a, float b, char **err) {
-    if (!isfinite(a) || !isfinite(b)) return fail(err, "scale: x * %g + %g is not finite", a, b);
+    if (!isfinite(a) || !isfinite(b)) return rt_data_error(err, "scale: x * %g + %g is not finite", a, b), -1;
     Tf *t = push(tf, RT_TF_SCALE, "scale", err);
     if (!t) return -1;
     t->a = a;
@@ -117,11 +106,11 @@ int rt_tf_scale(RtTransforms *tf, float a, float b, char **err) {
 }
 
 int rt_tf_normalize(RtTransforms *tf, int nch, const float *mean, const float *std, char **err) {
-    if (nch < 1 || nch > MAX_CHANNELS) return fail(err, "normalize: %d channels", nch);
+    if (nch < 1 || nch > MAX_CHANNELS) return rt_data_error(err, "normalize: %d channels", nch), -1;
     for (int c = 0; c < nch; c++) {
-        if (!isfinite(mean[c])) return fail(err, "normalize: mean %g of channel %d is not finite", mean[c], c);
+        if (!isfinite(mean[c])) return rt_data_error(err, "normalize: mean %g of channel %d is not finite", mean[c], c), -1;
         if (!isfinite(std[c]) || std[c] == 0)
-            return fail(err, "normalize: std %g of channel %d is zero or not finite", std[c], c);
+            return rt_data_error(err, "normalize: std %g of channel %d is zero or not finite", std[c], c), -1;
     }
     Tf *t = push(tf, RT_TF_NORMALIZE, "normalize", err);
     if (!t) return -1;
@@ -129,7 +118,7 @@ int rt_tf_normalize(RtTransforms *tf, int nch, const float *mean, const float *s
     t->std = malloc((size_t)nch * sizeof *std);
     if (!t->mean || !t->std) {
         free(t->mean), free(t->std);
-        return fail(err, "normalize: out of memory");
+        return rt_data_error(err, "normalize: out of memory"), -1;
     }
     memcpy(t->mean, mean, (size_t)nch * sizeof *mean);
     memcpy(t->std, std, (size_t)nch * sizeof *std);
@@ -140,8 +129,8 @@ int rt_tf_normalize(RtTransforms *tf, int nch, const float *mean, const float *s
 
 int rt_tf_random_crop(RtTransforms *tf, int64_t h, int64_t w, int64_t padding, char **err) {
     if (h < 1 || w < 1 || h > (1 << 24) || w > (1 << 24))
-        return fail(err, "random_crop: size %lldx%lld is not positive", (long long)h, (long long)w);
-    if (padding < 0 || padding > (1 << 20)) return fail(err, "random_crop: padding %lld is negative", (long long)padding);
+        return rt_data_error(err, "random_crop: size %lldx%lld is not positive", (long long)h, (long long)w), -1;
+    if (padding < 0 || padding > (1 << 20)) return rt_data_error(err, "random_crop: padding %lld is negative", (long long)padding), -1;
     Tf *t = push(tf, RT_TF_RANDOM_CROP, "random_crop", err);
     if (!t) return -1;
     t->h = h;
@@ -152,7 +141,7 @@ int rt_tf_random_crop(RtTransforms *tf, int64_t h, int64_t w, int64_t padding, c
 }
 
 int rt_tf_hflip(RtTransforms *tf, double p, char **err) {
-    if (!(p >= 0 && p <= 1)) return fail(err, "hflip: p = %g is not in [0, 1]", p);
+    if (!(p >= 0 && p <= 1)) return rt_data_error(err, "hflip: p = %g is not in [0, 1]", p), -1;
     Tf *t = push(tf, RT_TF_HFLIP, "hflip", err);
     if (!t) return -1;
     t->p = p;
@@ -162,12 +151,12 @@ int rt_tf_hflip(RtTransforms *tf, double p, char **err) {
 
 int rt_tf_random_erasing(RtTransforms *tf, double p, double scale_lo, double scale_hi, double ratio_lo,
                          double ratio_hi, float value, char **err) {
-    if (!(p >= 0 && p <= 1)) return fail(err, "random_erasing: p = %g is not in [0, 1]", p);
+    if (!(p >= 0 && p <= 1)) return rt_data_error(err, "random_erasing: p = %g is not in [0, 1]", p), -1;
     if (!(scale_lo >= 0 && scale_lo <= scale_hi && scale_hi <= 1))
-        return fail(err, "random_erasing: scale (%g, %g) is not a range within [0, 1]", scale_lo, scale_hi);
+        return rt_data_error(err, "random_erasing: scale (%g, %g) is not a range within [0, 1]", scale_lo, scale_hi), -1;
     if (!(ratio_lo > 0 && ratio_lo <= ratio_hi && isfinite(ratio_hi)))
-        return fail(err, "random_erasing: ratio (%g, %g) is not a positive range", ratio_lo, ratio_hi);
-    if (!isfinite(value)) return fail(err, "random_erasing: value %g is not finite", value);
+        return rt_data_error(err, "random_erasing: ratio (%g, %g) is not a positive range", ratio_lo, ratio_hi), -1;
+    if (!isfinite(value)) return rt_data_error(err, "random_erasing: value %g is not finite", value), -1;
     Tf *t = push(tf, RT_TF_RANDOM_ERASING, "random_erasing", err);
     if (!t) return -1;
     t->p = p;
@@ -200,7 +189,7 @@ static int64_t numel_of(int ndim, const int64_t *shape) {
 // Runs the shapes through the pipeline; *max_numel: the largest sample seen.
 static int walk_shapes(const RtTransforms *tf, int ndim, const int64_t *in, int64_t *out, int64_t *max_numel,
                        char **err) {
-    if (ndim < 1 || ndim > RT_DATA_MAX_DIMS) return fail(err, "transform: samples of %d dimensions", ndim);
+    if (ndim < 1 || ndim > RT_DATA_MAX_DIMS) return rt_data_error(err, "transform: samples of %d dimensions", ndim), -1;
     memcpy(out, in, (size_t)ndim * sizeof *in);
     *max_numel = numel_of(ndim, out);
     for (int i = 0; tf && i < tf->n; i++) {
@@ -208,20 +197,20 @@ static int walk_shapes(const RtTransforms *tf, int ndim, const int64_t *in, int6
         const char *name = tf_name(t->kind);
         if (t->kind == RT_TF_RANDOM_CROP || t->kind == RT_TF_HFLIP || t->kind == RT_TF_RANDOM_ERASING) {
             if (ndim < 2)
-                return fail(err, "%s (transform %d): needs samples of at least 2 dimensions [..., H, W], not %d",
-                            name, i, ndim);
+                return rt_data_error(err, "%s (transform %d): needs samples of at least 2 dimensions [..., H, W], not %d",
+                            name, i, ndim), -1;
         }
         if (t->kind == RT_TF_NORMALIZE) {
             int64_t c = ndim >= 3 ? out[ndim - 3] : 1;
             if (t->nch != 1 && t->nch != c)
-                return fail(err, "normalize (transform %d): %d means and stds for %lld channels", i, t->nch,
-                            (long long)c);
+                return rt_data_error(err, "normalize (transform %d): %d means and stds for %lld channels", i, t->nch,
+                            (long long)c), -1;
         }
         if (t->kind == RT_TF_RANDOM_CROP) {
             int64_t ph = out[ndim - 2] + 2 * t->pad, pw = out[ndim - 1] + 2 * t->pad;
             if (t->h > ph || t->w > pw)
-                return fail(err, "random_crop (transform %d): crop %lldx%lld is larger than the padded image %lldx%lld",
-                            i, (long long)t->h, (long long)t->w, (long long)ph, (long long)pw);
+                return rt_data_error(err, "random_crop (transform %d): crop %lldx%lld is larger than the padded image %lldx%lld",
+                            i, (long long)t->h, (long long)t->w, (long long)ph, (long long)pw), -1;
             out[ndim - 2] = t->h;
             out[ndim - 1] = t->w;
             int64_t n = numel_of(ndim, out);

@@ -268,6 +268,10 @@ enum { RT_DATA_MAX_DIMS = 6 };
 
 typedef struct RtDataset RtDataset;
 
+// Sets *err (when not NULL) to a malloc'd message; returns NULL so that a source can
+// `return rt_data_error(err, ...)` (and a function returning int `..., -1`).
+void *rt_data_error(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 size_t rt_data_dtype_size(RtDataDtype t);
 const char *rt_data_dtype_name(RtDataDtype t);
 
