@@ -77,6 +77,19 @@ LLVM_LIBS = $(shell $(LLVM_CONFIG) --ldflags) $(shell $(LLVM_CONFIG) --libs)
 $(LTLC): $(BUILD)/compiler/main.o $(BUILD)/libltl.a
 	$(CC) $(LDSAN) -o $@ $^ $(LLVM_LIBS) $(LDLIBS)
 
+# `ltlc build` links programs with the runtime minus LLVM: the libltl objects that use no
+# LLVM, plus compiler/prog/ (main and the table-driven steps). docs/build.md.
+LLVM_OBJ = $(addprefix $(BUILD)/compiler/,llvm_jit.o llvm_gemm.o llvm_step.o llvm_step_kern.o repl.o build.o)
+PROG_RT  = $(BUILD)/libltl_rt.a $(BUILD)/prog/prog_main.o $(BUILD)/prog/step_aot.o
+$(BUILD)/libltl_rt.a: $(filter-out $(LLVM_OBJ),$(LIB_OBJ))
+	rm -f $@ && ar rcs $@ $^
+$(BUILD)/prog/%.o: compiler/prog/%.c compiler/prog/aot.h $(BUILD)/gen/parser.h $(wildcard compiler/*.h runtime/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LLVM_CFLAGS) -Icompiler/prog -c -o $@ $<
+$(BUILD)/compiler/build.o: CFLAGS += -DLTL_PROG_DIR='"$(abspath $(BUILD))"' -DLTL_PROG_INC='"$(CURDIR)/compiler/prog"' \
+  -DLTL_PROG_LIBS='"$(LDSAN) -lm -lpthread -lz -lcjson -lpng16 -lxxhash"'
+all check-tests: $(PROG_RT)
+
 # One Criterion binary for all tests, so the run ends with one Synthesis line.
 $(BUILD)/tests/run: $(TEST_OBJ) $(BUILD)/libltl.a
 	$(CC) $(LDSAN) -o $@ $^ $(LLVM_LIBS) -lcriterion -lonig -lcjson $(LDLIBS)

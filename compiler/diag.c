@@ -89,11 +89,13 @@ static void show_line(FILE *f, Span sp) {
     fprintf(f, "%s\n", color() ? "\033[0m" : "");
 }
 
+const char *diag_program = "ltlc";
+
 static void vreport(const char *kind, const char *col, Span *sp, const char *fmt, va_list ap) {
     FILE *f = out ? out : stderr;
     bool c = color();
     if (sp) fprintf(f, "%s%s:%d:%d: ", c ? "\033[1m" : "", diag_source_name(sp->file), sp->line, sp->col);
-    else fprintf(f, "%sltlc: ", c ? "\033[1m" : "");
+    else fprintf(f, "%s%s: ", c ? "\033[1m" : "", diag_program);
     fprintf(f, "%s%s:%s ", c ? col : "", kind, c ? "\033[0;1m" : "");
     vfprintf(f, fmt, ap);
     fprintf(f, "%s\n", c ? "\033[0m" : "");

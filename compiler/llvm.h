@@ -292,6 +292,16 @@ const double *llvm_step_profile(const LlvmStep *s);
 // Debugging (compiled with no_reuse): the bytes of any stored value after a run, else NULL.
 const void *llvm_step_value(const LlvmStep *s, int id);
 
+// `ltlc build` (compiler/build.c): each step compiled from now on also hands its object code
+// (entry symbol `entry`, calling the GEMM variants in gemm_mask) to sink, and the cache is
+// not used. NULL turns it off.
+typedef void (*LlvmStepObjectSink)(void *ctx, const IrGraph *g, const LlvmStepOptions *o, int nthreads,
+                                   const char *entry, uint32_t gemm_mask, const void *obj, size_t len);
+void llvm_step_set_object_sink(LlvmStepObjectSink sink, void *ctx);
+// step_exec.c: what identifies a step's code apart from the host and the thread count: the
+// graph (printed, plus the raw bits of attributes and constants) and grads, no_reuse, profile.
+void llvm_step_graph_key(const IrGraph *g, const LlvmStepOptions *o, uint64_t key[2]);
+
 // The compiled-code cache (docs/backend-cpu.md, "Compiled-code cache"): a step's object code,
 // and each shared GEMM variant's, stored under a hash of the graph, the options, the host,
 // the blocking and the compiler's build, in $XDG_CACHE_HOME/ltl (else ~/.cache/ltl). A hit
@@ -310,8 +320,33 @@ const char *llvm_step_cache_file(const LlvmStep *s);
 bool llvm_cache_dir(char *out, size_t n);
 
 
-// ---- internal: shared by llvm_step.c (module, entry point, executor) and
-// llvm_step_kern.c (the kernels' loops) ----
+// ---- internal: shared by llvm_step.c (module, entry point), step_exec.c (the executor,
+// no LLVM), step_aot.c (a built program's steps) and llvm_step_kern.c (the kernels' loops) ----
+
+struct LlvmStep {
+    const IrGraph *g;
+    FusePlan *plan;
+    LlvmJit *jit;
+    void (*free_code)(LlvmJit *jit);   // frees jit with the step (NULL: nothing to free)
+    RtPool *pool, *own_pool;           // own_pool: created here, destroyed with the step
+    int nthreads;
+    void (*entry)(void *const *bases, const LlvmStepCtx *ctx);
+    void **bases;
+    int nbases;
+    unsigned char *arena, *consts;
+    int64_t status[4];
+    void *funcs[16];                   // the shared GEMMs this step calls
+    LlvmStepCtx ctx;
+    char *ir;
+    double compile_s;
+    LlvmCacheState cache;
+    char *cache_file;                  // the object's file when the cache was used
+    double *prof, last_tick;
+    char msg[512];
+};
+// step_exec.c: the executor's memory and context once plan, entry and funcs are set; false
+// with a message (s freed) on failure.
+bool llvm_step_exec_init(LlvmStep *s, const LlvmStepOptions *o, char *err, size_t errlen);
 
 typedef struct LlvmStepBuf {
     int base;        // FUSE_BASE_*

@@ -28,27 +28,6 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-struct LlvmStep {
-  const IrGraph *g;
-  FusePlan *plan;
-  LlvmJit *jit;
-  RtPool *pool, *own_pool; /* own_pool: created here, destroyed with the step */
-  int nthreads;
-  void (*entry)(void *const *bases, const LlvmStepCtx *ctx);
-  void **bases;
-  int nbases;
-  unsigned char *arena, *consts;
-  int64_t status[4];
-  void *funcs[16];      /* the shared GEMMs this step calls */
-  LlvmStepCtx ctx;
-  char *ir;
-  double compile_s;
-  LlvmCacheState cache;
-  char *cache_file;     /* the object's file when the cache was used */
-  double *prof, last_tick;
-  char msg[512];
-};
-
 static double now_s(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -418,39 +397,6 @@ static bool gemm_join(GemmJob *j) {
   return true;
 }
 
-/* ---- the fallback: one node through the reference interpreter ---- */
-
-static void fallback(void *exec, int64_t kid, void **argv) {
-  LlvmStep *s = exec;
-  const IrGraph *g = s->g;
-  int id = s->plan->k[kid].op;
-  const IrNode *n = &g->node[id];
-  int64_t on = ir_numel(n->shape);
-  double *out = malloc((size_t)(on ? on : 1) * sizeof *out);
-  const double **in = calloc((size_t)n->nin + 1, sizeof *in);
-  bool ok = out && in;
-  for (int j = 0; ok && j < n->nin; j++) {
-    const IrNode *a = &g->node[s->plan->in[id][j]];
-    int64_t k = ir_numel(a->shape);
-    double *v = malloc((size_t)(k ? k : 1) * sizeof *v);
-    ok = v != NULL;
-    for (int64_t i = 0; ok && i < k; i++)
-      v[i] = ir_load(a->dtype, argv[1 + j], i);
-    in[j] = v;
-  }
-  if (!ok || interp_node(g, id, in, out, false) < 0) {
-    s->status[0] = kid + 1;
-    s->status[1] = ok ? -1 : -2;
-  } else {
-    for (int64_t i = 0; i < on; i++)
-      ir_store(n->dtype, argv[0], i, out[i]);
-  }
-  for (int j = 0; in && j < n->nin; j++)
-    free((void *)in[j]);
-  free(in);
-  free(out);
-}
-
 /* ---- the entry point ---- */
 
 typedef struct {
@@ -500,13 +446,6 @@ static LLVMValueRef argv_array(LlvmStepGen *c, LLVMBasicBlockRef entry, int n) {
 static void store_argv(LlvmStepGen *c, LLVMValueRef argv, int i, LLVMValueRef v) {
   LLVMValueRef idx = LLVMConstInt(c->i64, (unsigned long long)i, 0);
   LLVMBuildStore(c->b, v, LLVMBuildInBoundsGEP2(c->b, c->ptr, argv, &idx, 1, ""));
-}
-
-static void tick(void *exec, int64_t kid) {
-  LlvmStep *s = exec;
-  double t = now_s();
-  s->prof[kid] += t - s->last_tick;
-  s->last_tick = t;
 }
 
 static LLVMValueRef build_entry(LlvmStepGen *c, const KFn *kf, bool profile) {
@@ -631,6 +570,16 @@ static int load_step(LlvmStep *s, const char *path, XXH128_hash_t key, GemmJob *
   return ok ? 1 : -1;
 }
 
+/* `ltlc build`: every step's object also goes to this sink (and the cache is not used, so
+ * that the entry symbols of one process are unique). */
+static LlvmStepObjectSink object_sink;
+static void *object_sink_ctx;
+
+void llvm_step_set_object_sink(LlvmStepObjectSink sink, void *ctx) {
+  object_sink = sink;
+  object_sink_ctx = ctx;
+}
+
 /* Generates, optimises and JIT-compiles the step's module into s->jit (s->entry), with the
  * GEMMs it calls started (job); with a cache path, the object is also stored there. False
  * with a message (and the job joined) on failure. */
@@ -705,13 +654,15 @@ static bool generate(LlvmStep *s, const LlvmStepOptions *o, LlvmGemmBlocking *bl
   }
   void *obj = NULL;
   size_t len = 0;
-  if (path && llvm_jit_emit_object(s->jit, c->mod, &obj, &len)) {
+  if ((path || object_sink) && llvm_jit_emit_object(s->jit, c->mod, &obj, &len)) {
     /* code generation happened here: link the object (not the module) and store it */
     LLVMDisposeModule(c->mod);
     ok = llvm_jit_add_object(s->jit, obj, len) &&
          (s->entry = (void (*)(void *const *, const LlvmStepCtx *))llvm_jit_lookup(s->jit, name));
-    if (ok)
+    if (ok && path)
       cache_store(path, CACHE_STEP, key, name, mask, obj, len);
+    if (ok && object_sink)
+      object_sink(object_sink_ctx, s->g, o, s->nthreads, name, mask, obj, len);
     free(obj);
   } else {
     ok = llvm_jit_add_module(s->jit, c->mod) &&
@@ -739,6 +690,7 @@ LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *
     free(s);
     return NULL;
   }
+  s->free_code = llvm_jit_destroy;
   const LlvmGemmBlocking *shared = llvm_step_shared_blocking();
   if (!shared) {
     set_err(err, errlen, "%s", "the shared GEMM could not be created");
@@ -752,11 +704,10 @@ LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *
     llvm_step_free(s);
     return NULL;
   }
-  const FusePlan *p = s->plan;
   /* the cache: a hit links the stored object; anything wrong with it means compiling */
   char dir[4096], path[4200];
   XXH128_hash_t key = {0};
-  bool cached = !o.keep_ir && llvm_cache_dir(dir, sizeof dir) &&
+  bool cached = !o.keep_ir && !object_sink && llvm_cache_dir(dir, sizeof dir) &&
                 step_key(g, &o, s->nthreads, llvm_jit_host(s->jit), &blk, &key);
   if (cached) {
     cache_path(path, sizeof path, dir, CACHE_STEP, key);
@@ -786,28 +737,8 @@ LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *
     return NULL;
   }
   memcpy(s->funcs, job.fn, sizeof s->funcs);
-  /* the executor's memory */
-  s->nbases = FUSE_BASE_DATA + p->ndata;
-  s->bases = calloc((size_t)s->nbases, sizeof *s->bases);
-  s->arena = aligned_alloc(64, (size_t)((p->arena_bytes + 127) & ~(int64_t)63));
-  s->consts = aligned_alloc(64, (size_t)((p->const_bytes + 127) & ~(int64_t)63));
-  if (o.pool)
-    s->pool = o.pool;
-  else if (s->nthreads > 1)
-    s->own_pool = s->pool = rt_pool_create(s->nthreads);
-  if (!s->bases || !s->arena || !s->consts || (s->nthreads > 1 && !s->pool)) {
-    set_err(err, errlen, "%s", "out of memory for the step's arena");
-    llvm_step_free(s);
+  if (!llvm_step_exec_init(s, &o, err, errlen))
     return NULL;
-  }
-  if (p->const_bytes)
-    memcpy(s->consts, p->consts, (size_t)p->const_bytes);
-  s->bases[FUSE_BASE_ARENA] = s->arena;
-  s->bases[FUSE_BASE_CONST] = s->consts;
-  s->bases[FUSE_BASE_STATUS] = s->status;
-  s->bases[FUSE_BASE_FUNCS] = s->funcs;
-  s->ctx = (LlvmStepCtx){.pool = s->pool, .run = rt_pool_run, .fallback = fallback, .exec = s, .tick = tick};
-  s->prof = calloc((size_t)p->nk + 1, sizeof *s->prof);
   s->compile_s = now_s() - t0;
   return s;
 }
@@ -815,130 +746,6 @@ LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *
 LlvmCacheState llvm_step_cache_state(const LlvmStep *s) { return s->cache; }
 bool llvm_step_cache_hit(const LlvmStep *s) { return s->cache == LLVM_CACHE_HIT; }
 const char *llvm_step_cache_file(const LlvmStep *s) { return s->cache_file; }
-
-void llvm_step_free(LlvmStep *s) {
-  if (!s)
-    return;
-  rt_pool_destroy(s->own_pool);
-  llvm_jit_destroy(s->jit);
-  fuse_free(s->plan);
-  free(s->bases);
-  free(s->arena);
-  free(s->consts);
-  free(s->ir);
-  free(s->cache_file);
-  free(s->prof);
-  free(s);
-}
-
-const double *llvm_step_profile(const LlvmStep *s) { return s->prof; }
-
-const FusePlan *llvm_step_plan(const LlvmStep *s) { return s->plan; }
-const char *llvm_step_ir(const LlvmStep *s) { return s->ir; }
-double llvm_step_compile_seconds(const LlvmStep *s) { return s->compile_s; }
-int llvm_step_threads(const LlvmStep *s) { return s->nthreads; }
-
-void llvm_step_bind(LlvmStep *s, IrInputKind kind, void *flat) {
-  int b = kind == IR_IN_PARAM ? FUSE_BASE_PARAM : kind == IR_IN_BUFFER ? FUSE_BASE_BUFFER
-          : kind == IR_IN_STATE ? FUSE_BASE_STATE : -1;
-  if (b >= 0)
-    s->bases[b] = flat;
-}
-
-void llvm_step_set_input(LlvmStep *s, int input, const void *data) {
-  for (int i = 0; i < s->plan->ndata; i++)
-    if (s->plan->data[i] == input)
-      s->bases[FUSE_BASE_DATA + i] = (void *)data;
-}
-
-/* ---- run ---- */
-
-const char *llvm_step_run(LlvmStep *s) {
-  const IrGraph *g = s->g;
-  for (int i = 0; i < s->plan->ndata; i++)
-    if (!s->bases[FUSE_BASE_DATA + i]) {
-      snprintf(s->msg, sizeof s->msg, "input \"%s\" (%%%d) was not set", g->node[s->plan->data[i]].name,
-               s->plan->data[i]);
-      return s->msg;
-    }
-  static const IrInputKind kinds[] = {IR_IN_PARAM, IR_IN_BUFFER, IR_IN_STATE};
-  static const char *const kind_names[] = {"parameter", "buffer", "optimizer state"};
-  for (int k = 0; k < 3; k++)
-    if (!s->bases[FUSE_BASE_PARAM + k])
-      for (int i = 0; i < g->n; i++)
-        if (g->node[i].op == IR_INPUT && g->node[i].kind == kinds[k]) {
-          snprintf(s->msg, sizeof s->msg, "no %s buffer is bound (\"%s\" lives there)", kind_names[k],
-                   g->node[i].name);
-          return s->msg;
-        }
-  memset(s->status, 0, sizeof s->status);
-  s->last_tick = now_s();
-  s->entry((void *const *)s->bases, &s->ctx);
-  if (!s->status[0])
-    return NULL;
-  int kid = (int)s->status[0] - 1;
-  const FuseKernel *k = &s->plan->k[kid];
-  if (k->kind == FUSE_CLASS_LOSS) {
-    const IrNode *x = &g->node[s->plan->in[k->op][0]];
-    snprintf(s->msg, sizeof s->msg, "%s: target %lld of element %lld is not a class in [0, %lld)",
-             ir_op_name(g->node[k->op].op), (long long)s->status[1], (long long)s->status[2],
-             (long long)x->shape.d[1]);
-  } else if (k->kind == FUSE_TAKE) {
-    const IrNode *n = &g->node[k->op];
-    const IrShape xs = n->op == IR_TAKE ? g->node[s->plan->in[k->op][0]].shape : n->shape;
-    snprintf(s->msg, sizeof s->msg, "%s: index %lld at element %lld is out of range [0, %lld)",
-             ir_op_name(n->op), (long long)s->status[1], (long long)s->status[2], (long long)xs.d[n->a.axis]);
-  } else if (k->kind == FUSE_FALLBACK) {
-    snprintf(s->msg, sizeof s->msg, "%s (%%%d): %s", ir_op_name(g->node[k->op].op), k->op,
-             s->status[1] == -2 ? "out of memory" : "failed (an index out of range?)");
-  } else {
-    snprintf(s->msg, sizeof s->msg, "kernel %d: an index is out of range (one_hot)", kid);
-  }
-  return s->msg;
-}
-
-const void *llvm_step_output(const LlvmStep *s, int i) {
-  const FusePlan *p = s->plan;
-  const IrOutput *o = &s->g->out[i];
-  if (o->kind == IR_OUT_GRAD && !p->opt.grads)
-    return NULL;
-  if (o->kind == IR_OUT_UPDATE) {
-    const FuseValue *t = &p->val[o->target];
-    return (const unsigned char *)s->bases[t->base] + t->offset;
-  }
-  const FuseValue *fv = &p->val[o->value];
-  int b = fv->how == FUSE_VIEW ? fv->of : o->value;
-  if (p->val[b].how != FUSE_MEM || !s->bases[p->val[b].base])
-    return NULL;
-  return (const unsigned char *)s->bases[p->val[b].base] + p->val[b].offset +
-         fv->voff * ir_dtype_size(s->g->node[o->value].dtype);
-}
-
-double llvm_step_scalar(const LlvmStep *s, int i) {
-  const void *v = llvm_step_output(s, i);
-  return v ? ir_load(s->g->node[s->g->out[i].value].dtype, v, 0) : NAN;
-}
-
-double llvm_step_scalar_of(const LlvmStep *s, int id) {
-  for (int i = 0; i < s->g->nout; i++)
-    if (s->g->out[i].value == id && llvm_step_output(s, i))
-      return llvm_step_scalar(s, i);
-  return NAN;
-}
-
-const void *llvm_step_value(const LlvmStep *s, int id) {
-  const FusePlan *p = s->plan;
-  if (!p->opt.no_reuse || id < 0 || id >= s->g->n)
-    return NULL;
-  const FuseValue *fv = &p->val[id];
-  int b = fv->how == FUSE_VIEW ? fv->of : id;
-  if ((fv->how != FUSE_MEM && fv->how != FUSE_VIEW) || !s->bases[p->val[b].base])
-    return NULL;
-  if (fv->how == FUSE_VIEW && p->val[b].how != FUSE_MEM)
-    return NULL;
-  return (const unsigned char *)s->bases[p->val[b].base] + p->val[b].offset +
-         fv->voff * ir_dtype_size(s->g->node[id].dtype);
-}
 
 bool llvm_step_emit(FILE *out, const IrGraph *g, bool llvm_ir, bool optimized, char *err, size_t errlen) {
   LlvmStepOptions o = {.keep_ir = llvm_ir, .optimized_ir = optimized};

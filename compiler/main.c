@@ -17,6 +17,7 @@ static const char usage_text[] =
     "  emit STAGE FILE     print an intermediate form: ast, ir, grad, fused, llvm (see emit --help)\n"
     "  run FILE [STAGE]    train and evaluate: fit, validate, test, predict (see run --help)\n"
     "  repl [FILE...]      an interactive session: tensors, expressions, :load, :type, :ir\n"
+    "  build FILE -o PROG  a standalone executable: PROG fit|validate|test|predict (see build --help)\n"
     "\n"
     "options:\n"
     "  -h, --help          this help; `ltlc COMMAND --help` for one command\n"
@@ -155,5 +156,6 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "emit")) return cmd_emit(argc - 2, argv + 2);
     if (!strcmp(cmd, "run")) return run_command(argc - 2, argv + 2);
     if (!strcmp(cmd, "repl")) return repl_command(argc - 2, argv + 2);
+    if (!strcmp(cmd, "build")) return build_command(argc - 2, argv + 2);
     return usage_error("unknown command '%s'", cmd);
 }

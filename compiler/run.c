@@ -997,6 +997,20 @@ static RtLoggerConfig logger_config(const Run *r) {
 
 /* ---- the command ---- */
 
+bool run_compile_only;
+
+/* `ltlc build`: every step the stages can run, at the loader's batch size and at the size of
+ * its last partial batch, compiled (the object sink collects the code); nothing runs. */
+static bool compile_all(Run *r) {
+    for (int s = 0; s < RT_NSTAGES; s++) {
+        if (!r->stage_step[s] || !r->ld[s]) continue;
+        int64_t last = rt_loader_last_batch_size(r->ld[s]);
+        if (!compiled(r, (RtStage)s, r->dp.batch) || (last > 0 && last != r->dp.batch && !compiled(r, (RtStage)s, last)))
+            return false;
+    }
+    return true;
+}
+
 static const char run_help[] =
     "usage: ltlc run FILE [STAGE...] [OPTIONS]\n"
     "\n"
@@ -1107,6 +1121,7 @@ int run_command(int argc, char **argv) {
     if (ckpt && !load_ckpt(&r, ckpt, r.stage_step[RT_TRAIN] != NULL, &L)) goto out;
     if (ckpt) printf("Restoring states from the checkpoint path at %s\n", ckpt);
     if (!make_loaders(&r, classes_of(first->s))) goto out;
+    if (run_compile_only) { status = compile_all(&r) ? 0 : 1; goto out; }
 
     bool quiet = r.cfg.barebones || r.cfg.fast_dev_run > 0;
     if (!quiet && r.cfg.logger_enabled && r.cfg.nloggers) {

@@ -53,7 +53,16 @@ void sb_printf(StrBuf *b, const char *fmt, ...) {
 }
 void sb_free(StrBuf *b) { free(b->s); b->s = NULL; b->len = b->cap = 0; }
 
+const char *(*read_file_hook)(const char *path, size_t *len);
+
 char *read_file(const char *path, size_t *len, size_t max, char **err) {
+    const char *embedded = read_file_hook ? read_file_hook(path, len) : NULL;
+    if (embedded) { /* a program made by `ltlc build` carries its source */
+        char *copy = xmalloc(*len + 1);
+        memcpy(copy, embedded, *len);
+        copy[*len] = 0;
+        return copy;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) { *err = xasprintf("cannot open %s: %s", path, strerror(errno)); return NULL; }
     struct stat st;

@@ -26,6 +26,8 @@ void sb_free(StrBuf *b);
 
 /* Reads a whole file; NULL and *err set on failure (message owned by caller). */
 char *read_file(const char *path, size_t *len, size_t max, char **err);
+/* When set, consulted first: the bytes of an embedded file, or NULL to read the disk. */
+extern const char *(*read_file_hook)(const char *path, size_t *len);
 int edit_distance(const char *a, const char *b);
 
 /* diag.c — sources and diagnostics in the file:line:col style with a caret.
@@ -40,6 +42,7 @@ void diag_set_output(FILE *f);         /* default stderr */
 void diag_error(Span sp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void diag_note(Span sp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void diag_plain_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+extern const char *diag_program;       /* names a message without a source: "ltlc" or a built program */
 int  diag_error_count(void);
 bool diag_too_many(void);              /* the cap is reached: stop reporting, stop work */
 Span span_join(Span a, Span b);
