@@ -264,9 +264,10 @@ static const char build_help[] =
     "\n"
     "Compiles FILE into PROG, a standalone executable that needs no LLVM: `PROG fit|validate|\n"
     "test|predict [OPTIONS]` does what `ltlc run FILE ...` does, with every step compiled ahead\n"
-    "of time for this machine's CPU (PROG checks the CPU when it starts). The steps are those\n"
-    "the stages can run with the options given here: the loader's batch size and each last\n"
-    "partial batch (the data must be readable now). FILE and the modules it uses are embedded.\n"
+    "of time for this machine's CPU or --cpu (PROG checks the CPU when it starts). The steps\n"
+    "are those the stages can run with the options given here: the loader's batch size and\n"
+    "each last partial batch (the data must be readable now). FILE and the modules it uses\n"
+    "are embedded.\n"
     "Linking needs `cc` on PATH.\n"
     "\n"
     "options:\n"
@@ -275,17 +276,20 @@ static const char build_help[] =
     "  --model.NAME=VALUE     hyperparameters built in: PROG has code for these sizes only\n"
     "  --data.NAME=VALUE      data parameters built in (the batch size)\n"
     "  --threads=N            the thread count the kernels are cut for (default: one per core)\n"
+    "  --cpu=NAME             the CPU the code is for: native (default: this one), generic\n"
+    "                         (any x86-64, SSE2), x86-64-v3 (AVX2, FMA), x86-64-v4 (AVX-512)\n"
     "\n"
     "Exit 0 ok, 1 an error, 2 usage. See docs/build.md.\n";
 
 int build_command(int argc, char **argv) {
-    const char *file = NULL, *out = NULL;
+    const char *file = NULL, *out = NULL, *cpu = "native";
     char **opts = xmalloc(sizeof *opts * (size_t)(argc + 1));
     int nopts = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(build_help, stdout); free(opts); return 0; }
         if (!strcmp(a, "-o") && i + 1 < argc) out = argv[++i];
+        else if (!strncmp(a, "--cpu=", 6)) cpu = a + 6;
         else if (!strncmp(a, "--trainer.", 10) || !strncmp(a, "--model.", 8) || !strncmp(a, "--data.", 7) ||
                  !strncmp(a, "--threads=", 10))
             opts[nopts++] = argv[i];
@@ -297,6 +301,11 @@ int build_command(int argc, char **argv) {
     }
     if (!file || !out || !out[0]) {
         fprintf(stderr, "ltlc: build needs a FILE and -o PROG\nTry 'ltlc build --help'.\n");
+        free(opts);
+        return 2;
+    }
+    if (!llvm_jit_set_target(cpu)) {
+        fprintf(stderr, "ltlc: unknown CPU '%s' (native, generic, x86-64-v3, x86-64-v4)\nTry 'ltlc build --help'.\n", cpu);
         free(opts);
         return 2;
     }

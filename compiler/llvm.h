@@ -60,6 +60,9 @@ bool llvm_jit_emit_object(LlvmJit *jit, LLVMModuleRef mod, void **obj, size_t *l
 char *llvm_print_module(LLVMModuleRef mod);
 // Declaration of an overloaded intrinsic, e.g. ("llvm.fma", <16 x float>).
 LLVMValueRef llvm_intrinsic(LLVMModuleRef mod, const char *name, LLVMTypeRef *types, size_t ntypes);
+// `ltlc build --cpu=NAME`: every JIT created afterwards targets NAME (generic, x86-64-v3,
+// x86-64-v4) instead of the host; "native" restores the host. False for an unknown NAME.
+bool llvm_jit_set_target(const char *name);
 // Parses a host-feature string; exposed so tests can force a narrower ISA.
 void llvm_host_from_features(LlvmHost *host, const char *cpu, const char *features);
 

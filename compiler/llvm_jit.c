@@ -88,6 +88,30 @@ static LLVMTargetMachineRef make_tm(LlvmJit *jit) {
                                    LLVMCodeModelJITDefault);
 }
 
+// `ltlc build --cpu=`: a target other than the host for every JIT created afterwards (its
+// objects go into a program for other machines). The levels are LLVM's x86-64 psABI levels.
+static const char *target_cpu, *target_features;
+
+bool llvm_jit_set_target(const char *name) {
+    static const char *const levels[][2] = {
+        {"generic", ""},
+        {"x86-64-v3", "+avx,+avx2,+bmi,+bmi2,+cx16,+f16c,+fma,+lzcnt,+movbe,+popcnt,+sahf,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave"},
+        {"x86-64-v4", "+avx,+avx2,+bmi,+bmi2,+cx16,+f16c,+fma,+lzcnt,+movbe,+popcnt,+sahf,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,"
+                      "+avx512f,+avx512bw,+avx512cd,+avx512dq,+avx512vl"},
+    };
+    if (!strcmp(name, "native")) {
+        target_cpu = target_features = NULL;
+        return true;
+    }
+    for (size_t i = 0; i < sizeof levels / sizeof *levels; i++)
+        if (!strcmp(name, levels[i][0])) {
+            target_cpu = i ? levels[i][0] : "x86-64";
+            target_features = levels[i][1];
+            return true;
+        }
+    return false;
+}
+
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static bool init_ok;
 
@@ -111,8 +135,8 @@ LlvmJit *llvm_jit_create(char *err, size_t errlen) {
     char *cpu = LLVMGetHostCPUName();
     char *features = LLVMGetHostCPUFeatures();
     snprintf(jit->host.triple, sizeof jit->host.triple, "%s", triple);
-    llvm_host_from_features(&jit->host, cpu, features);
-    jit->host.features = strdup(features ? features : "");
+    llvm_host_from_features(&jit->host, target_cpu ? target_cpu : cpu, target_cpu ? target_features : features);
+    jit->host.features = strdup(target_cpu ? target_features : features ? features : "");
     LLVMDisposeMessage(triple);
     LLVMDisposeMessage(cpu);
     LLVMDisposeMessage(features);

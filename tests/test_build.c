@@ -223,3 +223,15 @@ Test(build, errors_leave_no_file) {
     cr_assert_eq(sh(out, sizeof out, "%s build --help", LTLC), 0, "%s", out);
     cr_assert(strstr(out, "-o PROG"), "%s", out);
 }
+
+/* --cpu=generic: code for any x86-64 (no AVX at all in the program), training as well */
+Test(build, generic_cpu) {
+    static char out[1 << 16];
+    cr_assert_eq(sh(out, sizeof out, "%s build small.ltl -o small --cpu=pentium", LTLC), 2, "%s", out);
+    cr_assert(strstr(out, "unknown CPU 'pentium'"), "%s", out);
+    cr_assert_eq(sh(out, sizeof out, "%s build small.ltl -o small --cpu=generic", LTLC), 0, "%s", out);
+    cr_assert_eq(sh(out, sizeof out, "objdump -d small | grep -c -E '[yz]mm|xmm(1[6-9]|2[0-9]|3[01])'"), 1, "SSE only: %s", out);
+    cr_assert_eq(sh(out, sizeof out, "./small fit test --trainer.logger=false"), 0, "%s", out);
+    const char *acc = strstr(out, "test_acc");
+    cr_assert(acc && atof(acc + 8) >= 0.9, "%s", out);
+}
