@@ -85,8 +85,12 @@ static void take_step(void *ctx, const IrGraph *g, const LlvmStepOptions *o, int
         if (g->node[i].op == IR_INPUT && g->node[i].kind == IR_IN_DATA && g->node[i].shape.rank > 0)
             batch = g->node[i].shape.d[0];
     for (int i = 0; i < g->nout; i++) train |= g->out[i].kind == IR_OUT_UPDATE;
-    BuildStep *s = &b->step[b->nsteps++];
-    llvm_step_graph_key(g, o, s->key);
+    BuildStep *s = &b->step[b->nsteps];
+    if (!llvm_step_graph_key(g, o, s->key)) {
+        b->failed = true;
+        return;
+    }
+    b->nsteps++;
     s->nthreads = nthreads;
     snprintf(s->entry, sizeof s->entry, "%s", entry);
     snprintf(s->what, sizeof s->what, "%s step, batch %lld", train ? "a training" : "an evaluation", (long long)batch);

@@ -303,7 +303,8 @@ typedef void (*LlvmStepObjectSink)(void *ctx, const IrGraph *g, const LlvmStepOp
 void llvm_step_set_object_sink(LlvmStepObjectSink sink, void *ctx);
 // step_exec.c: what identifies a step's code apart from the host and the thread count: the
 // graph (printed, plus the raw bits of attributes and constants) and grads, no_reuse, profile.
-void llvm_step_graph_key(const IrGraph *g, const LlvmStepOptions *o, uint64_t key[2]);
+// False when out of memory.
+bool llvm_step_graph_key(const IrGraph *g, const LlvmStepOptions *o, uint64_t key[2]);
 
 // The compiled-code cache (docs/backend-cpu.md, "Compiled-code cache"): a step's object code,
 // and each shared GEMM variant's, stored under a hash of the graph, the options, the host,

@@ -155,7 +155,6 @@ static void h_bytes(XXH3_state_t *st, const void *p, size_t n) {
 }
 static void h_str(XXH3_state_t *st, const char *s) { h_bytes(st, s ? s : "", s ? strlen(s) : 0); }
 static void h_i64(XXH3_state_t *st, int64_t v) { XXH3_128bits_update(st, &v, sizeof v); }
-static void h_f64(XXH3_state_t *st, double v) { XXH3_128bits_update(st, &v, sizeof v); }
 
 /* What every key starts with: the compiler, LLVM, the host and the GEMM blocking. */
 static bool key_begin(XXH3_state_t *st, int kind, const LlvmHost *host, const LlvmGemmBlocking *blk) {
@@ -516,33 +515,18 @@ static LLVMValueRef build_entry(LlvmStepGen *c, const KFn *kf, bool profile) {
 
 /* ---- compile ---- */
 
-/* The cache key of a step: the graph as printed, plus the raw bits of what the printing
- * rounds or elides (attribute values, every constant's data), and the options that change
- * the plan or the code. */
+/* The cache key of a step: the key of its graph and options (llvm_step_graph_key), the
+ * thread count, and what key_begin adds (host, blocking, compiler build). */
 static bool step_key(const IrGraph *g, const LlvmStepOptions *o, int nthreads, const LlvmHost *host,
                      const LlvmGemmBlocking *blk, XXH128_hash_t *key) {
   XXH3_state_t *st = XXH3_createState();
-  char *text = NULL;
-  size_t tlen = 0;
-  FILE *mem = open_memstream(&text, &tlen);
-  bool ok = st && mem && key_begin(st, CACHE_STEP, host, blk);
-  if (mem) {
-    if (ok)
-      ir_print(mem, g);
-    ok = fclose(mem) == 0 && ok;
-  }
+  uint64_t gk[2];
+  bool ok = st && key_begin(st, CACHE_STEP, host, blk) && llvm_step_graph_key(g, o, gk);
   if (ok) {
-    h_bytes(st, text, tlen);
-    for (int i = 0; i < g->n; i++) {
-      const IrNode *n = &g->node[i];
-      h_f64(st, n->a.value), h_f64(st, n->a.value2), h_i64(st, (int64_t)n->a.seed), h_i64(st, n->a.n);
-      if (n->op == IR_CONST && n->data)
-        h_bytes(st, n->data, (size_t)ir_numel(n->shape) * sizeof *n->data);
-    }
-    h_i64(st, nthreads), h_i64(st, o->grads), h_i64(st, o->no_reuse), h_i64(st, o->profile);
+    h_bytes(st, gk, sizeof gk);
+    h_i64(st, nthreads);
     *key = XXH3_128bits_digest(st);
   }
-  free(text);
   XXH3_freeState(st);
   return ok;
 }

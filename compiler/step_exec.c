@@ -214,36 +214,36 @@ const void *llvm_step_value(const LlvmStep *s, int id) {
          fv->voff * ir_dtype_size(s->g->node[id].dtype);
 }
 
-void llvm_step_graph_key(const IrGraph *g, const LlvmStepOptions *o, uint64_t key[2]) {
+bool llvm_step_graph_key(const IrGraph *g, const LlvmStepOptions *o, uint64_t key[2]) {
   XXH3_state_t *st = XXH3_createState();
   char *text = NULL;
   size_t tlen = 0;
   FILE *mem = open_memstream(&text, &tlen);
-  key[0] = key[1] = 0;
-  if (!st || !mem) {
-    if (mem)
-      fclose(mem);
-    XXH3_freeState(st);
-    return;
+  bool ok = st && mem;
+  if (mem) {
+    if (ok)
+      ir_print(mem, g);
+    ok = fclose(mem) == 0 && ok;
   }
-  ir_print(mem, g);
-  fclose(mem);
-  XXH3_128bits_reset(st);
-  XXH3_128bits_update(st, text, tlen);
-  for (int i = 0; i < g->n; i++) {
-    const IrNode *n = &g->node[i];
-    int64_t v[4] = {(int64_t)n->a.seed, n->a.n, 0, 0};
-    memcpy(&v[2], &n->a.value, sizeof(double));
-    memcpy(&v[3], &n->a.value2, sizeof(double));
-    XXH3_128bits_update(st, v, sizeof v);
-    if (n->op == IR_CONST && n->data)
-      XXH3_128bits_update(st, n->data, (size_t)ir_numel(n->shape) * sizeof *n->data);
+  if (ok) {
+    XXH3_128bits_reset(st);
+    XXH3_128bits_update(st, text, tlen);
+    for (int i = 0; i < g->n; i++) {
+      const IrNode *n = &g->node[i];
+      int64_t v[4] = {(int64_t)n->a.seed, n->a.n, 0, 0};
+      memcpy(&v[2], &n->a.value, sizeof(double));
+      memcpy(&v[3], &n->a.value2, sizeof(double));
+      XXH3_128bits_update(st, v, sizeof v);
+      if (n->op == IR_CONST && n->data)
+        XXH3_128bits_update(st, n->data, (size_t)ir_numel(n->shape) * sizeof *n->data);
+    }
+    int64_t flags[3] = {o->grads, o->no_reuse, o->profile};
+    XXH3_128bits_update(st, flags, sizeof flags);
+    XXH128_hash_t h = XXH3_128bits_digest(st);
+    key[0] = h.low64;
+    key[1] = h.high64;
   }
-  int64_t flags[3] = {o->grads, o->no_reuse, o->profile};
-  XXH3_128bits_update(st, flags, sizeof flags);
-  XXH128_hash_t h = XXH3_128bits_digest(st);
-  key[0] = h.low64;
-  key[1] = h.high64;
   free(text);
   XXH3_freeState(st);
+  return ok;
 }

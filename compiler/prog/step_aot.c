@@ -20,7 +20,10 @@ size_t llvm_gemm_work_size(const LlvmGemmBlocking *blk) {
 LlvmStep *llvm_step_compile(const IrGraph *g, const LlvmStepOptions *opt, char *err, size_t errlen) {
     LlvmStepOptions o = opt ? *opt : (LlvmStepOptions){0};
     uint64_t key[2];
-    llvm_step_graph_key(g, &o, key);
+    if (!llvm_step_graph_key(g, &o, key)) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     const AotStep *e = NULL;
     for (int i = 0; i < ltl_aot_nsteps && !e; i++)
         if (ltl_aot_steps[i].key[0] == key[0] && ltl_aot_steps[i].key[1] == key[1]) e = &ltl_aot_steps[i];
