@@ -887,7 +887,7 @@ static Value *run_body(Lower *L, const Node *body, Scope *sc) {
     X(adam, "lr|betas|eps|weight_decay|amsgrad|maximize")                                        \
     X(adamw, "lr|betas|eps|weight_decay|amsgrad|maximize")                                       \
     X(sgd, "lr|momentum|dampening|weight_decay|nesterov|maximize")                               \
-    X(rmsprop, "lr|alpha|eps|weight_decay|momentum|centered|maximize")                                    \
+    X(rmsprop, "lr|alpha|eps|weight_decay|momentum|centered|maximize")                           \
     X(step, "step_size|gamma|interval|frequency")                                                \
     X(multistep, "milestones|gamma|interval|frequency")                                          \
     X(exponential, "gamma|interval|frequency")                                                   \

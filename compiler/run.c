@@ -279,9 +279,19 @@ static bool text_data(Run *r) {
     return true;
 }
 
-/* transform(w) = (w[:-1], w[1:]): the batch of windows as i64 inputs and targets. */
-static const int64_t *next_token(Run *r, const RtBatch *b, bool targets) {
+static const char *step_name(RtStage s);
+
+/* transform(w) = (w[:-1], w[1:]): the batch of windows as i64 inputs and targets for the
+ * step's data input `in`; NULL (reported) when it does not take them. */
+static const int64_t *next_token(Run *r, RtStage st, const IrNode *in, const RtBatch *b, bool targets) {
     int64_t len = b->shape[1], n = b->size * (len - 1);
+    if (in->dtype != IR_I64 || ir_numel(in->shape) != n) {
+        char t[128];
+        ir_shape_str(in->dtype, in->shape, t, sizeof t);
+        error("%s: %s takes %s = %s but a batch of windows gives i64[%lld, %lld]", r->path, step_name(st), in->name, t,
+              (long long)b->size, (long long)(len - 1));
+        return NULL;
+    }
     if ((size_t)(2 * n) > r->tokcap) { free(r->tok); r->tok = xmalloc(sizeof *r->tok * (size_t)(2 * n)); r->tokcap = (size_t)(2 * n); }
     rt_text_next_token(b->x, b->size, len, r->tok, r->tok + n);
     return r->tok + (targets ? n : 0);
@@ -477,7 +487,12 @@ static bool exec_jit(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep,
             if (!strcmp(n->name, "apply")) { r->apply8 = r->loop->apply; llvm_step_set_input(c->jit, i, &r->apply8); }
             continue;
         }
-        if (r->dp.next_token) { llvm_step_set_input(c->jit, i, next_token(r, b, isy)); continue; }
+        if (r->dp.next_token) {
+            const int64_t *v = next_token(r, c->stage, n, b, isy);
+            if (!v) return false;
+            llvm_step_set_input(c->jit, i, v);
+            continue;
+        }
         if (!batch_fits(r, c, n, b, isx)) return false;
         if (isy) {
             if (!b->y || n->dtype != IR_I64) return error("%s: %s needs labels that the data does not have", r->path, step_name(c->stage)), false;
@@ -532,7 +547,9 @@ static bool exec(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, dou
             if (i == s->data[0] || (s->ndata > 1 && i == s->data[1])) {
                 bool isx = i == s->data[0];
                 int64_t numel = ir_numel(n->shape);
-                if (r->dp.next_token) { interp_set(ip, i, next_token(r, b, !isx)); continue; }
+                const int64_t *tok = r->dp.next_token ? next_token(r, c->stage, n, b, !isx) : NULL;
+                if (r->dp.next_token && !tok) { ok = false; break; }
+                if (tok) { interp_set(ip, i, tok); continue; }
                 if (!batch_fits(r, c, n, b, isx)) { ok = false; break; }
                 if (isx && b->dtype == RT_DATA_F32 && n->dtype == IR_F32) interp_set(ip, i, b->x);
                 else if (isx) {

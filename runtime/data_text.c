@@ -71,6 +71,9 @@ RtDataset *rt_text_windows(const RtText *t, int64_t length, int64_t stride, char
     if (length > t->len) return rt_data_error(err, "windows: length %lld is longer than the text (%lld characters)",
                                               (long long)length, (long long)t->len);
     int64_t n = (t->len - length) / stride + 1;
+    if ((double)n * (double)length > 4e9) // every window is stored: a stride keeps that in bounds
+        return rt_data_error(err, "windows: %lld windows of %lld characters take %.1f GB; use a larger stride",
+                             (long long)n, (long long)length, (double)n * (double)length / 1e9);
     unsigned char *w = malloc((size_t)(n * length));
     if (!w) return rt_data_error(err, "windows: out of memory (%lld windows of %lld)", (long long)n, (long long)length);
     for (int64_t i = 0; i < n; i++)

@@ -499,3 +499,19 @@ Test(text, prompt_outside_the_vocabulary_is_an_error) {
     cr_assert_eq(ltlc(out, sizeof out, "dog"), 1, "%s", out);
     cr_assert(strstr(out, "generate: the character 'd' (byte 100) is not in the text's vocabulary"), "%s", out);
 }
+
+/* examples/char_transformer.ltl on the licence texts: one batch of each loop, then the samples
+ * of on_train_epoch_end and on_fit_end. */
+Test(text, char_transformer_example_runs) {
+    static char out[1 << 16];
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cd %s && %s run %s/examples/char_transformer.ltl fit --trainer.fast_dev_run=true 2>&1", dir,
+             LTLC, SRCDIR);
+    FILE *p = popen(cmd, "r");
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    cr_assert_eq(pclose(p), 0, "%s", out);
+    int samples = 0; /* on_train_epoch_end's and on_fit_end's */
+    for (const char *s = out; (s = strstr(s, "The ")); s++) samples += s == out || s[-1] == '\n';
+    cr_assert_geq(samples, 2, "%s", out);
+}
