@@ -879,7 +879,8 @@ static Value *run_body(Lower *L, const Node *body, Scope *sc) {
     X(ones, "*shape,dtype=none") X(arange, "n")                                                  \
     X(range, "n") X(len, "x") X(enumerate, "x") X(print, "*args")                                \
     X(save_image_grid, "images,path,nrow=8")                                                     \
-    X(generate, "prompt,steps=200,temperature=1.0,seed=0")
+    X(generate, "prompt,steps=200,temperature=1.0,seed=0")                                      \
+    X(log_confusion_matrix, "name,input,target")
 
 /* Configurations: recorded with their keyword arguments, read by the optimizer lowering,
  * the initialisers and the runtime. X(name, "allowed|keys") */
@@ -1314,6 +1315,20 @@ static Value *builtin(Lower *L, int which, const Node *call, Value **pos, int np
         /* the runtime writes the PNG after the hook runs: the output names the file */
         ir_output(g, a[0]->id, IR_OUT_VALUE, -1, ir_strdup(g, lstr(L, xasprintf("image:%lld:%s", (long long)i64, a[1]->s))));
         return val(L, VK_NONE);
+    case B_log_confusion_matrix: { /* counts [C, C] the runtime sums over the epoch into NAME_epochE.csv */
+        int in = want_tensor(L, a[1], sp, fn, "input"), t = in < 0 ? -1 : want_tensor(L, a[2], sp, fn, "target");
+        if (t < 0) return NULL;
+        if (a[0]->k != VK_STR) return fail(L, sp, "log_confusion_matrix needs a name");
+        const IrNode *n = &g->node[in];
+        if (n->shape.rank != 2 || g->node[t].shape.rank != 1)
+            return fail(L, sp, "log_confusion_matrix takes scores [N, C] and classes [N]");
+        int64_t nc = n->shape.d[1];
+        int cm = ir_matmul(g, ir_transpose(g, ir_one_hot(g, t, nc, IR_F32), 0, 1),
+                           ir_one_hot(g, ir_argmax(g, in, 1, false), nc, IR_F32));
+        if (ir_check(L, cm, sp) == NULL) return NULL;
+        ir_output(g, cm, IR_OUT_VALUE, -1, ir_strdup(g, lstr(L, xasprintf("cm:%s", a[0]->s))));
+        return val(L, VK_NONE);
+    }
     case B_generate: { /* text sampled from forward after the hook runs: the output says how */
         double temp;
         int64_t seed;

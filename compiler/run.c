@@ -88,6 +88,8 @@ typedef struct {
     int64_t *tok;
     size_t tokcap;
     Compiled gen;                         /* forward at batch 1, for generate() */
+    struct { const char *name; int64_t c; double *sum; } cm[8];   /* log_confusion_matrix */
+    int ncm;
     /* model state: one flat buffer per kind, laid out by the training graph */
     IrLayout layout[NKINDS];
     unsigned char *buf[NKINDS];
@@ -379,6 +381,39 @@ static bool generate(Run *r, const char *spec, int64_t epoch) {
     return ok;
 }
 
+/* log_confusion_matrix(name, input, target): the counts of the stage's batches so far (batch 0
+ * starts again), written after each batch to NAME_epochE.csv in the run folder, so the file of
+ * an epoch holds its whole matrix once the epoch is over. */
+static bool confusion(Run *r, const IrGraph *g, int o, const void *v, bool doubles, const RtBatch *b) {
+    const char *name = g->out[o].name + 3;
+    const IrNode *n = &g->node[g->out[o].value];
+    int64_t C = n->shape.d[0];
+    int k = 0;
+    while (k < r->ncm && strcmp(r->cm[k].name, name)) k++;
+    if (k == 8) return true;
+    if (k == r->ncm) {
+        r->cm[k].name = name;
+        r->cm[k].c = C;
+        r->cm[k].sum = xcalloc((size_t)(C * C), sizeof(double));
+        r->ncm++;
+    }
+    if (b->index == 0) memset(r->cm[k].sum, 0, sizeof(double) * (size_t)(C * C));
+    for (int64_t i = 0; i < C * C; i++) r->cm[k].sum[i] += doubles ? ((const double *)v)[i] : ir_load(n->dtype, v, i);
+    if (!r->logger) return true;
+    char path[1400];
+    snprintf(path, sizeof path, "%s/%s_epoch%lld.csv", rt_logger_dir(r->logger), name, (long long)b->epoch);
+    FILE *f = fopen(path, "w");
+    if (!f) return !error("cannot write %s: %s", path, strerror(errno));
+    fprintf(f, "true\\predicted");
+    for (int64_t j = 0; j < C; j++) fprintf(f, ",%lld", (long long)j);
+    for (int64_t i = 0; i < C * C; i++) {
+        if (i % C == 0) fprintf(f, "\n%lld", (long long)(i / C));
+        fprintf(f, ",%.0f", r->cm[k].sum[i]);
+    }
+    fputc('\n', f);
+    return fclose(f) == 0 || !error("cannot write %s", path);
+}
+
 /* ---- steps and model state ---- */
 
 static const char *step_name(RtStage s) {
@@ -511,6 +546,9 @@ static bool exec_jit(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep,
     const char *err = llvm_step_run(c->jit);
     if (err) return error("%s: %s failed at step %lld: %s", r->path, step_name(c->stage), (long long)gstep, err), false;
     for (int k = 0; k < s->nlogs; k++) metrics[k] = llvm_step_scalar_of(c->jit, s->logs[k].id);
+    for (int o = 0; o < g->nout; o++)
+        if (g->out[o].name && !strncmp(g->out[o].name, "cm:", 3) && !confusion(r, g, o, llvm_step_output(c->jit, o), false, b))
+            return false;
     for (int o = 0; c->stage == RT_PREDICT && s->output >= 0 && o < g->nout; o++)
         if (g->out[o].name && !strcmp(g->out[o].name, "output") &&
             !write_predictions(r, &g->node[g->out[o].value], b->size, llvm_step_output(c->jit, o), false))
@@ -573,6 +611,9 @@ static bool exec(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, dou
     const char *err = ok ? interp_run(ip) : NULL;
     if (err) { error("%s: %s failed at step %lld: %s", r->path, step_name(c->stage), (long long)gstep, err); ok = false; }
     for (int k = 0; ok && k < s->nlogs; k++) metrics[k] = interp_scalar(ip, s->logs[k].id);
+    for (int o = 0; ok && o < g->nout; o++)
+        if (g->out[o].name && !strncmp(g->out[o].name, "cm:", 3))
+            ok = confusion(r, g, o, interp_data(ip, g->out[o].value), true, b);
     if (ok && c->stage == RT_PREDICT && s->output >= 0)
         ok = write_predictions(r, &g->node[s->output], b->size, interp_data(ip, s->output), true);
     if (ok && c->stage == RT_TRAIN) {
@@ -1333,6 +1374,7 @@ out:
     llvm_step_free(r.gen.jit);
     sema_step_free(r.gen.s);
     rt_text_free(r.text);
+    for (int i = 0; i < r.ncm; i++) free(r.cm[i].sum);
     free(r.tok);
     if (r.pool) rt_pool_destroy(r.pool);
     free(r.xbuf);

@@ -426,13 +426,16 @@ static const char *lm_src =
     "        log(\"train_loss\", loss)\n"
     "        return loss\n"
     "    }\n"
+    "    validation_step(x: i64[B, T], y: i64[B, T]) {\n"
+    "        log_confusion_matrix(\"val_cm\", reshape(forward(x), (B * T, vocab)), reshape(y, (B * T,)))\n"
+    "    }\n"
     "    on_fit_end() { generate(\"%s\", steps = 37, temperature = 0.5, seed = 3) }\n"
     "    optimizer = adam(lr = 1e-2)\n"
     "}\n"
     "data Text(path = \"%s/t.txt\") {\n"
     "    text = read_text(path)\n"
     "    vocab_size = chars(text).size\n"
-    "    train = windows(encode(text), length = 9, stride = 3)\n"
+    "    train, val = split(windows(encode(text), length = 9, stride = 3), [0.8, 0.2], seed = 0)\n"
     "    transform(w) = (w[:-1], w[1:])\n"
     "    loader(batch = 16, shuffle = true, drop_last = true)\n"
     "}\n"
@@ -479,7 +482,7 @@ Test(text, char_lm_trains_and_generates) {
             last = v;
         }
     fclose(f);
-    cr_assert_geq(rows, 50, "%d rows", rows); /* 19 batches x 3 epochs */
+    cr_assert_eq(rows, 45, "%d rows", rows); /* 255 training windows: 15 batches x 3 epochs */
     cr_assert_lt(last, 0.5 * first, "loss %g -> %g", first, last);
     snprintf(p, sizeof p, "%s/runs/lightning_logs/version_0/samples.txt", dir);
     f = fopen(p, "r");
@@ -492,6 +495,25 @@ Test(text, char_lm_trains_and_generates) {
     cr_assert(!strncmp(line, "the ", 4));
     cr_assert_eq(strspn(line, " .acehmnost"), strlen(line), "'%s'", line);
     cr_assert(strstr(out, line), "the sample is printed too:\n%s", out);
+    /* the confusion matrix of the last validation: 63 windows of 8 characters, mostly right */
+    snprintf(p, sizeof p, "%s/runs/lightning_logs/version_0/val_cm_epoch2.csv", dir);
+    f = fopen(p, "r");
+    cr_assert(f, "no val_cm_epoch2.csv");
+    cr_assert(fgets(line, sizeof line, f) && !strcmp(line, "true\\predicted,0,1,2,3,4,5,6,7,8,9,10\n"), "%s", line);
+    long total = 0, diag = 0;
+    for (int i = 0; i < 11; i++) {
+        cr_assert(fgets(line, sizeof line, f));
+        char *q = line;
+        cr_assert_eq(strtol(q, &q, 10), i);
+        for (int j = 0; j < 11; j++) {
+            long v = strtol(q + 1, &q, 10);
+            total += v;
+            diag += i == j ? v : 0;
+        }
+    }
+    fclose(f);
+    cr_assert_eq(total, 63 * 8);
+    cr_assert_gt(diag, total / 2, "%ld of %ld right", diag, total);
 }
 
 Test(text, prompt_outside_the_vocabulary_is_an_error) {
