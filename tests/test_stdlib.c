@@ -537,3 +537,48 @@ Test(text, char_transformer_example_runs) {
     for (const char *s = out; (s = strstr(s, "The ")); s++) samples += s == out || s[-1] == '\n';
     cr_assert_geq(samples, 2, "%s", out);
 }
+
+/* nn.TransformerEncoderLayer computes what PyTorch's does with the same weights: post-norm
+ * with relu, and pre-norm with gelu under a causal mask. */
+Test(stdlib, transformer_layer_matches_pytorch) {
+    cJSON *fx = fixture();
+    int n = 0;
+    for (const cJSON *t = cJSON_GetObjectItem(fx, "transformer")->child; t; t = t->next, n++) {
+        char src[1024];
+        snprintf(src, sizeof src,
+                 "use nn\n"
+                 "model M() {\n"
+                 "    enc = nn.TransformerEncoderLayer(8, 2, dim_feedforward = 16, p = 0.0, activation = \"%s\", norm_first = %s)\n"
+                 "    run(x: f32[2, 5, 8]) = enc(x, causal = %s)\n"
+                 "    training_step(x: f32[B, 5, 8]) = sum(enc(x))\n"
+                 "    optimizer = sgd(lr = 0.1)\n"
+                 "}\n",
+                 cJSON_GetObjectItem(t, "activation")->valuestring,
+                 cJSON_IsTrue(cJSON_GetObjectItem(t, "norm_first")) ? "true" : "false",
+                 cJSON_IsTrue(cJSON_GetObjectItem(t, "causal")) ? "true" : "false");
+        Node *root = parse(src);
+        StepGraph *s = lower(root, "run", false);
+        IrInterp *ip = interp_new(s->g, true);
+        static double buf[4096], want[80];
+        const cJSON *params = cJSON_GetObjectItem(t, "params");
+        for (int i = 0; i < s->g->n; i++) {
+            const IrNode *nd = &s->g->node[i];
+            if (nd->op != IR_INPUT) continue;
+            const cJSON *v = nd->kind == IR_IN_DATA ? cJSON_GetObjectItem(t, "x") : cJSON_GetObjectItem(params, nd->name);
+            cr_assert(v, "no value for %s", nd->name);
+            cr_assert_eq(flatten(v, buf, 4096), ir_numel(nd->shape), "%s", nd->name);
+            interp_set_f64(ip, i, buf);
+        }
+        const char *err = interp_run(ip);
+        cr_assert_null(err, "%s", err);
+        cr_assert_eq(flatten(cJSON_GetObjectItem(t, "y"), want, 80), 80);
+        const double *got = interp_data(ip, s->output);
+        for (int i = 0; i < 80; i++)
+            cr_expect(fabs(got[i] - want[i]) < 1e-9, "layer %d, y[%d]: %.12g, torch %.12g", n, i, got[i], want[i]);
+        interp_free(ip);
+        sema_step_free(s);
+        unparse();
+    }
+    cr_assert_eq(n, 2);
+    cJSON_Delete(fx);
+}
