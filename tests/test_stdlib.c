@@ -318,7 +318,8 @@ Test(stdlib, initialisers_match_pytorch) {
 
 /* nn's layers start from PyTorch's distributions: Linear and Conv2d kaiming_uniform(sqrt 5)
  * = U(+-1/sqrt(fan_in)) with biases U(+-1/sqrt(fan_in)), Embedding N(0, 1), LayerNorm 1 and
- * 0, MultiheadAttention's q/k/v rows of a xavier_uniform [3E, E] and zero biases. */
+ * 0, MultiheadAttention's q/k/v rows of a xavier_uniform [3E, E] and zero biases; Sequential's
+ * layers are named by position as PyTorch's. */
 Test(stdlib, layer_defaults_are_pytorchs) {
     Node *root = parse("use nn\n"
                        "model M() {\n"
@@ -327,7 +328,8 @@ Test(stdlib, layer_defaults_are_pytorchs) {
                        "    emb = nn.Embedding(10, 8)\n"
                        "    ln = nn.LayerNorm(8)\n"
                        "    attn = nn.MultiheadAttention(8, 2)\n"
-                       "    training_step(x: f32[B, 16]) = sum(fc(x))\n"
+                       "    net = nn.Sequential([nn.Linear(16, 4), nn.ReLU(), nn.Linear(4, 2)])\n"
+                       "    training_step(x: f32[B, 16]) = sum(fc(x)) + sum(net(x))\n"
                        "    optimizer = sgd(lr = 0.1)\n"
                        "}\n");
     StepGraph *s = lower(root, "training_step", false);
@@ -337,6 +339,7 @@ Test(stdlib, layer_defaults_are_pytorchs) {
         {"emb.weight", INIT_NORMAL, 0, 1}, {"ln.weight", INIT_CONST, 1, 1}, {"ln.bias", INIT_CONST, 0, 0},
         {"attn.q_proj.weight", INIT_UNIFORM, -sqrt(6.0 / 32), sqrt(6.0 / 32)}, {"attn.q_proj.bias", INIT_CONST, 0, 0},
         {"attn.out_proj.weight", INIT_UNIFORM, -1 / sqrt(8), 1 / sqrt(8)}, {"attn.out_proj.bias", INIT_CONST, 0, 0},
+        {"net.0.weight", INIT_UNIFORM, -0.25, 0.25}, {"net.2.weight", INIT_UNIFORM, -0.5, 0.5}, /* Sequential: by position */
     };
     for (size_t k = 0; k < sizeof want / sizeof *want; k++) {
         const ParamInit *p = NULL;
