@@ -13,6 +13,8 @@
 #include "ir.h"   // philox_uniform
 #include "rt.h"
 
+#define RT_TEXT_STREAM_SAMPLE (RT_DATA_STREAM_SPLIT | 1)   // Philox stream of generate()'s draws
+
 RtText *rt_text_read(const char *const *paths, int n, char **err) {
     RtText *t = calloc(1, sizeof *t);
     if (!t) return rt_data_error(err, "out of memory");
@@ -99,7 +101,7 @@ int64_t rt_text_sample(const double *logits, int64_t n, double temperature, uint
             if (logits[i] == mx) return i;
     }
     for (int64_t i = 0; i < n; i++) sum += exp((logits[i] - mx) / temperature);
-    double u = philox_uniform(seed, RT_DATA_STREAM_SPLIT | 1, draw) * sum, acc = 0;
+    double u = philox_uniform(seed, RT_TEXT_STREAM_SAMPLE, draw) * sum, acc = 0;
     for (int64_t i = 0; i < n; i++)
         if ((acc += exp((logits[i] - mx) / temperature)) > u) return i;
     return n - 1;
