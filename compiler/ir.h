@@ -296,6 +296,13 @@ int ir_sgd(IrGraph *g, const char *prefix, const IrSgd *o, const int *params, co
            int n);
 int ir_adam(IrGraph *g, const char *prefix, const IrAdam *o, const int *params,
             const int *grads, int n);
+typedef struct {
+  int lr;
+  double alpha, eps, weight_decay, momentum;
+  bool centered, maximize;
+} IrRmsprop;
+IrRmsprop ir_rmsprop_defaults(int lr); /* alpha 0.99, eps 1e-8 */
+int ir_rmsprop(IrGraph *g, const IrRmsprop *o, const int *params, const int *grads, int n);
 
 /* ---- ir_fold.c, ir_cse.c, ir_algebra.c, ir_dce.c: simplification passes ----
  * Each returns how many nodes it changed.  fold, cse and algebra only redirect uses (and

@@ -168,3 +168,53 @@ int ir_adam(IrGraph *g, const char *prefix, const IrAdam *o, const int *params,
   }
   return 0;
 }
+
+IrRmsprop ir_rmsprop_defaults(int lr) { return (IrRmsprop){.lr = lr, .alpha = 0.99, .eps = 1e-8}; }
+
+/* torch.optim.RMSprop:
+ *   g (+= wd p);  sq = alpha sq + (1 - alpha) g^2
+ *   avg = sqrt(sq) (centered: sqrt(sq - ga^2) with ga = lerp(ga, g, 1 - alpha)) + eps
+ *   momentum: buf = momentum buf + g / avg, p -= lr buf;  else p -= lr g / avg */
+int ir_rmsprop(IrGraph *g, const IrRmsprop *o, const int *params, const int *grads, int n) {
+  if (check(g, "rmsprop", o->lr, params, grads, n) < 0)
+    return -1;
+  if (!(o->alpha >= 0 && o->alpha <= 1) || !(o->eps >= 0) || !(o->momentum >= 0))
+    return ir_fail(g, "rmsprop: alpha %g must be in [0, 1], eps %g and momentum %g >= 0", o->alpha, o->eps,
+                   o->momentum);
+  for (int i = 0; i < n; i++) {
+    int p = params[i], d = grads[i];
+    if (o->maximize)
+      d = ir_neg(g, d);
+    if (o->weight_decay != 0)
+      d = ir_add(g, d, ir_mul(g, lit(g, p, o->weight_decay), p));
+    int sq = state_like(g, p, "square_avg");
+    if (sq < 0)
+      return -1;
+    int nsq = ir_add(g, ir_mul(g, lit(g, p, o->alpha), sq), ir_mul(g, lit(g, p, 1 - o->alpha), ir_mul(g, d, d)));
+    if (update(g, nsq, sq) < 0)
+      return -1;
+    int var = nsq;
+    if (o->centered) {
+      int ga = state_like(g, p, "grad_avg");
+      if (ga < 0)
+        return -1;
+      int nga = ir_add(g, ga, ir_mul(g, lit(g, p, 1 - o->alpha), ir_sub(g, d, ga)));
+      if (update(g, nga, ga) < 0)
+        return -1;
+      var = ir_sub(g, nsq, ir_mul(g, nga, nga));
+    }
+    int avg = ir_add(g, ir_sqrt(g, var), lit(g, p, o->eps));
+    int step = ir_div(g, d, avg);
+    if (o->momentum > 0) {
+      int buf = state_like(g, p, "momentum_buffer");
+      if (buf < 0)
+        return -1;
+      step = ir_add(g, ir_mul(g, lit(g, p, o->momentum), buf), step);
+      if (update(g, step, buf) < 0)
+        return -1;
+    }
+    if (update(g, ir_sub(g, p, ir_mul(g, ir_cast(g, o->lr, g->node[p].dtype), step)), p) < 0)
+      return -1;
+  }
+  return 0;
+}

@@ -80,6 +80,9 @@ typedef struct {
     bool training;
     int64_t batch;       /* run mode: the size bound to B */
     Sym syms[32]; int nsyms;
+    Sym binds[16]; int nbinds;  /* run mode: sizes known from the data (SemaOptions) */
+    const SemaOptions *opt;
+    int input_index;     /* the step input being made (input_from_type) */
     int step_input;      /* the i64 scalar DATA input "step", made on first use */
     uint64_t seed, sites;
     int depth;
@@ -157,6 +160,8 @@ static bool is_prime(int64_t n) {
     return n > 1;
 }
 static int64_t sym_value(Lower *L, const char *name) {
+    for (int i = 0; !L->check && i < L->nbinds; i++)
+        if (!strcmp(L->binds[i].name, name)) return L->binds[i].value;
     for (int i = 0; i < L->nsyms; i++)
         if (!strcmp(L->syms[i].name, name)) return L->syms[i].value;
     if (!L->check && !strcmp(name, "B") && L->batch > 0) return L->batch;
@@ -249,7 +254,7 @@ static double num(const Value *v) { return v->k == VK_FLOAT ? v->f : (double)v->
 static int64_t sym_value(Lower *L, const char *name);
 static bool want_int(Lower *L, const Value *v, Span sp, const char *what, int64_t *out) {
     if (v && (v->k == VK_INT || v->k == VK_BOOL)) { *out = v->i; return true; }
-    if (v && v->k == VK_OPAQUE && L->check && (*out = sym_value(L, v->s)) > 0) return true; /* data.vocab_size */
+    if (v && v->k == VK_OPAQUE && (*out = sym_value(L, v->s)) > 0) return true; /* data.vocab_size */
     if (v && v->k == VK_FLOAT && v->f == floor(v->f) && fabs(v->f) < 9e15) { *out = (int64_t)v->f; return true; }
     fail(L, sp, "%s must be an integer, not %s", what, v ? describe(L, v) : "nothing");
     return false;
@@ -480,6 +485,7 @@ static Value *eval_repeat(Lower *L, const Node *call, Scope *sc, const char *pat
 
 /* Calls inside a model member binding instantiate sub-modules under `path`. */
 static const char *member_path;
+static bool member_list;
 
 static Value *eval_call(Lower *L, const Node *e, Scope *sc) {
     const Node *callee = e->kids[0];
@@ -510,9 +516,10 @@ static Value *eval(Lower *L, const Node *e, Scope *sc) {
     case N_NAME:
         v = scope_get(sc, e->name);
         if (!v) {
-            int64_t s = L->check && e->name[0] >= 'A' && e->name[0] <= 'Z' && !e->name[1] ? sym_value(L, e->name) : -1;
+            int64_t s = e->name[0] >= 'A' && e->name[0] <= 'Z' && !e->name[1] ? sym_value(L, e->name) : -1;
             bool known = false;
             for (int i = 0; i < L->nsyms; i++) known |= !strcmp(L->syms[i].name, e->name);
+            for (int i = 0; !L->check && i < L->nbinds; i++) known |= !strcmp(L->binds[i].name, e->name);
             if (known && s > 0) return v_int(L, s);
             return fail(L, e->span, "'%s' is not defined", e->name);
         }
@@ -634,6 +641,12 @@ static Value *input_from_type(Lower *L, const Node *param, const Node *ann, Scop
         if (d->kind == N_ELLIPSIS) return fail(L, d->span, "a step's input needs every dimension; '...' is for functions");
         if (d->kind == N_NAME && !scope_get(syms, d->name)) {
             int64_t sv = sym_value(L, d->name);
+            int k = L->input_index;
+            if (sv < 0 && !L->check && L->opt && k >= 0 && k < 2 && L->opt->sample[k].rank == ann->nkids - 2 && i >= 2 &&
+                L->nbinds < 16) { /* run mode: a size of the data's samples, e.g. T of i64[B, T] */
+                sv = L->opt->sample[k].d[i - 2];
+                L->binds[L->nbinds++] = (Sym){d->name, sv};
+            }
             if (sv < 0)
                 return fail(L, d->span, "the size of '%s' is not known before the data is read", d->name);
             scope_set(syms, d->name, v_int(L, sv));
@@ -858,12 +871,16 @@ static Value *run_body(Lower *L, const Node *body, Scope *sc) {
     X(dropout, "x,p=0.5") X(layer_norm, "x,weight=none,bias=none,eps=1e-5")                      \
     X(batch_norm, "x,weight,bias,running_mean,running_var,momentum=0.1,eps=1e-5")                \
     X(embedding, "weight,idx") X(one_hot, "x,num_classes")                                       \
-    X(cross_entropy, "input,target,label_smoothing=0.0") X(nll_loss, "input,target")            \
-    X(mse_loss, "input,target") X(bce_with_logits, "input,target") X(accuracy, "input,target")  \
+    X(cross_entropy, "input,target,label_smoothing=0.0,reduction=mean")                          \
+    X(nll_loss, "input,target,reduction=mean") X(mse_loss, "input,target,reduction=mean")        \
+    X(bce_with_logits, "input,target,reduction=mean") X(accuracy, "input,target")               \
+    X(l1_loss, "input,target,reduction=mean") X(bce, "input,target,reduction=mean")             \
     X(randn, "*shape,seed=none") X(rand, "*shape,seed=none") X(zeros, "*shape,dtype=none")      \
     X(ones, "*shape,dtype=none") X(arange, "n")                                                  \
     X(range, "n") X(len, "x") X(enumerate, "x") X(print, "*args")                                \
-    X(save_image_grid, "images,path,nrow=8")
+    X(save_image_grid, "images,path,nrow=8")                                                     \
+    X(generate, "prompt,steps=200,temperature=1.0,seed=0")                                      \
+    X(log_confusion_matrix, "name,input,target")
 
 /* Configurations: recorded with their keyword arguments, read by the optimizer lowering,
  * the initialisers and the runtime. X(name, "allowed|keys") */
@@ -871,7 +888,7 @@ static Value *run_body(Lower *L, const Node *body, Scope *sc) {
     X(adam, "lr|betas|eps|weight_decay|amsgrad|maximize")                                        \
     X(adamw, "lr|betas|eps|weight_decay|amsgrad|maximize")                                       \
     X(sgd, "lr|momentum|dampening|weight_decay|nesterov|maximize")                               \
-    X(rmsprop, "lr|alpha|eps|weight_decay|momentum|centered")                                    \
+    X(rmsprop, "lr|alpha|eps|weight_decay|momentum|centered|maximize")                           \
     X(step, "step_size|gamma|interval|frequency")                                                \
     X(multistep, "milestones|gamma|interval|frequency")                                          \
     X(exponential, "gamma|interval|frequency")                                                   \
@@ -1212,18 +1229,35 @@ static Value *builtin(Lower *L, int which, const Node *call, Value **pos, int np
     case B_one_hot:
         if ((x = want_tensor(L, a[0], sp, fn, "x")) < 0 || !want_int(L, a[1], sp, "num_classes", &i64)) return NULL;
         return ir_check(L, ir_one_hot(g, x, i64, IR_I64), sp);
-    case B_cross_entropy: case B_nll_loss: case B_mse_loss: case B_bce_with_logits: case B_accuracy: {
-        int in = want_tensor(L, a[0], sp, fn, "input"), t = in < 0 ? -1 : want_tensor(L, a[1], sp, fn, "target");
+    case B_cross_entropy: case B_nll_loss: case B_mse_loss: case B_bce_with_logits: case B_accuracy:
+    case B_l1_loss: case B_bce: {
+        int in = want_tensor(L, a[0], sp, fn, "input"), t = in < 0 ? -1 : want_tensor(L, a[1], sp, fn, "target"), r;
         if (t < 0) return NULL;
+        Value *red = a[which == B_cross_entropy ? 3 : 2];
+        if (which != B_accuracy && (red->k != VK_STR || (strcmp(red->s, "mean") && strcmp(red->s, "sum"))))
+            return fail(L, sp, "%s: reduction is \"mean\" or \"sum\"", fn);
         switch (which) {
         case B_cross_entropy:
             if (!want_num(L, a[2], sp, "label_smoothing", &d)) return NULL;
-            return ir_check(L, ir_cross_entropy(g, in, t, d), sp);
-        case B_nll_loss: return ir_check(L, ir_nll_loss(g, in, t), sp);
-        case B_mse_loss: return ir_check(L, ir_mse_loss(g, in, t), sp);
-        case B_bce_with_logits: return ir_check(L, ir_bce_with_logits(g, in, t), sp);
+            r = ir_cross_entropy(g, in, t, d);
+            break;
+        case B_nll_loss: r = ir_nll_loss(g, in, t); break;
+        case B_mse_loss: r = ir_mse_loss(g, in, t); break;
+        case B_bce_with_logits: r = ir_bce_with_logits(g, in, t); break;
+        case B_l1_loss: r = ir_mean(g, ir_abs(g, ir_sub(g, in, t)), NULL, 0, false); break;
+        case B_bce: { /* PyTorch clamps each log at -100, so p = 0 or 1 gives a finite loss */
+            int lo = ir_scalar(g, -100, g->node[in].dtype), one = ir_scalar(g, 1, g->node[in].dtype);
+            int lp = ir_maximum(g, ir_log(g, in), lo), lq = ir_maximum(g, ir_log(g, ir_sub(g, one, in)), lo);
+            r = ir_neg(g, ir_mean(g, ir_add(g, ir_mul(g, t, lp), ir_mul(g, ir_sub(g, one, t), lq)), NULL, 0, false));
+            break;
+        }
         default: return ir_check(L, ir_accuracy(g, in, t), sp);
         }
+        if (r >= 0 && !strcmp(red->s, "sum")) { /* the mean times the count it averaged over */
+            bool cls = which == B_cross_entropy || which == B_nll_loss;
+            r = ir_mul(g, r, ir_scalar(g, (double)ir_numel(g->node[cls ? t : in].shape), g->node[r].dtype));
+        }
+        return ir_check(L, r, sp);
     }
     case B_randn: case B_rand: return b_random(L, which, a, sp);
     case B_zeros: case B_ones: {
@@ -1281,6 +1315,33 @@ static Value *builtin(Lower *L, int which, const Node *call, Value **pos, int np
         /* the runtime writes the PNG after the hook runs: the output names the file */
         ir_output(g, a[0]->id, IR_OUT_VALUE, -1, ir_strdup(g, lstr(L, xasprintf("image:%lld:%s", (long long)i64, a[1]->s))));
         return val(L, VK_NONE);
+    case B_log_confusion_matrix: { /* counts [C, C] the runtime sums over the epoch into NAME_epochE.csv */
+        int in = want_tensor(L, a[1], sp, fn, "input"), t = in < 0 ? -1 : want_tensor(L, a[2], sp, fn, "target");
+        if (t < 0) return NULL;
+        if (a[0]->k != VK_STR) return fail(L, sp, "log_confusion_matrix needs a name");
+        const IrNode *n = &g->node[in];
+        if (n->shape.rank != 2 || g->node[t].shape.rank != 1)
+            return fail(L, sp, "log_confusion_matrix takes scores [N, C] and classes [N]");
+        int64_t nc = n->shape.d[1];
+        int cm = ir_matmul(g, ir_transpose(g, ir_one_hot(g, t, nc, IR_F32), 0, 1),
+                           ir_one_hot(g, ir_argmax(g, in, 1, false), nc, IR_F32));
+        if (ir_check(L, cm, sp) == NULL) return NULL;
+        ir_output(g, cm, IR_OUT_VALUE, -1, ir_strdup(g, lstr(L, xasprintf("cm:%s", a[0]->s))));
+        return val(L, VK_NONE);
+    }
+    case B_generate: { /* text sampled from forward after the hook runs: the output says how */
+        double temp;
+        int64_t seed;
+        if (a[0]->k != VK_STR) return fail(L, sp, "generate needs a prompt string, not %s", describe(L, a[0]));
+        if (!want_int(L, a[1], sp, "steps", &i64) || !want_num(L, a[2], sp, "temperature", &temp) ||
+            !want_int(L, a[3], sp, "seed", &seed))
+            return NULL;
+        if (i64 < 1 || temp < 0) return fail(L, sp, "generate needs steps >= 1 and temperature >= 0");
+        int c = ir_const(g, 0, IR_F32, IR_SCALAR);
+        ir_output(g, c, IR_OUT_VALUE, -1,
+                  ir_strdup(g, lstr(L, xasprintf("generate:%lld:%.17g:%lld:%s", (long long)i64, temp, (long long)seed, a[0]->s))));
+        return val(L, VK_NONE);
+    }
     }
     return fail(L, sp, "%s is not available here", fn);
 }
@@ -1364,7 +1425,7 @@ static Value *call_value(Lower *L, Value *fn, const Node *call, Value **pos, int
     case VK_FUNC: return call_func(L, fn, call, pos, npos, kwn, kwv, nkw);
     case VK_CLASS: {
         if (!member_path) return fail(L, sp, "a model is created in a model body (l1 = nn.Linear(4, 2)), not here");
-        const char *path = member_count++ ? lstr(L, xasprintf("%s%d.", member_path, member_count - 1)) : member_path;
+        const char *path = member_count++ || member_list ? lstr(L, xasprintf("%s%d.", member_path, member_count - 1)) : member_path;
         Module *m = instantiate(L, fn, call, pos, npos, kwn, kwv, nkw, path);
         if (!m) return NULL;
         Value *v = val(L, VK_MODULE);
@@ -1426,7 +1487,9 @@ static bool init_spec(Lower *L, Value *init, IrShape s, const Node *at, ParamIni
         else if (!strcmp(key, "gain")) gain = x;
     }
     if (!strcmp(k, "kaiming_uniform") || !strcmp(k, "kaiming_normal")) {
-        double g2 = !strcmp(nl, "relu") ? sqrt(2.0) : !strcmp(nl, "linear") ? 1 : sqrt(2.0 / (1 + arg[0] * arg[0]));
+        /* torch.nn.init.calculate_gain */
+        double g2 = !strcmp(nl, "relu") ? sqrt(2.0) : !strcmp(nl, "tanh") ? 5.0 / 3 : !strcmp(nl, "selu") ? 0.75
+                  : !strcmp(nl, "leaky_relu") ? sqrt(2.0 / (1 + arg[0] * arg[0])) : 1; /* linear, conv*, sigmoid */
         double std = g2 / sqrt(!strcmp(mode, "fan_out") ? fan_out : fan_in);
         if (k[8] == 'u') { p->dist = INIT_UNIFORM; p->a = -sqrt(3.0) * std; p->b = sqrt(3.0) * std; }
         else { p->dist = INIT_NORMAL; p->a = 0; p->b = std; }
@@ -1511,6 +1574,10 @@ static Module *instantiate(Lower *L, Value *cls, const Node *call, Value **pos, 
         case N_BIND:
             member_path = lstr(L, xasprintf("%s%s.", path, mb->kids[0]->kids[0]->name));
             member_count = 0;
+            /* modules in a list (Sequential([...])) are named by position from 0, as PyTorch's */
+            member_list = mb->kids[1]->kind == N_LIST;
+            for (int k = 1; mb->kids[1]->kind == N_CALL && k < mb->kids[1]->nkids; k++)
+                member_list |= mb->kids[1]->kids[k]->kind == N_LIST;
             v = eval(L, mb->kids[1], m->scope);
             member_path = NULL;
             ok = v && bind_targets(L, mb->kids[0], v, m->scope, mb->span);
@@ -1676,7 +1743,10 @@ static Value *step_input(Lower *L, Module *root, const Node *method, int i) {
     if (!ann) ann = param_type(root, "forward", NULL, i);
     if (!ann)
         return fail(L, p->span, "annotate '%s' with its type (like %s: f32[B, 784]): a step's inputs come from the data", p->name, p->name);
-    return input_from_type(L, p, ann, root->scope);
+    L->input_index = i;
+    Value *v = input_from_type(L, p, ann, root->scope);
+    L->input_index = -1;
+    return v;
 }
 
 static double cfg_num(Value *cfg, const char *key, double def) {
@@ -1734,9 +1804,10 @@ static bool scheduler(Lower *L, Value *v, RtScheduler *out, Span at) {
 static bool add_group(Lower *L, const char *name, Value *cfg, Value *sched, int loss, bool backward, Span at) {
     StepGraph *o = L->out;
     IrGraph *g = L->g;
-    if (!cfg || cfg->k != VK_CONFIG || (strcmp(cfg->s, "adam") && strcmp(cfg->s, "adamw") && strcmp(cfg->s, "sgd"))) {
-        fail(L, at, "%s%s must be an optimizer: adam(...), adamw(...) or sgd(...)%s", name[0] ? "optimizer " : "optimizer",
-             name, cfg && cfg->k == VK_CONFIG && !strcmp(cfg->s, "rmsprop") ? " (rmsprop is not lowered yet)" : "");
+    if (!cfg || cfg->k != VK_CONFIG ||
+        (strcmp(cfg->s, "adam") && strcmp(cfg->s, "adamw") && strcmp(cfg->s, "sgd") && strcmp(cfg->s, "rmsprop"))) {
+        fail(L, at, "%s%s must be an optimizer: adam(...), adamw(...), sgd(...) or rmsprop(...)",
+             name[0] ? "optimizer " : "optimizer", name);
         return false;
     }
     const IrNode *ln = &g->node[loss];
@@ -1756,7 +1827,7 @@ static bool add_group(Lower *L, const char *name, Value *cfg, Value *sched, int 
         else fail(L, at, "the optimizer has no parameters to train: the model declares none");
         return false;
     }
-    double lr0 = cfg_num(cfg, "lr", !strcmp(cfg->s, "sgd") ? -1 : 1e-3);
+    double lr0 = cfg_num(cfg, "lr", !strcmp(cfg->s, "sgd") ? -1 : !strcmp(cfg->s, "rmsprop") ? 1e-2 : 1e-3);
     if (lr0 < 0) { fail(L, at, "sgd needs a learning rate: sgd(lr = 0.1)"); return false; }
     const char *lrname = ir_strdup(g, name[0] ? lstr(L, xasprintf("lr.%s", name)) : "lr");
     int lr = ir_input(g, IR_IN_DATA, lrname, IR_F32, IR_SCALAR);
@@ -1802,6 +1873,15 @@ static bool add_group(Lower *L, const char *name, Value *cfg, Value *sched, int 
         s.nesterov = cfg_bool(cfg, "nesterov");
         s.maximize = cfg_bool(cfg, "maximize");
         ok = ir_sgd(g, prefix, &s, params, grads, np) == 0;
+    } else if (ok && !strcmp(cfg->s, "rmsprop")) {
+        IrRmsprop s = ir_rmsprop_defaults(lr);
+        s.alpha = cfg_num(cfg, "alpha", s.alpha);
+        s.eps = cfg_num(cfg, "eps", s.eps);
+        s.weight_decay = cfg_num(cfg, "weight_decay", 0);
+        s.momentum = cfg_num(cfg, "momentum", 0);
+        s.centered = cfg_bool(cfg, "centered");
+        s.maximize = cfg_bool(cfg, "maximize");
+        ok = ir_rmsprop(g, &s, params, grads, np) == 0;
     } else if (ok) {
         IrAdam a = !strcmp(cfg->s, "adamw") ? ir_adamw_defaults(lr) : ir_adam_defaults(lr);
         for (int i = 0; i < cfg->n; i++)
@@ -1949,7 +2029,9 @@ static int overrides(Lower *L, const SemaOptions *opt, const char *block, const 
 
 StepGraph *sema_lower(const Node *program, const char *path, const char *step, const SemaOptions *opt, bool must) {
     Lower L = {.check = opt->check, .batch = opt->batch, .seed = opt->seed, .step_input = -1,
-               .clip_val = opt->clip_val, .clip_by_value = opt->clip_by_value, .accumulate = opt->accumulate};
+               .clip_val = opt->clip_val, .clip_by_value = opt->clip_by_value, .accumulate = opt->accumulate,
+               .opt = opt, .input_index = -1, .nbinds = opt->nbinds};
+    memcpy(L.binds, opt->binds, sizeof opt->binds);
     int errors = diag_error_count();
     StepGraph *o = xcalloc(1, sizeof *o);
     o->loss = o->output = -1;
@@ -2172,6 +2254,15 @@ static bool data_arg(Lower *L, DataPlan *dp, Value *v, DataArg *a, Memo *memo, i
     if (is_num(v)) { a->kind = DA_NUM; a->num = num(v); return true; }
     if (v->k == VK_STR) { a->kind = DA_STR; a->str = rt_trainer_str(&dp->strings, v->s); return true; }
     if (v->k == VK_OPAQUE) { a->kind = DA_EXPR; return (a->expr = data_expr(L, dp, v, memo, nmemo, sp)) != NULL; }
+    if ((v->k == VK_LIST || v->k == VK_TUPLE) && v->n <= 16 && v->n && v->items[0]->k == VK_STR) {
+        a->kind = DA_STRS; /* file names: read_text([...]) */
+        a->nlist = v->n;
+        for (int i = 0; i < v->n; i++) {
+            if (v->items[i]->k != VK_STR) { fail(L, sp, "a list of file names holds strings only"); return false; }
+            a->strs[i] = rt_trainer_str(&dp->strings, v->items[i]->s);
+        }
+        return true;
+    }
     if ((v->k == VK_LIST || v->k == VK_TUPLE) && v->n <= 16) {
         a->kind = DA_LIST;
         a->nlist = v->n;
@@ -2305,6 +2396,25 @@ static bool tf_method(Lower *L, DataPlan *dp, Module *m, const char *name, TfSte
     return tf_compile(L, dp, m, meth->kids[2], meth->kids[0]->kids[0]->name, st, n);
 }
 
+/* transform(w) = (w[:-1], w[1:]): a window of tokens becomes the inputs and the next-token
+ * targets of a language model (done by the driver on whole batches). */
+static bool next_token_pair(Lower *L, Module *m, bool *yes) {
+    Value *f = scope_get_local(m->scope, "transform");
+    *yes = false;
+    if (!f || f->k != VK_FUNC || f->node->kids[0]->nkids != 1 || f->node->kids[2]->kind != N_TUPLE) return true;
+    const Node *t = f->node->kids[2];
+    const char *x = f->node->kids[0]->kids[0]->name;
+    char *a = t->nkids == 2 ? ast_print_expr(t->kids[0]) : NULL, *b = t->nkids == 2 ? ast_print_expr(t->kids[1]) : NULL;
+    char want_a[160], want_b[160];
+    snprintf(want_a, sizeof want_a, "%s[:-1]", x);
+    snprintf(want_b, sizeof want_b, "%s[1:]", x);
+    *yes = a && b && !strcmp(a, want_a) && !strcmp(b, want_b);
+    free(a);
+    free(b);
+    if (!*yes) fail(L, t->span, "a transform that returns a pair is (%s[:-1], %s[1:]): inputs and next-token targets", x, x);
+    return *yes;
+}
+
 bool sema_data_plan(const Node *program, const char *path, const SemaOptions *opt, DataPlan *dp) {
     Lower L = {.check = true, .step_input = -1};
     int errors = diag_error_count();
@@ -2349,8 +2459,13 @@ bool sema_data_plan(const Node *program, const char *path, const SemaOptions *op
                 else if (!strcmp(k, "prefetch")) dp->prefetch = (int)d;
             }
         if (dp->batch < 1) fail(&L, dm->span, "the loader's batch must be at least 1");
-        bool found;
-        if (tf_method(&L, dp, m, "transform", dp->eval_tf, &dp->neval_tf, &found) &&
+        for (int i = 0; i < m->scope->n && dp->nsizes < 4; i++) /* vocab_size = chars(text).size */
+            if (m->scope->vals[i]->k == VK_OPAQUE && !strcmp(m->scope->vals[i]->s, "size"))
+                dp->sizes[dp->nsizes++] = rt_trainer_str(&dp->strings, m->scope->names[i]);
+        bool found, pair_ok = next_token_pair(&L, m, &dp->next_token);
+        if (!pair_ok || dp->next_token) {
+            /* windows become (inputs, targets) in the driver; no per-sample transform */
+        } else if (tf_method(&L, dp, m, "transform", dp->eval_tf, &dp->neval_tf, &found) &&
             tf_method(&L, dp, m, "train_transform", dp->train_tf, &dp->ntrain_tf, &found) && !found) {
             memcpy(dp->train_tf, dp->eval_tf, sizeof dp->eval_tf); /* one transform for every stage */
             dp->ntrain_tf = dp->neval_tf;

@@ -83,6 +83,13 @@ typedef struct {
     RtLoader *ld[RT_NSTAGES];
     int64_t next_epoch[RT_NSTAGES], next_batch[RT_NSTAGES];
     const RtBatch *batch;
+    /* text (read_text, windows): the vocabulary; batches of windows split into x and y */
+    RtText *text;
+    int64_t *tok;
+    size_t tokcap;
+    Compiled gen;                         /* forward at batch 1, for generate() */
+    struct { const char *name; int64_t c; double *sum; } cm[8];   /* log_confusion_matrix */
+    int ncm;
     /* model state: one flat buffer per kind, laid out by the training graph */
     IrLayout layout[NKINDS];
     unsigned char *buf[NKINDS];
@@ -171,6 +178,10 @@ static RtDataset *build(Run *r, const DataExpr *e, Built *memo, int *nmemo, int6
             b.nparts = 0;
         for (int i = 0; i < b.nparts && r->nowned < 16; i++) r->owned[r->nowned++] = b.parts[i];
         ds = src;
+    } else if (!strcmp(e->fn, "windows") && r->text) {
+        const DataArg *len = arg(e, 1, "length"), *stride = arg(e, 2, "stride");
+        if (!len || len->kind != DA_NUM) { error("%s: windows(encode(text), length = N, stride = 1) needs a length", r->path); return NULL; }
+        ds = rt_text_windows(r->text, (int64_t)len->num, stride && stride->kind == DA_NUM ? (int64_t)stride->num : 1, &err);
     } else {
         error("%s: the data source '%s' is not supported by `ltlc run` yet", r->path, e->fn);
         return NULL;
@@ -233,7 +244,7 @@ static bool make_loaders(Run *r, int64_t num_classes) {
                              .drop_last = s == RT_TRAIN && r->dp.drop_last, .seed = (uint64_t)r->cfg.seed,
                              .workers = r->dp.workers, .prefetch = r->dp.prefetch};
         char *err = NULL;
-        r->ld[s] = rt_loader_create(r->ds[s], s == RT_TRAIN ? train_tf : eval_tf, &o, &err);
+        r->ld[s] = rt_loader_create(r->ds[s], r->dp.next_token ? NULL : s == RT_TRAIN ? train_tf : eval_tf, &o, &err);
         if (!r->ld[s]) { error("%s", err ? err : "cannot make the loader"); ok = false; }
         free(err);
         r->next_epoch[s] = -1;
@@ -241,6 +252,166 @@ static bool make_loaders(Run *r, int64_t num_classes) {
     rt_tf_free(train_tf);
     rt_tf_free(eval_tf);
     return ok;
+}
+
+/* ---- text: read_text, windows and generate() ---- */
+
+/* Reads the data module's text (read_text) before anything is lowered: the vocabulary's size
+ * binds the members that name it (vocab_size = chars(text).size) and the windows' length
+ * the sequence dimension of the steps' inputs (T of x: i64[B, T]). */
+static bool text_data(Run *r) {
+    const DataExpr *rd = NULL, *win = NULL;
+    for (int i = 0; i < r->dp.nexprs; i++) {
+        if (!strcmp(r->dp.exprs[i].fn, "read_text")) rd = &r->dp.exprs[i];
+        if (!strcmp(r->dp.exprs[i].fn, "windows")) win = &r->dp.exprs[i];
+    }
+    if (!rd) return true;
+    const DataArg *a = arg(rd, 0, "paths");
+    if (!a || (a->kind != DA_STR && a->kind != DA_STRS)) return !error("%s: read_text takes a file name or a list of them", r->path);
+    char *err = NULL;
+    r->text = a->kind == DA_STR ? rt_text_read(&a->str, 1, &err) : rt_text_read(a->strs, a->nlist, &err);
+    if (!r->text) { error("%s", err ? err : "cannot read the text"); free(err); return false; }
+    for (int i = 0; i < r->dp.nsizes && r->opt.nbinds < 8; i++)
+        r->opt.binds[r->opt.nbinds++] = (Sym){r->dp.sizes[i], r->text->nvocab};
+    const DataArg *len = win ? arg(win, 1, "length") : NULL;
+    if (len && len->kind == DA_NUM) {
+        int64_t n = (int64_t)len->num - r->dp.next_token;
+        for (int k = 0; k < 2; k++) r->opt.sample[k].rank = 1, r->opt.sample[k].d[0] = n;
+    }
+    return true;
+}
+
+static const char *step_name(RtStage s);
+
+/* transform(w) = (w[:-1], w[1:]): the batch of windows as i64 inputs and targets for the
+ * step's data input `in`; NULL (reported) when it does not take them. */
+static const int64_t *next_token(Run *r, RtStage st, const IrNode *in, const RtBatch *b, bool targets) {
+    int64_t len = b->shape[1], n = b->size * (len - 1);
+    if (in->dtype != IR_I64 || ir_numel(in->shape) != n) {
+        char t[128];
+        ir_shape_str(in->dtype, in->shape, t, sizeof t);
+        error("%s: %s takes %s = %s but a batch of windows gives i64[%lld, %lld]", r->path, step_name(st), in->name, t,
+              (long long)b->size, (long long)(len - 1));
+        return NULL;
+    }
+    if ((size_t)(2 * n) > r->tokcap) { free(r->tok); r->tok = xmalloc(sizeof *r->tok * (size_t)(2 * n)); r->tokcap = (size_t)(2 * n); }
+    rt_text_next_token(b->x, b->size, len, r->tok, r->tok + n);
+    return r->tok + (targets ? n : 0);
+}
+
+static bool set_state(Run *r, IrInterp *ip, int i, const char *name);
+
+/* generate(prompt, steps, temperature, seed) in a hook: forward at batch 1 on the last T
+ * tokens (right-padded while fewer), a token drawn from the logits at the last position;
+ * prints the text and appends it to samples.txt in the run folder. */
+static bool generate(Run *r, const char *spec, int64_t epoch) {
+    char *end;
+    long long steps = strtoll(spec, &end, 10);
+    double temp = strtod(end + 1, &end);
+    long long seed = strtoll(end + 1, &end, 10);
+    const char *prompt = end + 1;
+    if (!r->text) return !error("%s: generate() needs text data (read_text in the data module)", r->path);
+    if (!r->gen.s) {
+        SemaOptions o = r->opt;
+        o.batch = 1;
+        o.backward = false;
+        if (!(r->gen.s = sema_lower(r->program, r->path, "forward", &o, true))) return false;
+        sema_simplify(r->gen.s);
+        char err[512];
+        if (!r->interp && !(r->gen.jit = llvm_step_compile(r->gen.s->g, &(LlvmStepOptions){.pool = r->pool}, err, sizeof err)))
+            return !error("%s: compiling forward: %s", r->path, err);
+    }
+    const IrGraph *g = r->gen.s->g;
+    const IrNode *in = &g->node[r->gen.s->data[0]], *out = r->gen.s->output >= 0 ? &g->node[r->gen.s->output] : NULL;
+    if (r->gen.s->ndata != 1 || in->dtype != IR_I64 || in->shape.rank != 2 || !out || out->shape.rank != 3 ||
+        out->shape.d[2] != r->text->nvocab)
+        return !error("%s: generate() needs forward(idx: i64[B, T]) -> f32[B, T, vocab] (vocab = %d)", r->path, r->text->nvocab);
+    int64_t T = in->shape.d[1], V = r->text->nvocab, n0 = (int64_t)strlen(prompt);
+    int64_t *seq = xcalloc((size_t)(n0 + steps + T), sizeof *seq), *x = xcalloc((size_t)T, sizeof *x);
+    double *logits = xmalloc(sizeof *logits * (size_t)V);
+    char *err = NULL;
+    bool ok = rt_text_encode(r->text, prompt, seq, &err) >= 0;
+    if (!ok) error("%s: generate: %s", r->path, err);
+    else if (!n0) ok = !error("%s: generate needs a prompt of at least one character", r->path);
+    free(err);
+    int o = 0;
+    while (o < g->nout && (!g->out[o].name || strcmp(g->out[o].name, "output"))) o++;
+    for (int64_t n = n0; ok && n < n0 + steps; n++) {
+        int64_t from = n > T ? n - T : 0, at = n - from - 1; /* the last known token's position */
+        memset(x, 0, sizeof *x * (size_t)T);
+        memcpy(x, seq + from, sizeof *x * (size_t)(n - from));
+        if (r->gen.jit) {
+            for (int k = 0; k < NKINDS; k++) llvm_step_bind(r->gen.jit, kinds[k], r->buf[k]);
+            llvm_step_set_input(r->gen.jit, r->gen.s->data[0], x);
+            const char *e = llvm_step_run(r->gen.jit);
+            if (e) { ok = !error("%s: generate: %s", r->path, e); break; }
+            const void *v = llvm_step_output(r->gen.jit, o);
+            for (int64_t k = 0; k < V; k++) logits[k] = ir_load(out->dtype, v, at * V + k);
+        } else {
+            IrInterp *ip = interp_new(g, false);
+            for (int i = 0; i < g->n && ok; i++)
+                if (g->node[i].op == IR_INPUT && i != r->gen.s->data[0] && !set_state(r, ip, i, g->node[i].name))
+                    ok = !error("%s: %s has no value in the model state", r->path, g->node[i].name);
+            interp_set(ip, r->gen.s->data[0], x);
+            const char *e = ok ? interp_run(ip) : NULL;
+            if (e) ok = !error("%s: generate: %s", r->path, e);
+            if (ok) memcpy(logits, interp_data(ip, r->gen.s->output) + at * V, sizeof *logits * (size_t)V);
+            interp_free(ip);
+        }
+        seq[n] = rt_text_sample(logits, V, temp, (uint64_t)seed, (uint64_t)n);
+    }
+    if (ok) {
+        char *txt = xmalloc((size_t)(n0 + steps + 1));
+        for (int64_t k = 0; k < n0 + steps; k++) txt[k] = (char)r->text->vocab[seq[k]];
+        txt[n0 + steps] = 0;
+        if (r->bar) rt_progress_print(r->bar, txt);
+        else printf("%s\n", txt);
+        fflush(stdout);
+        if (r->logger) {
+            char path[1200];
+            snprintf(path, sizeof path, "%s/samples.txt", rt_logger_dir(r->logger));
+            FILE *f = fopen(path, "a");
+            if (f) { fprintf(f, "--- epoch %lld\n%s\n", (long long)epoch, txt); fclose(f); }
+        }
+        free(txt);
+    }
+    free(seq);
+    free(x);
+    free(logits);
+    return ok;
+}
+
+/* log_confusion_matrix(name, input, target): the counts of the stage's batches so far (batch 0
+ * starts again), written after each batch to NAME_epochE.csv in the run folder, so the file of
+ * an epoch holds its whole matrix once the epoch is over. */
+static bool confusion(Run *r, const IrGraph *g, int o, const void *v, bool doubles, const RtBatch *b) {
+    const char *name = g->out[o].name + 3;
+    const IrNode *n = &g->node[g->out[o].value];
+    int64_t C = n->shape.d[0];
+    int k = 0;
+    while (k < r->ncm && strcmp(r->cm[k].name, name)) k++;
+    if (k == 8) return true;
+    if (k == r->ncm) {
+        r->cm[k].name = name;
+        r->cm[k].c = C;
+        r->cm[k].sum = xcalloc((size_t)(C * C), sizeof(double));
+        r->ncm++;
+    }
+    if (b->index == 0) memset(r->cm[k].sum, 0, sizeof(double) * (size_t)(C * C));
+    for (int64_t i = 0; i < C * C; i++) r->cm[k].sum[i] += doubles ? ((const double *)v)[i] : ir_load(n->dtype, v, i);
+    if (!r->logger) return true;
+    char path[1400];
+    snprintf(path, sizeof path, "%s/%s_epoch%lld.csv", rt_logger_dir(r->logger), name, (long long)b->epoch);
+    FILE *f = fopen(path, "w");
+    if (!f) return !error("cannot write %s: %s", path, strerror(errno));
+    fprintf(f, "true\\predicted");
+    for (int64_t j = 0; j < C; j++) fprintf(f, ",%lld", (long long)j);
+    for (int64_t i = 0; i < C * C; i++) {
+        if (i % C == 0) fprintf(f, "\n%lld", (long long)(i / C));
+        fprintf(f, ",%.0f", r->cm[k].sum[i]);
+    }
+    fputc('\n', f);
+    return fclose(f) == 0 || !error("cannot write %s", path);
 }
 
 /* ---- steps and model state ---- */
@@ -351,6 +522,12 @@ static bool exec_jit(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep,
             if (!strcmp(n->name, "apply")) { r->apply8 = r->loop->apply; llvm_step_set_input(c->jit, i, &r->apply8); }
             continue;
         }
+        if (r->dp.next_token) {
+            const int64_t *v = next_token(r, c->stage, n, b, isy);
+            if (!v) return false;
+            llvm_step_set_input(c->jit, i, v);
+            continue;
+        }
         if (!batch_fits(r, c, n, b, isx)) return false;
         if (isy) {
             if (!b->y || n->dtype != IR_I64) return error("%s: %s needs labels that the data does not have", r->path, step_name(c->stage)), false;
@@ -369,6 +546,9 @@ static bool exec_jit(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep,
     const char *err = llvm_step_run(c->jit);
     if (err) return error("%s: %s failed at step %lld: %s", r->path, step_name(c->stage), (long long)gstep, err), false;
     for (int k = 0; k < s->nlogs; k++) metrics[k] = llvm_step_scalar_of(c->jit, s->logs[k].id);
+    for (int o = 0; o < g->nout; o++)
+        if (g->out[o].name && !strncmp(g->out[o].name, "cm:", 3) && !confusion(r, g, o, llvm_step_output(c->jit, o), false, b))
+            return false;
     for (int o = 0; c->stage == RT_PREDICT && s->output >= 0 && o < g->nout; o++)
         if (g->out[o].name && !strcmp(g->out[o].name, "output") &&
             !write_predictions(r, &g->node[g->out[o].value], b->size, llvm_step_output(c->jit, o), false))
@@ -405,6 +585,9 @@ static bool exec(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, dou
             if (i == s->data[0] || (s->ndata > 1 && i == s->data[1])) {
                 bool isx = i == s->data[0];
                 int64_t numel = ir_numel(n->shape);
+                const int64_t *tok = r->dp.next_token ? next_token(r, c->stage, n, b, !isx) : NULL;
+                if (r->dp.next_token && !tok) { ok = false; break; }
+                if (tok) { interp_set(ip, i, tok); continue; }
                 if (!batch_fits(r, c, n, b, isx)) { ok = false; break; }
                 if (isx && b->dtype == RT_DATA_F32 && n->dtype == IR_F32) interp_set(ip, i, b->x);
                 else if (isx) {
@@ -428,6 +611,9 @@ static bool exec(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, dou
     const char *err = ok ? interp_run(ip) : NULL;
     if (err) { error("%s: %s failed at step %lld: %s", r->path, step_name(c->stage), (long long)gstep, err); ok = false; }
     for (int k = 0; ok && k < s->nlogs; k++) metrics[k] = interp_scalar(ip, s->logs[k].id);
+    for (int o = 0; ok && o < g->nout; o++)
+        if (g->out[o].name && !strncmp(g->out[o].name, "cm:", 3))
+            ok = confusion(r, g, o, interp_data(ip, g->out[o].value), true, b);
     if (ok && c->stage == RT_PREDICT && s->output >= 0)
         ok = write_predictions(r, &g->node[s->output], b->size, interp_data(ip, s->output), true);
     if (ok && c->stage == RT_TRAIN) {
@@ -485,6 +671,7 @@ static bool run_hook(Run *r, const char *name, int64_t epoch, int64_t gstep) {
     if (err) ok = !error("%s: %s failed: %s", r->path, name, err);
     for (int o = 0; ok && o < g->nout; o++) {
         const char *tag = g->out[o].name;
+        if (tag && !strncmp(tag, "generate:", 9)) { ok = generate(r, tag + 9, epoch); continue; }
         if (!tag || strncmp(tag, "image:", 6)) continue;
         char *end;
         long nrow = strtol(tag + 6, &end, 10);
@@ -1079,7 +1266,7 @@ int run_command(int argc, char **argv) {
     r.prof.trace = r.cfg.profiler && !strcmp(r.cfg.profiler, "advanced");
     r.prof.start = seconds();
     if (!r.interp && !(r.pool = rt_pool_create((int)r.cfg.threads))) { error("cannot start the thread pool"); goto out; }
-    if (!sema_data_plan(r.program, file, &r.opt, &r.dp)) goto out;
+    if (!sema_data_plan(r.program, file, &r.opt, &r.dp) || !text_data(&r)) goto out;
     if (r.cfg.overfit_batches.v > 0) r.dp.shuffle = false;
     for (int i = 0; i < nstages; i++) {
         r.stage_step[stages[i]] = step_name(stages[i]);
@@ -1103,7 +1290,7 @@ int run_command(int argc, char **argv) {
         r.lr[k] = first->s->groups[k].lr0;
         const char *kind = first->s->groups[k].kind;
         /* Lightning's LearningRateMonitor names: lr-Adam, then lr-Adam-1, ... */
-        const char *cls = !strcmp(kind, "sgd") ? "SGD" : !strcmp(kind, "adamw") ? "AdamW" : "Adam";
+        const char *cls = !strcmp(kind, "sgd") ? "SGD" : !strcmp(kind, "adamw") ? "AdamW" : !strcmp(kind, "rmsprop") ? "RMSprop" : "Adam";
         if (k) snprintf(r.lr_names[k], sizeof r.lr_names[k], "lr-%s-%d", cls, k);
         else snprintf(r.lr_names[k], sizeof r.lr_names[k], "lr-%s", cls);
     }
@@ -1199,6 +1386,11 @@ out:
         llvm_step_free(r.comp[i].jit);
         sema_step_free(r.comp[i].s);
     }
+    llvm_step_free(r.gen.jit);
+    sema_step_free(r.gen.s);
+    rt_text_free(r.text);
+    for (int i = 0; i < r.ncm; i++) free(r.cm[i].sum);
+    free(r.tok);
     if (r.pool) rt_pool_destroy(r.pool);
     free(r.xbuf);
     free(r.prof.ev);

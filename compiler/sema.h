@@ -60,6 +60,12 @@ typedef struct {
     /* hyperparameter overrides "model.hidden1=64", "data.batch=128" (a bare name is the model's) */
     const char *const *overrides;
     int noverrides;
+    /* run mode, sizes known once the data is read: named ones (data.vocab_size), and the
+     * shape of one sample of the step's first two inputs (rank 0: unknown), which binds a
+     * symbol such as T in x: i64[B, T] */
+    Sym binds[8];
+    int nbinds;
+    struct { int rank; int64_t d[8]; } sample[2];
 } SemaOptions;
 /* Lowers `step` ("training_step", "validation_step", "forward", …) of the file's root model
  * (the last model with a training_step). NULL after errors (reported), or when the model
@@ -85,9 +91,10 @@ bool sema_trainer_config(const Node *program, const char *path, const char *cons
  * pipeline's primitives, and the loader's options. */
 typedef struct DataExpr DataExpr;
 typedef struct {
-    enum { DA_NUM, DA_STR, DA_LIST, DA_EXPR } kind;
+    enum { DA_NUM, DA_STR, DA_LIST, DA_EXPR, DA_STRS } kind;
     double num;
     const char *str;
+    const char *strs[16];  /* DA_STRS: a list of strings (nlist of them) */
     double list[16];
     int nlist;
     DataExpr *expr;
@@ -111,6 +118,9 @@ typedef struct {
     int workers, prefetch;
     DataExpr exprs[64];
     int nexprs;
+    bool next_token;            /* transform(w) = (w[:-1], w[1:]): inputs and next-token targets */
+    const char *sizes[4];       /* members that are a text vocabulary's size (chars(text).size) */
+    int nsizes;
     RtTrainerConfig strings;    /* owns the strings */
 } DataPlan;
 bool sema_data_plan(const Node *program, const char *path, const SemaOptions *opt, DataPlan *out);

@@ -382,6 +382,28 @@ int64_t rt_loader_num_batches(const RtLoader *ld);     // per epoch, after drop_
 int64_t rt_loader_last_batch_size(const RtLoader *ld);  // size of the final batch (B if full; 0 if none)
 int64_t rt_loader_num_samples(const RtLoader *ld);     // this rank's samples per epoch (padded)
 RtDataDtype rt_loader_dtype(const RtLoader *ld);
+
+// data_text.c — text for character-level language models (docs/data.md). A character is a
+// byte; the vocabulary is the text's distinct bytes in increasing order.
+typedef struct {
+    char *text;
+    int64_t len;
+    unsigned char vocab[256];   // token id -> byte
+    int16_t index[256];         // byte -> token id, -1 when absent
+    int nvocab;
+} RtText;
+RtText *rt_text_read(const char *const *paths, int n, char **err);   // the files, concatenated
+void rt_text_free(RtText *t);
+// Token ids of s into out (strlen(s) of them); -1 for a character outside the vocabulary.
+int64_t rt_text_encode(const RtText *t, const char *s, int64_t *out, char **err);
+// Every window of `length` consecutive token ids starting at multiples of `stride`: u8
+// samples [length], no labels.
+RtDataset *rt_text_windows(const RtText *t, int64_t length, int64_t stride, char **err);
+// A batch of windows w [batch, length] as inputs x = w[:, :-1] and targets y = w[:, 1:].
+void rt_text_next_token(const unsigned char *w, int64_t batch, int64_t length, int64_t *x, int64_t *y);
+// A token drawn from softmax(logits / temperature) with Philox draw (seed, draw);
+// temperature <= 0: the most likely one.
+int64_t rt_text_sample(const double *logits, int64_t n, double temperature, uint64_t seed, uint64_t draw);
 int rt_loader_sample_shape(const RtLoader *ld, int64_t shape[RT_DATA_MAX_DIMS]);  // returns ndim
 // Begins epoch `epoch` at batch `start_batch` (0: the whole epoch), starting the workers.
 int rt_loader_start(RtLoader *ld, int64_t epoch, int64_t start_batch, char **err);
