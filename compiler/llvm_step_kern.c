@@ -131,8 +131,9 @@ static LLVMValueRef bf16_value(Gen *c, LLVMValueRef bits) {
 
 /* f32 or f64 -> f16 bits: fptrunc rounds to nearest even (vcvtps2ph with F16C) */
 static LLVMValueRef f16_bits(Gen *c, LLVMValueRef x) {
-  LLVMTypeRef h = LLVMHalfTypeInContext(c->cx);
-  return LLVMBuildBitCast(c->b, LLVMBuildFPTrunc(c->b, x, h, ""), LLVMInt16TypeInContext(c->cx), "");
+  LLVMTypeRef h = LLVMHalfTypeInContext(c->cx), i16 = LLVMInt16TypeInContext(c->cx);
+  LLVMValueRef r = LLVMBuildBitCast(c->b, LLVMBuildFPTrunc(c->b, x, h, ""), i16, "");
+  return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealUNO, x, x, ""), LLVMConstInt(i16, 0x7e00, 0), r, ""); /* as ir_store */
 }
 
 static LLVMValueRef f16_value(Gen *c, LLVMValueRef bits) {
