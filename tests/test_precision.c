@@ -295,6 +295,81 @@ static void scaler_machine(bool use_jit) {
 Test(precision, loss_scaler_state_machine_on_the_interpreter) { scaler_machine(false); }
 Test(precision, loss_scaler_state_machine_on_the_jit) { scaler_machine(true); }
 
+/* ---- the bf16 GEMM (llvm_gemm16.c) against the interpreter ---- */
+
+/* C = bf16(op(A)) bf16(op(B)) on the interpreter: matmul of round-tripped operands, exact
+ * products summed in double and rounded to f32 once. */
+static void gemm16_ref(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *a, const float *b, double *out) {
+  IrGraph *g = ir_new();
+  int ai = OK(ir_input(g, IR_IN_DATA, "a", IR_F32, ta ? IR_SHAPE(k, m) : IR_SHAPE(m, k)));
+  int bi = OK(ir_input(g, IR_IN_DATA, "b", IR_F32, tb ? IR_SHAPE(n, k) : IR_SHAPE(k, n)));
+  int x = ir_round_through(g, ta ? ir_transpose(g, ai, 0, 1) : ai, IR_BF16);
+  int y = ir_round_through(g, tb ? ir_transpose(g, bi, 0, 1) : bi, IR_BF16);
+  int c = OK(ir_matmul(g, x, y));
+  IrInterp *ip = interp_new(g, false);
+  interp_set(ip, ai, a);
+  interp_set(ip, bi, b);
+  cr_assert_null(interp_run(ip));
+  memcpy(out, interp_data(ip, c), sizeof *out * (size_t)(m * n));
+  interp_free(ip);
+  ir_free(g);
+}
+
+/* Odd shapes (1, 7, 33, 1000: none a multiple of the 12 x 32 tile or of the 256-pair K
+ * block, odd K leaves half a pair) in all four transpositions, on 1 and 2 threads, with the
+ * vdpbf16ps kernel (when the host has it) and the portable one.  Products of bf16 values are
+ * exact in f32, so only the f32 summation differs from the interpreter's double one:
+ * max |C - ref| <= 1e-5 max |ref|. */
+static void gemm16_shapes(bool portable) {
+  static const int64_t shapes[][3] = {{1, 1, 1}, {7, 33, 1000}, {33, 7, 1}, {1000, 33, 7}, {33, 1000, 33}, {13, 65, 513}};
+  char err[256];
+  LlvmJit *jit = llvm_jit_create(err, sizeof err);
+  cr_assert(jit, "%s", err);
+  RtPool *pool = rt_pool_create(2);
+  LlvmGemm16 *g16 = llvm_gemm16_create(jit, pool, portable);
+  if (!portable)
+    cr_assert_eq(llvm_gemm16_native(g16), llvm_jit_host(jit)->avx512bf16, "%s", llvm_jit_error(jit));
+  for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+    for (int t = 0; t < 4; t++) {
+      bool ta = t & 1, tb = t & 2;
+      int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+      float *a = malloc(sizeof *a * (size_t)(m * k)), *b = malloc(sizeof *b * (size_t)(k * n));
+      float *c = malloc(sizeof *c * (size_t)(m * n));
+      double *ref = malloc(sizeof *ref * (size_t)(m * n));
+      philox_fill_uniform(a, m * k, 3, (uint64_t)s, -1, 1);
+      philox_fill_uniform(b, k * n, 4, (uint64_t)s, -1, 1);
+      gemm16_ref(ta, tb, m, n, k, a, b, ref);
+      for (int threads = 1; threads <= 2; threads++) {
+        memset(c, 0xff, sizeof *c * (size_t)(m * n)); /* NaN: every element must be written */
+        cr_assert(llvm_gemm16_run(g16, ta, tb, threads, m, n, k, a, ta ? m : k, b, tb ? k : n, c, n), "%s",
+                  llvm_jit_error(jit));
+        double d = 0, mag = 0;
+        for (int64_t i = 0; i < m * n; i++) {
+          d = fmax(d, fabs(c[i] - ref[i]));
+          mag = fmax(mag, fabs(ref[i]));
+          cr_assert(!isnan(c[i]), "%lldx%lldx%lld %c%c: C[%lld] not written", (long long)m, (long long)n,
+                    (long long)k, ta ? 't' : 'n', tb ? 't' : 'n', (long long)i);
+        }
+        cr_assert(d <= 1e-5 * mag, "%lldx%lldx%lld %c%c, %d threads: max diff %g of %g", (long long)m, (long long)n,
+                  (long long)k, ta ? 't' : 'n', tb ? 't' : 'n', threads, d, mag);
+      }
+      free(a);
+      free(b);
+      free(c);
+      free(ref);
+    }
+  /* inf and NaN operands propagate as in the interpreter */
+  float a[4] = {1, INFINITY, 2, 3}, b[4] = {1, 0, 1, NAN}, c[4];
+  cr_assert(llvm_gemm16_run(g16, false, false, 1, 2, 2, 2, a, 2, b, 2, c, 2));
+  cr_assert(isinf(c[0]) && isnan(c[1]) && c[2] == 5 && isnan(c[3]), "%g %g %g %g", c[0], c[1], c[2], c[3]);
+  llvm_gemm16_destroy(g16);
+  rt_pool_destroy(pool);
+  llvm_jit_destroy(jit);
+}
+
+Test(precision, bf16_gemm_matches_the_interpreter, .timeout = 60) { gemm16_shapes(false); }
+Test(precision, bf16_gemm_portable_kernel_matches_the_interpreter, .timeout = 60) { gemm16_shapes(true); }
+
 /* ---- mixed-precision steps of a real model ---- */
 
 /* fashion_mlp.ltl's MLP with tanh for relu when smooth: a ReLU whose input is near zero
