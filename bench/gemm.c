@@ -233,8 +233,9 @@ int main(int argc, char **argv) {
     int maxt = ncpu < 2 ? ncpu : 2;
     RtPool *pool = rt_pool_create(maxt);
     ltl = llvm_gemm_create(jit, NULL, pool);
-    ltl16 = llvm_gemm16_create(jit, pool, false);
-    bool native16 = llvm_gemm16_native(ltl16);
+    ltl16 = llvm_gemm16_create(jit, pool, getenv("LTL_GEMM16") && !strcmp(getenv("LTL_GEMM16"), "vdpbf16ps")
+                                              ? LLVM_GEMM16_AVX512 : LLVM_GEMM16_AMX);
+    const char *kernel16 = llvm_gemm16_kernel(ltl16);
     const LlvmGemmBlocking *blk = llvm_gemm_get_blocking(ltl);
 
     static char md[1 << 16];
@@ -248,9 +249,9 @@ int main(int argc, char **argv) {
     P("OpenBLAS: %s (core %s), OPENBLAS_CORETYPE=%s.  \n", openblas_get_config(), openblas_get_corename(),
       ct ? ct : "(unset)");
     P("GFLOP/s, best of %d repetitions; C = A·B with alpha = 1, beta = 0; `t`: the operand is transposed.  \n", reps);
-    P("bf16: LTL's bf16 GEMM (llvm_gemm16.c: operands rounded to bf16 while packed, f32 accumulation, %s); "
+    P("bf16: LTL's bf16 GEMM (llvm_gemm16.c: operands rounded to bf16 while packed, f32 accumulation, kernel: %s; LTL_GEMM16=vdpbf16ps skips AMX); "
       "bf16 diff: max |C_bf16 - C_f32| / max |C_f32| (the bf16 rounding of the operands).\n\n",
-      native16 ? "vdpbf16ps" : "portable C kernel: this host has no AVX512-BF16");
+      kernel16 ? kernel16 : "?");
 
     double peak[3] = {0};
     int pvec = h->avx512f ? 16 : 8;

@@ -12,19 +12,29 @@
 // kernel computes the same sums on the same packed data (correct, not fast).  Rounding is
 // done with integer operations here, so no target needs __truncsfbf2.
 //
+// On hosts with AMX (amx-bf16, and the kernel grants this process the tile state), an AMX
+// kernel does the same sums 16 x 16 x 32 at a time (tdpbf16ps): 2 x 2 tiles of C, A packed
+// row-major in pairs, B in the same panels.  It is C with GCC's AMX intrinsics behind a
+// target attribute (the tile code has nothing to specialise at JIT time), used only after
+// the CPU features and arch_prctl(ARCH_REQ_XCOMP_PERM) say it may run.
+//
 // Blocking: B is packed whole (K x N as bf16), in parallel; then each task owns a range
 // of MR-row slivers and, K block by K block (KCP pairs: the block of B stays in L2 while
 // the slivers sweep it), packs its sliver of A and runs the kernel over every panel.
 // Edge tiles go through a small buffer.  vdpbf16ps treats bf16 subnormals as zero and
 // flushes subnormal results (Intel SDM), so tiny values may differ from the interpreter.
+#include <immintrin.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "llvm.h"
 #include "rt.h"
 
 enum { MR = 12, NR = 32, KCP = 256 };   // KCP k pairs per block: 12 x 256 x 4 B of A in L1
+enum { AMX_MR = 32, AMX_KQ = 16 };       // AMX: 32-row slivers, K in steps of 16 pairs
 
 typedef void (*Kern16)(const uint32_t *ap, const uint32_t *bp, float *c, int64_t ldc, int64_t kp, int64_t add);
 
@@ -33,7 +43,9 @@ struct LlvmGemm16 {
     RtPool *pool;
     pthread_mutex_t mu;   // guards the JIT and the workspace
     Kern16 kern;          // NULL until first use
-    bool native;          // kern uses vdpbf16ps
+    LlvmGemm16Kind want;  // the best kernel allowed
+    const char *name;     // of the kernel chosen: "amx", "vdpbf16ps", "c"
+    bool amx;             // kern is kern_amx: MR 32, A packed row-major
     uint32_t *work;       // packed B, then one A sliver per task
     size_t work_bytes;
     unsigned id;
@@ -154,7 +166,62 @@ static void kern_c(const uint32_t *ap, const uint32_t *bp, float *c, int64_t ldc
             c[i * ldc + j] = acc[i][j];
 }
 
-LlvmGemm16 *llvm_gemm16_create(LlvmJit *jit, RtPool *pool, bool portable) {
+// AMX: 8 tiles of 16 rows x 64 bytes (C: 0-3, A: 4-5, B: 6-7), loaded once per task.
+typedef struct {
+    uint8_t palette, start;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} TileCfg;
+
+// Static data: GCC's ldtilecfg tells the compiler it reads one byte, so the stores that
+// would fill a local configuration can be dropped as dead.
+static const TileCfg tile_cfg = {.palette = 1,
+                                 .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
+                                 .rows = {16, 16, 16, 16, 16, 16, 16, 16}};
+
+__attribute__((target("amx-tile"))) static void amx_begin(void) { _tile_loadconfig(&tile_cfg); }
+
+__attribute__((target("amx-tile"))) static void amx_end(void) { _tile_release(); }
+
+// A: 32 rows of kp pairs (row stride kp), kp a multiple of 16; B: the panel (row stride NR).
+__attribute__((target("amx-tile,amx-bf16"))) static void kern_amx(const uint32_t *ap, const uint32_t *bp, float *c,
+                                                                    int64_t ldc, int64_t kp, int64_t add) {
+    if (add) {
+        _tile_loadd(0, c, ldc * 4);
+        _tile_loadd(1, c + 16, ldc * 4);
+        _tile_loadd(2, c + 16 * ldc, ldc * 4);
+        _tile_loadd(3, c + 16 * ldc + 16, ldc * 4);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    for (int64_t q = 0; q < kp; q += AMX_KQ) {
+        _tile_loadd(4, ap + q, kp * 4);
+        _tile_loadd(5, ap + 16 * kp + q, kp * 4);
+        _tile_loadd(6, bp + q * NR, NR * 4);
+        _tile_loadd(7, bp + q * NR + 16, NR * 4);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, c, ldc * 4);
+    _tile_stored(1, c + 16, ldc * 4);
+    _tile_stored(2, c + 16 * ldc, ldc * 4);
+    _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
+}
+
+// AMX only when LLVM sees the features and Linux grants the tile state (XTILEDATA, 18).
+static bool amx_usable(const LlvmHost *h) {
+    if (!h->features || !strstr(h->features, "+amx-bf16") || !strstr(h->features, "+amx-tile"))
+        return false;
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18) == 0;
+}
+
+LlvmGemm16 *llvm_gemm16_create(LlvmJit *jit, RtPool *pool, LlvmGemm16Kind want) {
     static unsigned next_id;
     LlvmGemm16 *g = calloc(1, sizeof *g);
     if (!g) {
@@ -163,8 +230,7 @@ LlvmGemm16 *llvm_gemm16_create(LlvmJit *jit, RtPool *pool, bool portable) {
     }
     g->jit = jit;
     g->pool = pool;
-    if (portable)
-        g->kern = kern_c;
+    g->want = want;
     g->id = __atomic_fetch_add(&next_id, 1, __ATOMIC_RELAXED);
     pthread_mutex_init(&g->mu, NULL);
     return g;
@@ -181,8 +247,16 @@ void llvm_gemm16_destroy(LlvmGemm16 *g) {
 static bool kernel_locked(LlvmGemm16 *g) {
     if (g->kern)
         return true;
-    if (!llvm_jit_host(g->jit)->avx512bf16) { // never emit the intrinsic for a CPU without it
+    if (g->want == LLVM_GEMM16_AMX && amx_usable(llvm_jit_host(g->jit))) {
+        g->kern = kern_amx;
+        g->name = "amx";
+        g->amx = true;
+        return true;
+    }
+    // never emit the intrinsic for a CPU without it
+    if (g->want == LLVM_GEMM16_PORTABLE || !llvm_jit_host(g->jit)->avx512bf16) {
         g->kern = kern_c;
+        g->name = "c";
         return true;
     }
     char name[64];
@@ -200,69 +274,84 @@ static bool kernel_locked(LlvmGemm16 *g) {
     if (!llvm_jit_add_module(g->jit, mod))
         return false;
     g->kern = (Kern16)llvm_jit_lookup(g->jit, name);
-    g->native = g->kern != NULL;
+    g->name = "vdpbf16ps";
     return g->kern != NULL;
 }
 
-bool llvm_gemm16_native(LlvmGemm16 *g) {
+const char *llvm_gemm16_kernel(LlvmGemm16 *g) {
     pthread_mutex_lock(&g->mu);
-    bool ok = kernel_locked(g) && g->native;
+    const char *name = kernel_locked(g) ? g->name : NULL;
     pthread_mutex_unlock(&g->mu);
-    return ok;
+    return name;
 }
 
 typedef struct Job {
     Kern16 kern;
-    bool ta, tb;
-    int64_t m, n, k, kp, lda, ldb, ldc;
-    const float *a, *b;
+    bool amx;                  // A row-major in pairs, AMX tile config per task
+    int64_t mr;                // rows per sliver
+    int64_t m, n, k, kp, ldc;  // kp: k pairs (a multiple of 16 with AMX)
+    const float *a, *b;        // op(A)(i, k) = a[i * ai + k * ak]; op(B)(k, j) = b[k * bk + j * bj]
+    int64_t ai, ak, bk, bj;
     float *c;
-    uint32_t *bpack, *apack;   // apack: one KCP x MR sliver per task
+    uint32_t *bpack, *apack;   // apack: one KCP x mr sliver per task
     int64_t slivers, panels;
 } Job;
 
-static float elem_a(const Job *j, int64_t i, int64_t k) {
-    if (i >= j->m || k >= j->k)
-        return 0;
-    return j->ta ? j->a[k * j->lda + i] : j->a[i * j->lda + k];
-}
-
-static float elem_b(const Job *j, int64_t k, int64_t c) {
-    if (c >= j->n || k >= j->k)
-        return 0;
-    return j->tb ? j->b[c * j->ldb + k] : j->b[k * j->ldb + c];
-}
-
 static uint32_t pair(float lo, float hi) { return bf16_bits(lo) | (uint32_t)bf16_bits(hi) << 16; }
 
-// Task `part`: panels part, part + nparts, ... of B, packed whole.
+// Pairs (X(r, 2p), X(r, 2p + 1)) for rows r0.. r0 + rows and pairs p0 .. p0 + np of a matrix
+// X(r, k) = x[r * rs + k * ks] with nr rows and nk columns (zero outside) into
+// dst[r * drs + p * dps].
+static void pack_pairs(uint32_t *dst, int64_t drs, int64_t dps, const float *x, int64_t rs, int64_t ks, int64_t nr,
+                       int64_t nk, int64_t r0, int64_t rows, int64_t p0, int64_t np) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = x + (r0 + r) * rs;
+        uint32_t *d = dst + r * drs;
+        if (r0 + r >= nr) {
+            for (int64_t p = 0; p < np; p++)
+                d[p * dps] = 0;
+            continue;
+        }
+        int64_t full = (nk / 2 - p0) < np ? nk / 2 - p0 : np; // pairs with both k inside
+        if (full < 0)
+            full = 0;
+        for (int64_t p = 0; p < full; p++)
+            d[p * dps] = pair(row[(2 * (p0 + p)) * ks], row[(2 * (p0 + p) + 1) * ks]);
+        for (int64_t p = full; p < np; p++) {
+            int64_t k0 = 2 * (p0 + p);
+            d[p * dps] = pair(k0 < nk ? row[k0 * ks] : 0, k0 + 1 < nk ? row[(k0 + 1) * ks] : 0);
+        }
+    }
+}
+
+// Task `part`: panels part, part + nparts, ... of B, packed whole: panel q, pair p, column c
+// at bpack[(q * kp + p) * NR + c].
 static void pack_b(void *arg, int64_t part, int64_t nparts) {
     const Job *j = arg;
-    for (int64_t q = part; q < j->panels; q += nparts) {
-        uint32_t *dst = j->bpack + q * j->kp * NR;
-        for (int64_t p = 0; p < j->kp; p++)
-            for (int c = 0; c < NR; c++)
-                dst[p * NR + c] = pair(elem_b(j, 2 * p, q * NR + c), elem_b(j, 2 * p + 1, q * NR + c));
-    }
+    for (int64_t q = part; q < j->panels; q += nparts)
+        pack_pairs(j->bpack + q * j->kp * NR, 1, NR, j->b, j->bj, j->bk, j->n, j->k, q * NR, NR, 0, j->kp);
 }
 
 static void compute(void *arg, int64_t part, int64_t nparts) {
     const Job *j = arg;
-    int64_t s0 = j->slivers * part / nparts, s1 = j->slivers * (part + 1) / nparts;
-    uint32_t *ap = j->apack + part * KCP * MR;
-    float tile[MR * NR];
+    int64_t mr = j->mr, s0 = j->slivers * part / nparts, s1 = j->slivers * (part + 1) / nparts;
+    uint32_t *ap = j->apack + part * KCP * mr;
+    float tile[AMX_MR * NR];
+    if (j->amx)
+        amx_begin();
     for (int64_t p0 = 0; p0 < j->kp; p0 += KCP) {
         int64_t kb = j->kp - p0 < KCP ? j->kp - p0 : KCP;
         for (int64_t s = s0; s < s1; s++) {
-            int64_t r0 = s * MR;
-            for (int64_t p = 0; p < kb; p++)
-                for (int i = 0; i < MR; i++)
-                    ap[p * MR + i] = pair(elem_a(j, r0 + i, 2 * (p0 + p)), elem_a(j, r0 + i, 2 * (p0 + p) + 1));
+            int64_t r0 = s * mr;
+            if (j->amx) // row r, pair p at ap[r * kb + p]
+                pack_pairs(ap, kb, 1, j->a, j->ai, j->ak, j->m, j->k, r0, mr, p0, kb);
+            else // at ap[p * mr + r]
+                pack_pairs(ap, 1, mr, j->a, j->ai, j->ak, j->m, j->k, r0, mr, p0, kb);
             for (int64_t q = 0; q < j->panels; q++) {
                 const uint32_t *bp = j->bpack + (q * j->kp + p0) * NR;
-                int64_t c0 = q * NR, rows = j->m - r0 < MR ? j->m - r0 : MR, cols = j->n - c0 < NR ? j->n - c0 : NR;
+                int64_t c0 = q * NR, rows = j->m - r0 < mr ? j->m - r0 : mr, cols = j->n - c0 < NR ? j->n - c0 : NR;
                 float *c = j->c + r0 * j->ldc + c0;
-                if (rows == MR && cols == NR) {
+                if (rows == mr && cols == NR) {
                     j->kern(ap, bp, c, j->ldc, kb, p0 > 0);
                     continue;
                 }
@@ -274,6 +363,8 @@ static void compute(void *arg, int64_t part, int64_t nparts) {
             }
         }
     }
+    if (j->amx)
+        amx_end();
 }
 
 bool llvm_gemm16_run(LlvmGemm16 *g, bool trans_a, bool trans_b, int nthreads, int64_t m, int64_t n, int64_t k,
@@ -297,16 +388,17 @@ bool llvm_gemm16_run(LlvmGemm16 *g, bool trans_a, bool trans_b, int nthreads, in
         pthread_mutex_unlock(&g->mu);
         return false;
     }
-    Job j = {.kern = g->kern, .ta = trans_a, .tb = trans_b, .m = m, .n = n, .k = k, .kp = (k + 1) / 2,
-             .lda = lda, .ldb = ldb, .ldc = ldc, .a = a, .b = b, .c = c};
-    j.slivers = (m + MR - 1) / MR;
+    Job j = {.kern = g->kern, .amx = g->amx, .mr = g->amx ? AMX_MR : MR, .m = m, .n = n, .k = k,
+             .kp = g->amx ? ((k + 1) / 2 + AMX_KQ - 1) / AMX_KQ * AMX_KQ : (k + 1) / 2, .ldc = ldc, .a = a, .b = b,
+             .ai = trans_a ? 1 : lda, .ak = trans_a ? lda : 1, .bk = trans_b ? 1 : ldb, .bj = trans_b ? ldb : 1, .c = c};
+    j.slivers = (m + j.mr - 1) / j.mr;
     j.panels = (n + NR - 1) / NR;
     int64_t threads = nthreads > 0 ? nthreads : g->pool ? rt_pool_size(g->pool) : 1;
     // about 1 MFLOP a task at least, and no more tasks than slivers
     int64_t parts = g->pool ? 1 + 2 * m * n * k / 1000000 : 1;
     parts = parts < threads ? parts : threads;
     parts = parts < j.slivers ? parts : j.slivers;
-    size_t bwords = (size_t)(j.panels * j.kp * NR), need = 4 * (bwords + (size_t)(parts * KCP * MR)) + 64;
+    size_t bwords = (size_t)(j.panels * j.kp * NR), need = 4 * (bwords + (size_t)(parts * KCP * j.mr)) + 64;
     if (g->work_bytes < need) {
         free(g->work);
         g->work_bytes = 0;

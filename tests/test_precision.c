@@ -315,20 +315,24 @@ static void gemm16_ref(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const 
   ir_free(g);
 }
 
-/* Odd shapes (1, 7, 33, 1000: none a multiple of the 12 x 32 tile or of the 256-pair K
- * block, odd K leaves half a pair) in all four transpositions, on 1 and 2 threads, with the
- * vdpbf16ps kernel (when the host has it) and the portable one.  Products of bf16 values are
+/* Odd shapes (1, 7, 33, 1000: none a multiple of the 12 x 32 or 32 x 32 tiles or of the
+ * 256-pair K block, odd K leaves half a pair) in all four transpositions, on 1 and 2
+ * threads, with each kernel the host can run: AMX, vdpbf16ps and the portable one.  Products of bf16 values are
  * exact in f32, so only the f32 summation differs from the interpreter's double one:
  * max |C - ref| <= 1e-5 max |ref|. */
-static void gemm16_shapes(bool portable) {
+static void gemm16_shapes(LlvmGemm16Kind want) {
   static const int64_t shapes[][3] = {{1, 1, 1}, {7, 33, 1000}, {33, 7, 1}, {1000, 33, 7}, {33, 1000, 33}, {13, 65, 513}};
   char err[256];
   LlvmJit *jit = llvm_jit_create(err, sizeof err);
   cr_assert(jit, "%s", err);
   RtPool *pool = rt_pool_create(2);
-  LlvmGemm16 *g16 = llvm_gemm16_create(jit, pool, portable);
-  if (!portable)
-    cr_assert_eq(llvm_gemm16_native(g16), llvm_jit_host(jit)->avx512bf16, "%s", llvm_jit_error(jit));
+  LlvmGemm16 *g16 = llvm_gemm16_create(jit, pool, want);
+  const char *kernel = llvm_gemm16_kernel(g16);
+  cr_assert(kernel, "%s", llvm_jit_error(jit));
+  if (want == LLVM_GEMM16_AVX512)
+    cr_assert_str_eq(kernel, llvm_jit_host(jit)->avx512bf16 ? "vdpbf16ps" : "c");
+  if (want == LLVM_GEMM16_PORTABLE)
+    cr_assert_str_eq(kernel, "c");
   for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
     for (int t = 0; t < 4; t++) {
       bool ta = t & 1, tb = t & 2;
@@ -367,8 +371,9 @@ static void gemm16_shapes(bool portable) {
   llvm_jit_destroy(jit);
 }
 
-Test(precision, bf16_gemm_matches_the_interpreter, .timeout = 60) { gemm16_shapes(false); }
-Test(precision, bf16_gemm_portable_kernel_matches_the_interpreter, .timeout = 60) { gemm16_shapes(true); }
+Test(precision, bf16_gemm_amx_matches_the_interpreter, .timeout = 60) { gemm16_shapes(LLVM_GEMM16_AMX); }
+Test(precision, bf16_gemm_vdpbf16ps_matches_the_interpreter, .timeout = 60) { gemm16_shapes(LLVM_GEMM16_AVX512); }
+Test(precision, bf16_gemm_portable_kernel_matches_the_interpreter, .timeout = 60) { gemm16_shapes(LLVM_GEMM16_PORTABLE); }
 
 /* ---- mixed-precision steps of a real model ---- */
 
