@@ -304,6 +304,16 @@ static uint32_t pair(float lo, float hi) { return bf16_bits(lo) | (uint32_t)bf16
 // dst[r * drs + p * dps].
 static void pack_pairs(uint32_t *dst, int64_t drs, int64_t dps, const float *x, int64_t rs, int64_t ks, int64_t nr,
                        int64_t nk, int64_t r0, int64_t rows, int64_t p0, int64_t np) {
+    if (rs == 1 && r0 + rows <= nr) { // rows side by side in memory: walk them in the inner loop
+        for (int64_t p = 0; p < np; p++) {
+            int64_t k0 = 2 * (p0 + p);
+            const float *lo = x + k0 * ks + r0, *hi = lo + ks;
+            uint32_t *d = dst + p * dps;
+            for (int64_t r = 0; r < rows; r++)
+                d[r * drs] = pair(k0 < nk ? lo[r] : 0, k0 + 1 < nk ? hi[r] : 0);
+        }
+        return;
+    }
     for (int64_t r = 0; r < rows; r++) {
         const float *row = x + (r0 + r) * rs;
         uint32_t *d = dst + r * drs;
