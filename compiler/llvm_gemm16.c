@@ -51,12 +51,11 @@ struct LlvmGemm16 {
     unsigned id;
 };
 
-static uint16_t bf16_bits(float f) {
+static uint16_t bf16_bits(float f) { // branch-free, so the packing loops vectorise
     uint32_t u;
     memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return 0x7fc0;
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1)) >> 16;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : r);
 }
 
 static float bf16_float(uint32_t h) {
@@ -309,8 +308,12 @@ static void pack_pairs(uint32_t *dst, int64_t drs, int64_t dps, const float *x, 
             int64_t k0 = 2 * (p0 + p);
             const float *lo = x + k0 * ks + r0, *hi = lo + ks;
             uint32_t *d = dst + p * dps;
-            for (int64_t r = 0; r < rows; r++)
-                d[r * drs] = pair(k0 < nk ? lo[r] : 0, k0 + 1 < nk ? hi[r] : 0);
+            if (k0 + 1 < nk && drs == 1)
+                for (int64_t r = 0; r < rows; r++)
+                    d[r] = pair(lo[r], hi[r]);
+            else
+                for (int64_t r = 0; r < rows; r++)
+                    d[r * drs] = pair(k0 < nk ? lo[r] : 0, k0 + 1 < nk ? hi[r] : 0);
         }
         return;
     }

@@ -1771,6 +1771,12 @@ static bool add_group(Lower *L, const char *name, Value *cfg, Value *sched, int 
     IrScaler scaler;
     bool ok = (L->loss_scale ? ir_scaler_grads(g, prefix, loss, params, np, grads, &scaler) : ad_grad(g, loss, params, np, grads)) == 0;
     for (int i = 0; ok && i < np; i++) ir_output(g, grads[i], IR_OUT_GRAD, params[i], g->node[params[i]].name);
+    if (ok && L->loss_scale) { /* logged every step, as a metric "loss_scale" (".../G" per group) */
+        const char *ln = name[0] ? lstr(L, xasprintf("loss_scale/%s", name)) : "loss_scale";
+        o->logs = xrealloc(o->logs, sizeof *o->logs * (size_t)(o->nlogs + 1));
+        o->logs[o->nlogs++] = (LogSpec){ln, scaler.scale, false, true, false, false, "mean"};
+        ir_output(g, scaler.scale, IR_OUT_VALUE, -1, lstr(L, xasprintf("log:%s", ln)));
+    }
     int *acc = NULL, apply = -1, first_out = g->nout;
     if (ok && L->accumulate > 1) { /* the gradient so far, as Lightning's loss / k summed over k batches */
         acc = xcalloc((size_t)np, sizeof *acc);

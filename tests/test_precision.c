@@ -713,13 +713,19 @@ static float ckpt_scalar(RtCkpt *ck, const char *name) {
   return v;
 }
 
-/* 16-mixed: the scaler's state is in the checkpoint; a run resumed from epoch 2 ends with the
- * same bytes in every tensor as one that never stopped. */
+/* 16-mixed: the scale is logged; the scaler's state is in the checkpoint; a run resumed from
+ * epoch 2 ends with the same bytes in every tensor as one that never stopped. */
 Test(precision_cli, f16_mixed_checkpoint_holds_the_scaler_and_resumes_bit_identically, .init = cli_setup,
      .fini = cli_teardown, .timeout = 60) {
   static char out[1 << 16];
-  cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl fit test --trainer.precision=16-mixed"), 0, "%s", out);
+  cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl fit test --trainer.precision=16-mixed --trainer.log_every_n_steps=5"), 0, "%s", out);
   cr_assert_geq(test_acc(out), 0.95, "%s", out);
+  char p[512], head[256] = "";
+  snprintf(p, sizeof p, "%s/runs/lightning_logs/version_0/metrics.csv", dir);
+  FILE *f = fopen(p, "r");
+  cr_assert(f && fgets(head, sizeof head, f), "%s", p);
+  fclose(f);
+  cr_assert(strstr(head, "loss_scale"), "the scale is logged: %s", head);
   cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl fit --trainer.precision=16-mixed --trainer.max_epochs=2"), 0, "%s", out);
   cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl fit --trainer.precision=16-mixed "
                                      "--ckpt_path=runs/lightning_logs/version_1/checkpoints/epoch=1-step=20.ckpt"),
