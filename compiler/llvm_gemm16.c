@@ -69,7 +69,7 @@ static float bf16_float(uint32_t h) {
 
 static LLVMValueRef emit_kernel(LLVMModuleRef mod, const char *name) {
     LLVMContextRef cx = LLVMGetModuleContext(mod);
-    LLVMTypeRef i1 = LLVMInt1TypeInContext(cx), i32 = LLVMInt32TypeInContext(cx), i64 = LLVMInt64TypeInContext(cx);
+    LLVMTypeRef i32 = LLVMInt32TypeInContext(cx), i64 = LLVMInt64TypeInContext(cx);
     LLVMTypeRef f32 = LLVMFloatTypeInContext(cx), ptr = LLVMPointerTypeInContext(cx, 0);
     LLVMTypeRef vf = LLVMVectorType(f32, 16), vi = LLVMVectorType(i32, 16);
     LLVMTypeRef vb = LLVMVectorType(LLVMBFloatTypeInContext(cx), 32);
@@ -89,7 +89,6 @@ static LLVMValueRef emit_kernel(LLVMModuleRef mod, const char *name) {
     LLVMValueRef ldc = LLVMGetParam(fn, 3), kp = LLVMGetParam(fn, 4);
     LLVMPositionBuilderAtEnd(b, entry);
     LLVMValueRef add = LLVMBuildICmp(b, LLVMIntNE, LLVMGetParam(fn, 5), LLVMConstInt(i64, 0, 0), "");
-    (void)i1;
     LLVMValueRef cp[MR][2], init[MR][2], acc[MR][2];
     for (int i = 0; i < MR; i++)
         for (int v = 0; v < 2; v++) {
