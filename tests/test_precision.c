@@ -713,6 +713,37 @@ static float ckpt_scalar(RtCkpt *ck, const char *name) {
   return v;
 }
 
+/* After one epoch, bf16-true's weights and Adam moments (every tensor a step updates) hold
+ * bf16 values, and 64-true's checkpoint holds F64 tensors. */
+Test(precision_cli, bf16_true_keeps_bf16_values_and_64_true_f64_tensors, .init = cli_setup, .fini = cli_teardown,
+     .timeout = 60) {
+  static char out[1 << 16];
+  cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl fit --trainer.precision=bf16-true --trainer.max_epochs=1"), 0, "%s", out);
+  cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl fit --trainer.precision=64-true --trainer.max_epochs=1"), 0, "%s", out);
+  RtCkpt *t = open_ckpt(0, "epoch=0-step=10.ckpt"), *d = open_ckpt(1, "epoch=0-step=10.ckpt");
+  char err[RT_CKPT_ERR_LEN];
+  int checked = 0;
+  for (size_t i = 0; i < rt_ckpt_count(t); i++) {
+    const RtCkptInfo *ti = rt_ckpt_tensor(t, i);
+    if (!strcmp(ti->name, "opt.step"))
+      continue; /* Adam's step counter: an integer */
+    cr_assert_eq(ti->dtype, RT_CKPT_F32, "%s", ti->name);
+    uint32_t *v = malloc(ti->nbytes);
+    cr_assert(rt_ckpt_read(t, ti, v, err), "%s", err);
+    for (uint64_t j = 0; j < ti->numel; j++)
+      cr_assert_eq(v[j] & 0xffffu, 0, "%s[%llu] = %a is not a bf16 value", ti->name, (unsigned long long)j,
+                   (double)float_of(v[j]));
+    free(v);
+    checked++;
+  }
+  cr_assert_geq(checked, 4 * 3, "weights, biases and both Adam moments");
+  for (size_t i = 0; i < rt_ckpt_count(d); i++)
+    if (strcmp(rt_ckpt_tensor(d, i)->name, "opt.step"))
+      cr_assert_eq(rt_ckpt_tensor(d, i)->dtype, RT_CKPT_F64, "64-true: %s", rt_ckpt_tensor(d, i)->name);
+  rt_ckpt_close(t);
+  rt_ckpt_close(d);
+}
+
 /* 16-mixed: the scale is logged; the scaler's state is in the checkpoint; a run resumed from
  * epoch 2 ends with the same bytes in every tensor as one that never stopped. */
 Test(precision_cli, f16_mixed_checkpoint_holds_the_scaler_and_resumes_bit_identically, .init = cli_setup,
