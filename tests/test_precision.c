@@ -582,6 +582,40 @@ static void mixed_jit_vs_interp(const char *mode) {
 Test(precision, bf16_mixed_step_jit_matches_interpreter, .timeout = 60) { mixed_jit_vs_interp("bf16-mixed"); }
 Test(precision, f16_mixed_step_jit_matches_interpreter, .timeout = 60) { mixed_jit_vs_interp("16-mixed"); }
 
+/* bf16-mixed on the CNN: every convolution (forward, data and filter gradients) and every
+ * matmul reads both operands through a bf16 round trip; nothing else is rounded. */
+Test(precision, bf16_mixed_cnn_rounds_every_conv_and_gemm_operand, .timeout = 60) {
+  static Ast ast;
+  char *text = NULL, path[512];
+  snprintf(path, sizeof path, "%s/examples/fashion_cnn.ltl", SRCDIR);
+  Node *root = parse_file(&ast, path, &text);
+  cr_assert(root && diag_error_count() == 0, "parse %s", path);
+  SemaOptions opt = {.batch = 2, .backward = true, .seed = 42, .precision = "bf16-mixed"};
+  StepGraph *st = sema_lower(root, path, "training_step", &opt, true);
+  cr_assert(st, "lower %s", path);
+  sema_simplify(st);
+  const IrGraph *g = st->g;
+  int convs[3] = {0}, gemms = 0, casts = 0;
+  for (int i = 0; i < g->n; i++) {
+    const IrNode *n = &g->node[i];
+    if (n->op == IR_CAST && n->dtype == IR_BF16)
+      casts++;
+    if (n->op != IR_MATMUL && n->op != IR_CONV2D && n->op != IR_CONV2D_BWD_DATA && n->op != IR_CONV2D_BWD_FILTER)
+      continue;
+    if (n->op == IR_MATMUL) gemms++;
+    else convs[n->op == IR_CONV2D ? 0 : n->op == IR_CONV2D_BWD_DATA ? 1 : 2]++;
+    for (int k = 0; k < 2; k++) {
+      const IrNode *x = &g->node[n->in[k]];
+      cr_assert(x->op == IR_CAST && g->node[x->in[0]].dtype == IR_BF16, "%%%d %s operand %d is not bf16-rounded", i,
+                ir_op_name(n->op), k);
+    }
+  }
+  cr_assert(convs[0] >= 2 && convs[2] >= 2 && convs[1] >= 1 && gemms >= 4, "convs %d/%d/%d, gemms %d", convs[0],
+            convs[1], convs[2], gemms);
+  cr_assert_gt(casts, 0);
+  sema_step_free(st);
+}
+
 /* 64-true: every f32 value becomes f64 (then the interpreter computes in double). */
 Test(precision, f64_true_retypes_the_whole_step) {
   StepGraph *st = lower_mlp("64-true", 4);
