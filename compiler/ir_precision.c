@@ -59,8 +59,7 @@ void ir_precision_f64(IrGraph *g) {
     IrNode *n = &g->node[i];
     if (n->dtype == IR_F32)
       n->dtype = IR_F64;
-    if (n->a.dtype == IR_F32 && (n->op == IR_CAST || n->op == IR_ONE_HOT || n->op == IR_RAND_UNIFORM ||
-                                 n->op == IR_RAND_NORMAL))
+    if (n->a.dtype == IR_F32) /* the dtype attribute of casts, inputs, constants, one_hot, rand_* */
       n->a.dtype = IR_F64;
   }
 }
