@@ -162,6 +162,17 @@ static void run_ltl(const Shape *s, int threads, Bufs *x) {
     }
 }
 
+// bf16 operands (rounded while packed), f32 accumulation: llvm_gemm16.c, into c2's neighbour.
+static LlvmGemm16 *ltl16;
+static float *c16;
+static void run_bf16(const Shape *s, int threads, Bufs *x) {
+    int lda = s->ta ? s->m : s->k, ldb = s->tb ? s->k : s->n;
+    if (!llvm_gemm16_run(ltl16, s->ta, s->tb, threads, s->m, s->n, s->k, x->a, lda, x->b, ldb, c16, s->n)) {
+        fprintf(stderr, "LTL bf16 GEMM failed\n");
+        exit(1);
+    }
+}
+
 static void run_blas(const Shape *s, int threads, Bufs *x) {
     (void)threads;   // set once per thread count: the call itself is what we time
     int lda = s->ta ? s->m : s->k, ldb = s->tb ? s->k : s->n;
@@ -222,6 +233,9 @@ int main(int argc, char **argv) {
     int maxt = ncpu < 2 ? ncpu : 2;
     RtPool *pool = rt_pool_create(maxt);
     ltl = llvm_gemm_create(jit, NULL, pool);
+    ltl16 = llvm_gemm16_create(jit, pool, getenv("LTL_GEMM16") && !strcmp(getenv("LTL_GEMM16"), "vdpbf16ps")
+                                              ? LLVM_GEMM16_AVX512 : LLVM_GEMM16_AMX);
+    const char *kernel16 = llvm_gemm16_kernel(ltl16);
     const LlvmGemmBlocking *blk = llvm_gemm_get_blocking(ltl);
 
     static char md[1 << 16];
@@ -234,7 +248,10 @@ int main(int argc, char **argv) {
       blk->mr, blk->nr, blk->vec, blk->kc, blk->nc);
     P("OpenBLAS: %s (core %s), OPENBLAS_CORETYPE=%s.  \n", openblas_get_config(), openblas_get_corename(),
       ct ? ct : "(unset)");
-    P("GFLOP/s, best of %d repetitions; C = A·B with alpha = 1, beta = 0; `t`: the operand is transposed.\n\n", reps);
+    P("GFLOP/s, best of %d repetitions; C = A·B with alpha = 1, beta = 0; `t`: the operand is transposed.  \n", reps);
+    P("bf16: LTL's bf16 GEMM (llvm_gemm16.c: operands rounded to bf16 while packed, f32 accumulation, kernel: %s; LTL_GEMM16=vdpbf16ps skips AMX); "
+      "bf16 diff: max |C_bf16 - C_f32| / max |C_f32| (the bf16 rounding of the operands).\n\n",
+      kernel16 ? kernel16 : "?");
 
     double peak[3] = {0};
     int pvec = h->avx512f ? 16 : 8;
@@ -256,8 +273,8 @@ int main(int argc, char **argv) {
         {"mlp l3 dW", 10, 256, 64, 1, 0},
     };
     int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
-    P("| shape | M×N×K | op | threads | peak | OpenBLAS | LTL | LTL/peak | LTL/OpenBLAS | max rel diff |\n");
-    P("|---|---|---|---|---|---|---|---|---|---|\n");
+    P("| shape | M×N×K | op | threads | peak | OpenBLAS | LTL | LTL/peak | LTL/OpenBLAS | max rel diff | bf16 | bf16/LTL | bf16 diff |\n");
+    P("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     fputs(md, stdout);
     fflush(stdout);
     for (int t = 1; t <= maxt; t++) {
@@ -268,15 +285,29 @@ int main(int argc, char **argv) {
                       rand_buf((size_t)s->m * s->n)};
             double gb, gl;
             time_both(s, t, &x, reps, &gb, &gl);
+            c16 = rand_buf((size_t)s->m * s->n);
+            int c16calls = calls_for(run_bf16, s, t, &x);
+            double g16 = 0;
+            for (int r = 0; r < reps; r++) {
+                wait_idle();
+                g16 = fmax(g16, window(run_bf16, s, t, &x, c16calls));
+            }
+            double d16 = 0, m16 = 0;
+            for (size_t j = 0; j < (size_t)s->m * s->n; j++) {
+                d16 = fmax(d16, fabs(c16[j] - x.c[j]));
+                m16 = fmax(m16, fabs(x.c[j]));
+            }
+            free(c16);
             double diff = 0, mag = 0;
             for (size_t j = 0; j < (size_t)s->m * s->n; j++) {
                 diff = fmax(diff, fabs(x.c[j] - x.c2[j]));
                 mag = fmax(mag, fabs(x.c2[j]));
             }
             size_t l0 = len;
-            P("| %s | %d×%d×%d | %c%c | %d | %.0f | %.1f | %.1f | %.0f%% | %.2f× | %.1e |\n", s->name, s->m, s->n,
-              s->k, s->ta ? 't' : 'n', s->tb ? 't' : 'n', t, peak[t], gb, gl, peak[t] > 0 ? 100 * gl / peak[t] : 0,
-              gl / gb, mag > 0 ? diff / mag : diff);
+            P("| %s | %d×%d×%d | %c%c | %d | %.0f | %.1f | %.1f | %.0f%% | %.2f× | %.1e | %.1f | %.2f× | %.1e |\n", s->name,
+              s->m, s->n, s->k, s->ta ? 't' : 'n', s->tb ? 't' : 'n', t, peak[t], gb, gl,
+              peak[t] > 0 ? 100 * gl / peak[t] : 0, gl / gb, mag > 0 ? diff / mag : diff, g16, g16 / gl,
+              m16 > 0 ? d16 / m16 : d16);
             fputs(md + l0, stdout);
             fflush(stdout);
             free(x.a), free(x.b), free(x.c), free(x.c2);
@@ -294,6 +325,7 @@ int main(int argc, char **argv) {
         }
     }
     llvm_gemm_destroy(ltl);
+    llvm_gemm16_destroy(ltl16);
     rt_pool_destroy(pool);
     llvm_jit_destroy(jit);
     return 0;

@@ -114,6 +114,10 @@ static bool is_elem_op(IrOp op) {
  * power (the interpreter divides integers as doubles; rare enough for the fallback). */
 static bool elem_ok(const Fz *z, int id) {
   const IrNode *n = N(z, id);
+  IrDtype from = n->nin ? N(z, n->in[0])->dtype : n->dtype;
+  if (n->op == IR_CAST && ((from == IR_F32 && (n->dtype == IR_BF16 || n->dtype == IR_F16)) ||
+                           (n->dtype == IR_F32 && (from == IR_BF16 || from == IR_F16))))
+    return true; /* the precision casts: 16-bit values travel in f32 registers */
   if (!is_elem_op(n->op) || !cpu_dtype(n->dtype))
     return false;
   for (int k = 0; k < n->nin; k++)

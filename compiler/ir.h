@@ -103,6 +103,8 @@ typedef struct {
   int line, col; /* stamped on each new node: see ir_set_loc */
   char err[512]; /* the last builder error */
   IrArena *arena; /* names, operand lists, constant data */
+  int gemm16;     /* IR_BF16 / IR_F16: GEMM and conv operands built from now on are rounded to it */
+  bool round16;   /* bf16-true: every f32 result built from now on is rounded to bf16 */
 } IrGraph;
 
 /* One slot of a flat buffer: where an input of some kind lives in that kind's buffer. */
@@ -316,6 +318,33 @@ int ir_dce(IrGraph *g, int *map);
 int ir_simplify(IrGraph *g, int *map);
 /* Shared by the passes (ir.c): redirect every use of id to repl[id] (repl[id] == id keeps). */
 void ir_redirect(IrGraph *g, int *repl);
+
+/* ---- ir_precision.c: the trainer's precision while a graph is built ----
+ * ir_make calls the first two when g->gemm16 or g->round16 is set. */
+/* Sets the rules of a precision mode ("bf16-mixed", ...; NULL or "32-true": none) for the nodes
+ * built next; true when the mode scales the loss (16-mixed).  _end clears them, and retypes
+ * the graph for 64-true. */
+bool ir_precision_begin(IrGraph *g, const char *mode);
+void ir_precision_end(IrGraph *g, const char *mode);
+int ir_round_through(IrGraph *g, int x, IrDtype t); /* cast(cast(x, t), f32) for an f32 x */
+int ir_precision_operands(IrGraph *g, IrOp op, const int *in, int nin, int *out);
+int ir_precision_result(IrGraph *g, int id);
+void ir_precision_f64(IrGraph *g); /* 64-true: every f32 value of a finished graph becomes f64 */
+/* "16-mixed": dynamic loss scaling as torch.cuda.amp.GradScaler (initial scale 65536, x2 after
+ * 2000 steps without inf/NaN gradients, x0.5 and the step skipped on one).  The scale and
+ * the growth count are STATE inputs "<prefix>.scaler.scale" / ".growth_tracker".
+ * ir_scaler_grads: grads[i] = d (loss * scale) / d params[i], unscaled.  ir_scaler_check:
+ * found_inf from the gradients the optimizer will see.  ir_scaler_update: the UPDATE outputs
+ * from first_out on keep their old values when found_inf; appends the scaler's updates. */
+typedef struct {
+  int scale_in, tracker_in; /* the STATE inputs */
+  int scale;                /* the scale used this step */
+  int found_inf;            /* bool: some gradient is inf or NaN */
+} IrScaler;
+int ir_scaler_grads(IrGraph *g, const char *prefix, int loss, const int *params, int n, int *grads,
+                    IrScaler *s);
+int ir_scaler_check(IrGraph *g, IrScaler *s, const int *grads, int n);
+int ir_scaler_update(IrGraph *g, const IrScaler *s, int first_out);
 
 /* ---- philox.c: Philox 4x32-10, a counter-based RNG (Salmon et al., SC'11) ----
  * Plain C, no state: the same numbers on every backend.  Element i of a random tensor at

@@ -567,7 +567,19 @@ static ShapeRule *const shape_rules[] = {
 
 /* ---- the generic builder ---- */
 
+static int make_node(IrGraph *g, IrOp op, const int *in, int nin, const IrAttr *a);
+
+/* The precision rules (ir_precision.c) wrap GEMM operands and results as they are built. */
 int ir_make(IrGraph *g, IrOp op, const int *in, int nin, const IrAttr *a) {
+  if (!g->gemm16 && !g->round16)
+    return make_node(g, op, in, nin, a);
+  int buf[8], *ops = nin <= 8 ? buf : ir_alloc(g, (size_t)nin * sizeof *ops);
+  if (ir_precision_operands(g, op, in, nin, ops) < 0)
+    return -1;
+  return ir_precision_result(g, make_node(g, op, ops, nin, a));
+}
+
+static int make_node(IrGraph *g, IrOp op, const int *in, int nin, const IrAttr *a) {
   for (int k = 0; k < nin; k++) {
     if (in[k] < 0)
       return -1; /* an operand failed earlier: its message stands */

@@ -139,6 +139,18 @@ bool llvm_gemm_run(LlvmGemm *g, const LlvmGemmSpec *spec, int nthreads,
 
 
 //
+// llvm_gemm16.c — bf16 GEMM with f32 accumulation: C = bf16(op(A)) * bf16(op(B)), row-major
+// f32 operands rounded to bf16 (ties to even) while packed; AMX tiles where the host and
+// the OS allow them, else vdpbf16ps (LLVM IR) with AVX512-BF16, else a C kernel.  Splits
+// over the pool like llvm_gemm_run.
+typedef struct LlvmGemm16 LlvmGemm16;
+typedef enum { LLVM_GEMM16_AMX, LLVM_GEMM16_AVX512, LLVM_GEMM16_PORTABLE } LlvmGemm16Kind; // the best allowed
+LlvmGemm16 *llvm_gemm16_create(LlvmJit *jit, RtPool *pool, LlvmGemm16Kind want);
+void llvm_gemm16_destroy(LlvmGemm16 *g);
+const char *llvm_gemm16_kernel(LlvmGemm16 *g); // compiles it: "amx", "vdpbf16ps" or "c"; NULL on failure
+bool llvm_gemm16_run(LlvmGemm16 *g, bool trans_a, bool trans_b, int nthreads, int64_t m, int64_t n, int64_t k,
+                     const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc);
+//
 // fuse.c, llvm_step.c, llvm_step_kern.c — the whole-step CPU backend (prefixes fuse_,
 // llvm_step_). A step graph (after sema_simplify) is grouped into kernels and every
 // intermediate value gets a place in one scratch arena (fuse_plan); the kernels become one

@@ -98,7 +98,7 @@ static LLVMValueRef libm1(Gen *c, const char *f32name, const char *f64name, LLVM
 static LLVMTypeRef reg_type(Gen *c, IrDtype t) {
   switch (t) {
   case IR_F64: return c->f64;
-  case IR_F32: return c->f32;
+  case IR_F32: case IR_BF16: case IR_F16: return c->f32; /* 16-bit values: f32 registers */
   case IR_I64: return c->i64;
   case IR_I32: return c->i32;
   case IR_U8: return c->i8;
@@ -106,11 +106,43 @@ static LLVMTypeRef reg_type(Gen *c, IrDtype t) {
   }
 }
 
-static LLVMTypeRef mem_type(Gen *c, IrDtype t) { return t == IR_BOOL ? c->i8 : reg_type(c, t); }
+static LLVMTypeRef mem_type(Gen *c, IrDtype t) {
+  if (t == IR_BF16 || t == IR_F16)
+    return LLVMInt16TypeInContext(c->cx);
+  return t == IR_BOOL ? c->i8 : reg_type(c, t);
+}
+
+/* f32 -> the bits of the nearest bf16 (ties to even) with integer ops, so no target needs
+ * __truncsfbf2 and the result is the interpreter's: NaN -> 0x7fc0 as ir_store. */
+static LLVMValueRef bf16_bits(Gen *c, LLVMValueRef x) {
+  LLVMValueRef u = LLVMBuildBitCast(c->b, x, c->i32, "");
+  LLVMValueRef odd = LLVMBuildAnd(c->b, LLVMBuildLShr(c->b, u, LLVMConstInt(c->i32, 16, 0), ""), LLVMConstInt(c->i32, 1, 0), "");
+  LLVMValueRef r = LLVMBuildAdd(c->b, u, LLVMBuildAdd(c->b, odd, LLVMConstInt(c->i32, 0x7fff, 0), ""), "");
+  r = LLVMBuildLShr(c->b, r, LLVMConstInt(c->i32, 16, 0), "");
+  LLVMValueRef nan = LLVMBuildFCmp(c->b, LLVMRealUNO, x, x, "");
+  r = LLVMBuildSelect(c->b, nan, LLVMConstInt(c->i32, 0x7fc0, 0), r, "");
+  return LLVMBuildTrunc(c->b, r, LLVMInt16TypeInContext(c->cx), "");
+}
+
+static LLVMValueRef bf16_value(Gen *c, LLVMValueRef bits) {
+  LLVMValueRef u = LLVMBuildShl(c->b, LLVMBuildZExt(c->b, bits, c->i32, ""), LLVMConstInt(c->i32, 16, 0), "");
+  return LLVMBuildBitCast(c->b, u, c->f32, "");
+}
+
+/* f32 or f64 -> f16 bits: fptrunc rounds to nearest even (vcvtps2ph with F16C) */
+static LLVMValueRef f16_bits(Gen *c, LLVMValueRef x) {
+  LLVMTypeRef h = LLVMHalfTypeInContext(c->cx), i16 = LLVMInt16TypeInContext(c->cx);
+  LLVMValueRef r = LLVMBuildBitCast(c->b, LLVMBuildFPTrunc(c->b, x, h, ""), i16, "");
+  return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealUNO, x, x, ""), LLVMConstInt(i16, 0x7e00, 0), r, ""); /* as ir_store */
+}
+
+static LLVMValueRef f16_value(Gen *c, LLVMValueRef bits) {
+  return LLVMBuildFPExt(c->b, LLVMBuildBitCast(c->b, bits, LLVMHalfTypeInContext(c->cx), ""), c->f32, "");
+}
 
 static LLVMValueRef const_of(Gen *c, IrDtype t, double v) {
   if (ir_dtype_is_float(t))
-    return cf(reg_type(c, t), v);
+    return cf(reg_type(c, t), ir_round(t, v));
   if (t == IR_BOOL)
     return LLVMConstInt(c->i1, v != 0, 0);
   return LLVMConstInt(reg_type(c, t), (unsigned long long)(int64_t)ir_round(t, v), 1);
@@ -126,6 +158,8 @@ static LLVMValueRef load_t(Gen *c, IrDtype t, LLVMValueRef base, LLVMValueRef i)
   LLVMSetAlignment(v, (unsigned)ir_dtype_size(t));
   if (t == IR_BOOL)
     v = LLVMBuildICmp(c->b, LLVMIntNE, v, LLVMConstInt(c->i8, 0, 0), "");
+  if (t == IR_BF16 || t == IR_F16)
+    v = t == IR_BF16 ? bf16_value(c, v) : f16_value(c, v);
   return v;
 }
 
@@ -133,6 +167,8 @@ static void store_t(Gen *c, IrDtype t, LLVMValueRef base, LLVMValueRef i, LLVMVa
   LLVMTypeRef mt = mem_type(c, t);
   if (t == IR_BOOL)
     v = LLVMBuildZExt(c->b, v, c->i8, "");
+  if (t == IR_BF16 || t == IR_F16) /* the register already holds a value of t: exact */
+    v = t == IR_BF16 ? bf16_bits(c, v) : f16_bits(c, v);
   LLVMSetAlignment(LLVMBuildStore(c->b, v, gep(c, mt, base, i)), (unsigned)ir_dtype_size(t));
 }
 
@@ -518,6 +554,11 @@ static LLVMValueRef convert(Gen *c, LLVMValueRef x, IrDtype from, IrDtype to) {
     return x;
   LLVMTypeRef tt = reg_type(c, to);
   bool ff = ir_dtype_is_float(from), ft = ir_dtype_is_float(to);
+  if (ff && (to == IR_BF16 || to == IR_F16)) /* round to the 16-bit value, held in f32 */
+    return to == IR_BF16 ? bf16_value(c, bf16_bits(c, from == IR_F64 ? LLVMBuildFPTrunc(c->b, x, c->f32, "") : x))
+                         : f16_value(c, f16_bits(c, x));
+  if (ff && LLVMTypeOf(x) == tt)
+    return x; /* a 16-bit value widened to f32: already exact */
   if (ff && ft)
     return from == IR_F64 ? LLVMBuildFPTrunc(c->b, x, tt, "") : LLVMBuildFPExt(c->b, x, tt, "");
   if (ff) {

@@ -72,6 +72,7 @@ typedef struct {
     double clip_val;
     bool clip_by_value;
     int64_t accumulate;
+    bool loss_scale;     /* 16-mixed: the gradients come from a scaled loss (ir_scaler_grads) */
     File **files; int nfiles;
     Value **vals; int nvals, capvals;     /* every Value, freed at the end */
     Scope **scopes; int nscopes, capscopes;
@@ -1837,9 +1838,16 @@ static bool add_group(Lower *L, const char *name, Value *cfg, Value *sched, int 
     o->ngroups++;
     if (!backward) return true;
     int *grads = xcalloc((size_t)np, sizeof *grads);
-    bool ok = ad_grad(g, loss, params, np, grads) == 0;
-    for (int i = 0; ok && i < np; i++) ir_output(g, grads[i], IR_OUT_GRAD, params[i], g->node[params[i]].name);
     const char *prefix = name[0] ? lstr(L, xasprintf("opt.%s", name)) : "opt";
+    IrScaler scaler;
+    bool ok = (L->loss_scale ? ir_scaler_grads(g, prefix, loss, params, np, grads, &scaler) : ad_grad(g, loss, params, np, grads)) == 0;
+    for (int i = 0; ok && i < np; i++) ir_output(g, grads[i], IR_OUT_GRAD, params[i], g->node[params[i]].name);
+    if (ok && L->loss_scale) { /* logged every step, as a metric "loss_scale" (".../G" per group) */
+        const char *ln = name[0] ? lstr(L, xasprintf("loss_scale/%s", name)) : "loss_scale";
+        o->logs = xrealloc(o->logs, sizeof *o->logs * (size_t)(o->nlogs + 1));
+        o->logs[o->nlogs++] = (LogSpec){ln, scaler.scale, false, true, false, false, "mean"};
+        ir_output(g, scaler.scale, IR_OUT_VALUE, -1, lstr(L, xasprintf("log:%s", ln)));
+    }
     int *acc = NULL, apply = -1, first_out = g->nout;
     if (ok && L->accumulate > 1) { /* the gradient so far, as Lightning's loss / k summed over k batches */
         acc = xcalloc((size_t)np, sizeof *acc);
@@ -1852,6 +1860,7 @@ static bool add_group(Lower *L, const char *name, Value *cfg, Value *sched, int 
             ok = grads[i] >= 0;
         }
     }
+    if (ok && L->loss_scale) ok = ir_scaler_check(g, &scaler, grads, np) == 0; /* before clipping, as Lightning */
     if (ok && L->clip_val > 0) { /* Lightning's gradient_clip_val: the group's total norm, or each value */
         int total = -1, c = ir_scalar(g, L->clip_val, IR_F32);
         for (int i = 0; !L->clip_by_value && i < np; i++) {
@@ -1901,6 +1910,7 @@ static bool add_group(Lower *L, const char *name, Value *cfg, Value *sched, int 
         a.maximize = cfg_bool(cfg, "maximize");
         ok = ir_adam(g, prefix, &a, params, grads, np) == 0;
     }
+    if (ok && L->loss_scale) ok = ir_scaler_update(g, &scaler, first_out) == 0;
     if (ok && acc) { /* updates happen only when `apply`; else the sum grows */
         int last = g->nout;
         for (int o = first_out; ok && o < last; o++) {
@@ -2038,6 +2048,7 @@ StepGraph *sema_lower(const Node *program, const char *path, const char *step, c
     o->step = step;
     o->g = L.g = ir_new();
     L.out = o;
+    L.loss_scale = ir_precision_begin(o->g, opt->precision);
     builtin_scope(&L);
     bool ok = false;
     const Node *rm = root_model(program), *dm = NULL;
@@ -2089,6 +2100,7 @@ StepGraph *sema_lower(const Node *program, const char *path, const char *step, c
     }
     ok = diag_error_count() == errors;
 done:
+    ir_precision_end(o->g, opt->precision);
     for (int i = 0; i < o->nparams; i++) o->params[i].name = o->g->node[o->params[i].id].name;
     for (int i = 0; i < o->nsubs; i++) {
         char *nm = xstrndup(o->subs[i].name, strlen(o->subs[i].name) - 1);

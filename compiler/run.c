@@ -463,12 +463,17 @@ static void init_state(Run *r, const StepGraph *s) {
         const ParamInit *p = &s->params[i];
         int kind;
         const IrSlot *sl = slot_named(r, p->name, &kind);
-        if (!sl || sl->dtype != IR_F32) continue;
-        float *d = (float *)(r->buf[kind] + sl->offset);
+        if (!sl || (sl->dtype != IR_F32 && sl->dtype != IR_F64)) continue;
         int64_t n = ir_numel(sl->shape);
+        /* 64-true: drawn as f32 (the same initial weights as 32-true), widened below */
+        float *d = sl->dtype == IR_F32 ? (float *)(r->buf[kind] + sl->offset) : xmalloc(sizeof *d * (size_t)(n ? n : 1));
         if (p->dist == INIT_UNIFORM) philox_fill_uniform(d, n, (uint64_t)r->cfg.seed, (uint64_t)i, p->a, p->b);
         else if (p->dist == INIT_NORMAL) philox_fill_normal(d, n, (uint64_t)r->cfg.seed, (uint64_t)i, p->a, p->b);
         else for (int64_t j = 0; j < n; j++) d[j] = (float)p->a;
+        if (sl->dtype == IR_F64) {
+            for (int64_t j = 0; j < n; j++) ((double *)(r->buf[kind] + sl->offset))[j] = d[j];
+            free(d);
+        }
     }
 }
 
@@ -1120,7 +1125,6 @@ static void summary(const StepGraph *s) {
 static void warn_unapplied(const RtTrainerConfig *c) {
     const char *what[16];
     int n = 0;
-    if (strcmp(c->precision, "32-true")) what[n++] = "precision (runs in 32-true)";
     if (c->devices > 1 || c->num_nodes > 1 || !strcmp(c->strategy, "ddp")) what[n++] = "devices/num_nodes/strategy (runs on one process)";
     for (int i = 0; i < c->ncallbacks && n < 16; i++) {
         const RtComponent *cb = &c->callbacks[i];
@@ -1204,7 +1208,8 @@ static const char run_help[] =
     "Compiles FILE and runs its stages in order: fit (default), validate, test, predict.\n"
     "\n"
     "options:\n"
-    "  --trainer.FLAG=VALUE   override a trainer flag (docs/trainer.md), e.g. --trainer.max_epochs=3\n"
+    "  --trainer.FLAG=VALUE   override a trainer flag (docs/trainer.md), e.g. --trainer.max_epochs=3,\n"
+    "                         --trainer.precision=bf16-mixed (docs/precision.md; 64-true: interpreter)\n"
     "  --model.NAME=VALUE     override a hyperparameter of the model, e.g. --model.hidden1=64\n"
     "  --data.NAME=VALUE      override a parameter of the data module, e.g. --data.batch=128\n"
     "  --ckpt_path=FILE|last|best  start from this checkpoint (validate/test/predict; fit goes on\n"
@@ -1255,6 +1260,11 @@ int run_command(int argc, char **argv) {
     r.opt.clip_val = r.cfg.gradient_clip_val;
     r.opt.clip_by_value = !strcmp(r.cfg.gradient_clip_algorithm, "value");
     r.opt.accumulate = r.cfg.accumulate_grad_batches;
+    r.opt.precision = r.cfg.precision;
+    if (!strcmp(r.cfg.precision, "64-true") && !r.interp) { /* the JIT's GEMMs and kernels are f32 */
+        fprintf(stderr, "ltlc: precision 64-true runs on the reference interpreter (--backend=interp)\n");
+        r.interp = true;
+    }
     warn_unapplied(&r.cfg);
     /* overfit_batches (Lightning 2.x): that much of the training and validation data, in order */
     if (r.cfg.overfit_batches.v > 0) r.cfg.limit_train_batches = r.cfg.limit_val_batches = r.cfg.overfit_batches;
