@@ -57,6 +57,7 @@ typedef struct {
     double clip_val;
     bool clip_by_value;
     int64_t accumulate;
+    bool ddp;            /* average the gradients over the ranks (docs/distributed.md) */
     /* hyperparameter overrides "model.hidden1=64", "data.batch=128" (a bare name is the model's) */
     const char *const *overrides;
     int noverrides;
