@@ -179,6 +179,21 @@ Test(ddp, two_ranks_of_32_take_the_steps_of_one_rank_of_64) {
     rt_ckpt_close(small);
 }
 
+/* The reference interpreter runs the same all_reduce (through the same runtime call). */
+Test(ddp, interpreter_backend_averages_like_the_jit) {
+    static char out[1 << 16];
+    cr_assert_eq(sh(out, sizeof out, MPIRUN " -np 2 %s run tiny.ltl fit --backend=interp --trainer.default_root_dir=interp", LTLC),
+                 0, "%s", out);
+    cr_assert_eq(sh(out, sizeof out, MPIRUN " -np 2 %s run tiny.ltl fit --trainer.default_root_dir=jit", LTLC), 0, "%s", out);
+    char n1[256], n2[256];
+    RtCkpt *interp = only_ckpt("interp", n1, sizeof n1), *jit = only_ckpt("jit", n2, sizeof n2);
+    cr_assert_str_eq(n1, "epoch=1-step=8.ckpt");
+    double scale, d = max_diff(interp, jit, &scale);
+    cr_assert(d <= 1e-5 * scale, "interpreter vs JIT over 2 ranks: %g", d);
+    rt_ckpt_close(interp);
+    rt_ckpt_close(jit);
+}
+
 Test(ddp, devices_2_launches_its_ranks_and_only_rank_0_writes) {
     static char out[1 << 16];
     int st = sh(out, sizeof out, "%s run tiny.ltl fit predict --trainer.devices=2 --trainer.default_root_dir=runs", LTLC);
