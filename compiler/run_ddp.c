@@ -71,7 +71,19 @@ static int launch(int n, int argc, char **argv) {
     return rc ? 1 : 0;
 }
 
-DdpMode ddp_setup(const RtTrainerConfig *c, int argc, char **argv, int *status) {
+/* Kernel threads of a rank (threads = 0): a rank the launcher bound to cores uses those; an
+ * unbound one shares the machine's cores with the other ranks of its node. */
+static int64_t rank_threads(void) {
+    int cpus = rt_cpu_count();
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    const char *v = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    if (!v) v = getenv("SLURM_NTASKS_PER_NODE");
+    int local = v ? atoi(v) : 1;
+    if (cpus < online || local <= 1) return cpus;
+    return cpus / local > 1 ? cpus / local : 1;
+}
+
+DdpMode ddp_setup(RtTrainerConfig *c, int argc, char **argv, int *status) {
     int rank, size, local;
     bool launched = rt_dist_env(&rank, &size, &local);
     int64_t devices = c->devices > 0 ? c->devices : 1, want = devices * (c->num_nodes > 0 ? c->num_nodes : 1);
@@ -104,5 +116,7 @@ DdpMode ddp_setup(const RtTrainerConfig *c, int argc, char **argv, int *status) 
         *status = 1;
         return DDP_LAUNCHED;
     }
-    return rt_dist_size() > 1 ? DDP_RANK : DDP_SINGLE;
+    if (rt_dist_size() <= 1) return DDP_SINGLE;
+    if (c->threads <= 0) c->threads = rank_threads();
+    return DDP_RANK;
 }

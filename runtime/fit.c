@@ -52,7 +52,8 @@ static void agg_sync(RtLoop *L, Agg *a, const RtMetricSpec *s, int n, uint64_t w
     }
 }
 
-/* The per-step values of the metrics logged with sync_dist = true, averaged over the ranks. */
+/* The per-step values of the metrics logged with sync_dist = true, averaged over the ranks
+ * (every rank runs batches of the same sizes, so their epoch aggregates then agree too). */
 static void step_sync(RtLoop *L, int n, double *m) {
     if (!L->reduce) return;
     double v[64];
@@ -306,8 +307,7 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
                 return fail(L, "saving the checkpoint failed"), 1;
             if (stop) { i++; break; }
         }
-        agg_sync(L, &agg, s, ns, L->sync_dist[RT_TRAIN]);
-        Row r = {0};
+        Row r = {0}; /* sync_dist values were averaged per step: their epoch aggregates agree */
         for (int k = 0; k < ns; k++) {
             double v = agg_value(&agg, s, k);
             if (s[k].on_epoch) row_add(&r, &s[k], true, v);

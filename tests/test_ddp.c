@@ -19,6 +19,13 @@
 
 static char dir[64];
 #define MPIRUN "mpirun --allow-run-as-root --oversubscribe"
+/* Under AddressSanitizer (make asan) the ranks do not check leaks: OpenMPI leaks in plugins it
+ * has dlclosed by exit, whose frames LSan can neither name nor suppress. */
+#ifdef __SANITIZE_ADDRESS__
+#define RANK_ENV "LSAN_OPTIONS=detect_leaks=0 "
+#else
+#define RANK_ENV ""
+#endif
 
 static void be32(FILE *f, unsigned v) {
     unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8), (unsigned char)v};
@@ -113,7 +120,7 @@ static int sh(char *out, size_t size, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(body, sizeof body, fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof cmd, "cd %s && %s 2>&1", dir, body);
+    snprintf(cmd, sizeof cmd, "cd %s && " RANK_ENV "%s 2>&1", dir, body);
     FILE *p = popen(cmd, "r");
     size_t n = fread(out, 1, size - 1, p);
     out[n] = 0;
@@ -255,7 +262,7 @@ static int children(pid_t pid, pid_t *out, int max) {
 static double signal_a_rank(int sig, const char *env, char *out, size_t size) {
     char log[256], cmd[1024];
     snprintf(log, sizeof log, "%s/out.txt", dir);
-    snprintf(cmd, sizeof cmd, "cd %s && %s exec " MPIRUN " --timeout 60 -np 2 %s run tiny.ltl fit --trainer.max_epochs=100000 >%s 2>&1",
+    snprintf(cmd, sizeof cmd, "cd %s && " RANK_ENV "%s exec " MPIRUN " --timeout 60 -np 2 %s run tiny.ltl fit --trainer.max_epochs=100000 >%s 2>&1",
              dir, env, LTLC, log);
     pid_t pid = fork();
     if (pid == 0) { execl("/bin/sh", "sh", "-c", cmd, (char *)NULL); _exit(127); }
