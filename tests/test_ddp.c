@@ -32,8 +32,9 @@ static void be32(FILE *f, unsigned v) {
     fwrite(b, 1, 4, f);
 }
 
-/* n 4x4 images of two classes (bright left half: class 1), as IDX files. */
-static void write_idx(const char *name_x, const char *name_y, int n) {
+/* n 4x4 images of two classes (bright left half: class 1), as IDX files; image `black` is all
+ * zeros (-1: none). */
+static void write_idx(const char *name_x, const char *name_y, int n, int black) {
     char p[256];
     snprintf(p, sizeof p, "%s/%s", dir, name_x);
     FILE *fx = fopen(p, "wb");
@@ -46,7 +47,7 @@ static void write_idx(const char *name_x, const char *name_y, int n) {
         int y = i % 2;
         for (int k = 0; k < 16; k++) {
             s = s * 1103515245u + 12345u;
-            fputc(((k % 4 < 2) == y ? 180 : 40) + (int)(s >> 16) % 60, fx);
+            fputc(i == black ? 0 : ((k % 4 < 2) == y ? 180 : 40) + (int)(s >> 16) % 60, fx);
         }
         fputc(y, fy);
     }
@@ -89,8 +90,9 @@ static const char *model_src =
 static void setup(void) {
     strcpy(dir, "/tmp/ltl_ddp_XXXXXX");
     cr_assert(mkdtemp(dir));
-    write_idx("x.idx", "y.idx", 256);
-    write_idx("vx.idx", "vy.idx", 64);
+    write_idx("x.idx", "y.idx", 256, -1);
+    write_idx("vx.idx", "vy.idx", 64, -1);
+    write_idx("bx.idx", "by.idx", 256, 1);
     char p[256];
     snprintf(p, sizeof p, "%s/tiny.ltl", dir);
     FILE *f = fopen(p, "w");
@@ -306,6 +308,36 @@ Test(ddp, a_hung_rank_ends_the_job_after_the_timeout) {
     cr_assert(waited >= 1.5 && waited < 15, "ended %g s after a rank hung", waited);
     cr_assert(strstr(out, "no answer from the other ranks for 2 s"), "%s", out);
     cr_assert(strstr(out, "rank 0 of 2") || strstr(out, "rank 1 of 2"), "%s", out);
+}
+
+/* Bad data on one rank: image 1 is black, and unshuffled it is in rank 1's first batch, whose
+ * loss log(0) * 0 is NaN; detect_anomaly stops rank 1, whose failure stops rank 0. */
+Test(ddp, a_rank_failing_on_its_data_ends_the_job_with_its_rank_named) {
+    static char out[1 << 16];
+    char p[256];
+    snprintf(p, sizeof p, "%s/bad.ltl", dir);
+    FILE *f = fopen(p, "w");
+    fprintf(f, "use nn\n"
+               "model Tiny(lr = 0.1) {\n"
+               "    l1 = nn.Linear(16, 2)\n"
+               "    training_step(x: f32[B, 1, 4, 4], y: i64[B]) {\n"
+               "        h = flatten(x, 1)\n"
+               "        return cross_entropy(l1(h), y) + 0 * mean(log(sum(h, dim = 1)))\n"
+               "    }\n"
+               "    optimizer = sgd(lr = lr)\n"
+               "}\n"
+               "data Bad(root = \"%s\") {\n"
+               "    train = idx(root + \"/bx.idx\", root + \"/by.idx\")\n"
+               "    loader(batch = 32, shuffle = false)\n"
+               "}\n"
+               "trainer {\n    max_epochs = 100\n    detect_anomaly = true\n    enable_progress_bar = false\n}\n", dir);
+    fclose(f);
+    double t0 = now();
+    int st = sh(out, sizeof out, MPIRUN " -np 2 %s run bad.ltl fit", LTLC);
+    cr_assert(now() - t0 < 30, "%g s", now() - t0);
+    cr_assert_neq(st, 0, "%s", out);
+    cr_assert(strstr(out, "nan at step 0 (detect_anomaly)"), "%s", out);
+    cr_assert(strstr(out, "ltlc: rank 1 of 2: failed (the message above); stopping all ranks"), "%s", out);
 }
 
 Test(ddp, nccl_without_a_gpu_fails_cleanly) {
