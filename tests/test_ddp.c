@@ -373,3 +373,25 @@ Test(ddp, two_ranks_in_two_network_namespaces_train_over_tcp) {
     rt_ckpt_close(nodes);
     rt_ckpt_close(local);
 }
+
+/* The launchers' environments, and collectives in a world of one (before rt_dist_init). */
+Test(ddp, launcher_environment_and_a_world_of_one) {
+    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "PMIX_RANK",
+                                       "PMIX_SIZE", "PMI_RANK", "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) unsetenv(vars[i]);
+    int rank, size, local;
+    cr_assert_not(rt_dist_env(&rank, &size, &local));
+    cr_assert(rank == 0 && size == 1 && local == 0);
+    setenv("SLURM_PROCID", "5", 1), setenv("SLURM_NTASKS", "8", 1), setenv("SLURM_LOCALID", "1", 1);
+    cr_assert(rt_dist_env(&rank, &size, &local));
+    cr_assert(rank == 5 && size == 8 && local == 1, "%d %d %d", rank, size, local);
+    setenv("OMPI_COMM_WORLD_RANK", "2", 1), setenv("OMPI_COMM_WORLD_SIZE", "3", 1); /* mpirun's win */
+    cr_assert(rt_dist_env(&rank, &size, &local));
+    cr_assert(rank == 2 && size == 3 && local == 0, "%d %d %d", rank, size, local);
+    cr_assert(rt_dist_rank() == 0 && rt_dist_size() == 1);
+    float v[3] = {1, 2, 3};
+    cr_assert_eq(rt_dist_allreduce(v, 3, RT_DIST_F32, RT_DIST_MEAN), 0);
+    cr_assert(v[0] == 1 && v[1] == 2 && v[2] == 3);
+    cr_assert(rt_dist_agree(true) && !rt_dist_agree(false));
+    cr_assert_eq(rt_dist_barrier(), 0);
+}
