@@ -1073,7 +1073,6 @@ int run_command(int argc, char **argv) {
     r.opt.clip_val = r.cfg.gradient_clip_val;
     r.opt.clip_by_value = !strcmp(r.cfg.gradient_clip_algorithm, "value");
     r.opt.accumulate = r.cfg.accumulate_grad_batches;
-    warn_unapplied(&r.cfg);
     r.world = 1;
     switch (ddp_setup(&r.cfg, argc, argv, &status)) {
     case DDP_LAUNCHED: goto out;
@@ -1086,6 +1085,7 @@ int run_command(int argc, char **argv) {
     case DDP_SINGLE: break;
     }
     status = 1;
+    if (!r.rank) warn_unapplied(&r.cfg); /* once, by rank 0 (a launching process leaves it to its ranks) */
     /* overfit_batches (Lightning 2.x): that much of the training and validation data, in order */
     if (r.cfg.overfit_batches.v > 0) r.cfg.limit_train_batches = r.cfg.limit_val_batches = r.cfg.overfit_batches;
     for (int i = 0; i < r.cfg.ncallbacks; i++) /* timer(duration = "DD:HH:MM:SS"): a max_time */
