@@ -351,11 +351,15 @@ Test(ddp, nccl_without_a_gpu_fails_cleanly) {
     cr_assert(!strstr(out, "Segmentation") && !strstr(out, "core dumped"), "%s", out);
 }
 
-Test(ddp, mpirun_missing_is_a_clear_error) {
+Test(ddp, launch_errors_are_clear) {
     static char out[1 << 16];
     int st = sh(out, sizeof out, "LTL_MPIRUN=/nonexistent/mpirun %s run tiny.ltl fit --trainer.devices=2", LTLC);
     cr_assert_eq(st, 1, "%s", out);
     cr_assert(strstr(out, "mpirun, which is not installed"), "%s", out);
+    cr_assert_eq(sh(out, sizeof out, "%s run tiny.ltl fit --trainer.devices=2 --trainer.num_nodes=2", LTLC), 1, "%s", out);
+    cr_assert(strstr(out, "num_nodes = 2: start the ranks on the nodes yourself"), "%s", out);
+    cr_assert_neq(sh(out, sizeof out, MPIRUN " -np 2 %s run tiny.ltl fit --trainer.devices=3", LTLC), 0, "%s", out);
+    cr_assert(strstr(out, "the launcher started 2 ranks, but devices x num_nodes = 3"), "%s", out);
 }
 
 Test(ddp, two_ranks_in_two_network_namespaces_train_over_tcp) {
