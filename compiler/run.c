@@ -640,6 +640,7 @@ static bool cb_epoch_end(void *ctx, int64_t epoch) {
             return false;
         }
         r->lr[k] = rt_sched_plateau(sc, r->comp[0].s->groups[k].lr0, v);
+        if (r->world > 1) rt_dist_broadcast(&r->lr[k], sizeof r->lr[k], 0); /* a per-rank metric: rank 0's rate */
     }
     return true;
 }
