@@ -16,7 +16,7 @@ LLVM_CFLAGS = $(shell $(LLVM_CONFIG) --cflags 2>/dev/null)
 # Debian packages the project needs (build, tests, examples).
 DEB_PACKAGES = build-essential pkg-config re2c lemon llvm-19-dev libcriterion-dev zlib1g-dev \
                libedit-dev libcjson-dev libxxhash-dev libpng-dev libonig-dev dataset-fashion-mnist \
-               clang libclang-rt-14-dev vim-nox emacs-nox tmux
+               clang libclang-rt-14-dev vim-nox emacs-nox tmux openmpi-bin libopenmpi-dev
 
 CFLAGS_BASE = -std=c17 -Wall -Wextra -Werror -g $(OPT) -D_GNU_SOURCE -Icompiler -Iruntime -I$(BUILD)/gen \
               -DLTL_STDLIB_DIR='"$(CURDIR)/stdlib"'
@@ -154,6 +154,7 @@ bench: deps
 	bench/trainer.sh $(LTLC)
 	BUILD=$(BUILD) bench/step.sh
 	BUILD=$(BUILD) bench/gemm.sh
+	bench/ddp.sh $(LTLC)
 
 # Regenerates the expected output of tests/frontend/ (review the diff before committing).
 golden-update: $(LTLC)

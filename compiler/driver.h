@@ -13,4 +13,12 @@ int build_command(int argc, char **argv);
 /* repl.c: `ltlc repl [FILE...]`, an interactive session (docs/repl.md). Exit status. */
 int repl_command(int argc, char **argv);
 
+/* run_ddp.c: the world of a run (docs/distributed.md). DDP_SINGLE: one process; DDP_RANK:
+ * this process is a rank of a world of several, joined (rt_dist_*); DDP_LAUNCHED: the run is
+ * over with exit status *status (the ranks were started through mpirun and have ended, or
+ * the world could not be made: the message is printed). argv as run_command's. A rank's
+ * threads = 0 becomes its share of the cores. */
+struct RtTrainerConfig;
+typedef enum { DDP_SINGLE, DDP_RANK, DDP_LAUNCHED } DdpMode;
+DdpMode ddp_setup(struct RtTrainerConfig *c, int argc, char **argv, int *status);
 #endif

@@ -8,6 +8,7 @@
  * Kernels are the plainest loops that are obviously right: indices are recomputed from the
  * flat position with divisions rather than walked incrementally. */
 #include "ir.h"
+#include "rt.h"
 
 #include <assert.h>
 #include <math.h>
@@ -694,6 +695,18 @@ static int k_rand(const Kx *k) {
                     ? a->value + (a->value2 - a->value) * philox_uniform(a->seed, step, (uint64_t)i)
                     : a->value + a->value2 * philox_normal(a->seed, step, (uint64_t)i);
   return 0;
+}
+
+/* The values travel as doubles: each rank's f32 values are exact in double, and the mean is
+ * rounded once to the node's dtype afterwards, as the compiled step's f32 sum / size is. */
+static int k_allreduce(const Kx *k) {
+  int64_t at = 0;
+  for (int j = 0; j < k->n->nin; j++) {
+    int64_t n = ir_numel(ISH(j));
+    memcpy(k->out + at, k->in[j], (size_t)n * sizeof(double));
+    at += n;
+  }
+  return rt_dist_allreduce(k->out, at, RT_DIST_F64, RT_DIST_MEAN);
 }
 
 static Kernel *const kernels[] = {

@@ -216,6 +216,8 @@ int ir_broadcast_to(IrGraph *g, int a, IrShape s);
  * out-of-range bounds clamp), step > 0. */
 int ir_slice(IrGraph *g, int a, int axis, int64_t start, int64_t stop, int64_t step);
 int ir_concat(IrGraph *g, const int *xs, int n, int axis);
+/* The mean over the ranks of xs flattened and concatenated: f32[sum of numels] (docs/distributed.md). */
+int ir_allreduce(IrGraph *g, const int *xs, int n);
 int ir_pad(IrGraph *g, int a, const int64_t *lo, const int64_t *hi, double value); /* per axis */
 int ir_conv2d(IrGraph *g, int x, int w, const int64_t stride[2], const int64_t pad[2],
               const int64_t dil[2], int groups);

@@ -269,6 +269,19 @@ static int sh_slice_scatter(IrGraph *g, IrNode *n) {
   return 0;
 }
 
+/* all_reduce: float operands of one dtype, flattened into one vector */
+static int sh_allreduce(IrGraph *g, IrNode *n) {
+  char x[128];
+  n->dtype = IN(0)->dtype;
+  n->shape = (IrShape){.rank = 1};
+  for (int k = 0; k < n->nin; k++) {
+    if (IN(k)->dtype != n->dtype || !ir_dtype_is_float(n->dtype))
+      return ir_fail(g, "needs float operands of one dtype, got %s", TY(IN(k), x));
+    n->shape.d[0] += ir_numel(IN(k)->shape);
+  }
+  return 0;
+}
+
 static int sh_concat(IrGraph *g, IrNode *n) {
   const IrNode *f = IN(0);
   char x[128], y[128];
@@ -1009,6 +1022,12 @@ int ir_concat(IrGraph *g, const int *xs, int n, int axis) {
   if ((at.axis = norm_axis(g, xs[0], axis, "concat")) < 0)
     return -1;
   return ir_make(g, IR_CONCAT, v, n, &at);
+}
+
+int ir_allreduce(IrGraph *g, const int *xs, int n) {
+  if (n < 1)
+    return ir_fail(g, "all_reduce: needs at least one operand");
+  return ir_make(g, IR_ALLREDUCE, xs, n, NULL);
 }
 
 int ir_pad(IrGraph *g, int a, const int64_t *lo, const int64_t *hi, double value) {

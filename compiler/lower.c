@@ -73,6 +73,7 @@ typedef struct {
     bool clip_by_value;
     int64_t accumulate;
     bool loss_scale;     /* 16-mixed: the gradients come from a scaled loss (ir_scaler_grads) */
+    bool ddp;            /* gradients averaged over the ranks (strategy = "ddp", world > 1) */
     File **files; int nfiles;
     Value **vals; int nvals, capvals;     /* every Value, freed at the end */
     Scope **scopes; int nscopes, capscopes;
@@ -1802,6 +1803,37 @@ static bool scheduler(Lower *L, Value *v, RtScheduler *out, Span at) {
     return true;
 }
 
+/* strategy = "ddp": the gradients averaged over the ranks before clipping sees them, in
+ * buckets of at most DDP_BUCKET_BYTES of the flat gradient buffer: one all_reduce each, whose
+ * slices are the reduced gradients (views, no copy). Buckets run from the last parameter
+ * back, the order in which backward makes the gradients. A sum accumulated over batches is
+ * reduced every batch: the mean is linear, so the sum stays the mean of the ranks' sums. */
+enum { DDP_BUCKET_BYTES = 8 << 20 };
+static bool allreduce_grads(Lower *L, int *grads, int np) {
+    IrGraph *g = L->g;
+    for (int end = np; end > 0;) {
+        IrDtype t = g->node[grads[end - 1]].dtype;
+        int start = end;
+        int64_t bytes = 0;
+        while (start > 0 && g->node[grads[start - 1]].dtype == t) {
+            int64_t b = ir_numel(g->node[grads[start - 1]].shape) * (int64_t)ir_dtype_size(t);
+            if (start < end && bytes + b > DDP_BUCKET_BYTES) break;
+            bytes += b;
+            start--;
+        }
+        int r = ir_allreduce(g, grads + start, end - start);
+        for (int64_t i = start, off = 0; i < end; i++) {
+            IrShape sh = g->node[grads[i]].shape;
+            int64_t n = ir_numel(sh);
+            grads[i] = ir_reshape(g, ir_slice(g, r, 0, off, off + n, 1), sh);
+            off += n;
+            if (grads[i] < 0) return false;
+        }
+        end = start;
+    }
+    return true;
+}
+
 static bool add_group(Lower *L, const char *name, Value *cfg, Value *sched, int loss, bool backward, Span at) {
     StepGraph *o = L->out;
     IrGraph *g = L->g;
@@ -1860,7 +1892,8 @@ static bool add_group(Lower *L, const char *name, Value *cfg, Value *sched, int 
             ok = grads[i] >= 0;
         }
     }
-    if (ok && L->loss_scale) ok = ir_scaler_check(g, &scaler, grads, np) == 0; /* before clipping, as Lightning */
+    if (ok && L->ddp) ok = allreduce_grads(L, grads, np);
+    if (ok && L->loss_scale) ok = ir_scaler_check(g, &scaler, grads, np) == 0; /* after the all-reduce (every rank skips alike), before clipping, as Lightning */
     if (ok && L->clip_val > 0) { /* Lightning's gradient_clip_val: the group's total norm, or each value */
         int total = -1, c = ir_scalar(g, L->clip_val, IR_F32);
         for (int i = 0; !L->clip_by_value && i < np; i++) {
@@ -2040,7 +2073,7 @@ static int overrides(Lower *L, const SemaOptions *opt, const char *block, const 
 StepGraph *sema_lower(const Node *program, const char *path, const char *step, const SemaOptions *opt, bool must) {
     Lower L = {.check = opt->check, .batch = opt->batch, .seed = opt->seed, .step_input = -1,
                .clip_val = opt->clip_val, .clip_by_value = opt->clip_by_value, .accumulate = opt->accumulate,
-               .opt = opt, .input_index = -1, .nbinds = opt->nbinds};
+               .opt = opt, .input_index = -1, .nbinds = opt->nbinds, .ddp = opt->ddp};
     memcpy(L.binds, opt->binds, sizeof opt->binds);
     int errors = diag_error_count();
     StepGraph *o = xcalloc(1, sizeof *o);

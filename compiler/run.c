@@ -116,6 +116,7 @@ typedef struct {
     int64_t max_epochs;
     char ckpt_dir[1024], last_ckpt[1200];
     double epoch_time;
+    int rank, world;                      /* data-parallel training: this rank of world (docs/distributed.md) */
 } Run;
 
 static int error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -242,7 +243,9 @@ static bool make_loaders(Run *r, int64_t num_classes) {
         if (!(r->ds[s] = build(r, r->dp.source[s], memo, &nmemo, num_classes))) { ok = false; break; }
         RtLoaderOptions o = {.batch_size = r->dp.batch, .shuffle = s == RT_TRAIN && r->dp.shuffle,
                              .drop_last = s == RT_TRAIN && r->dp.drop_last, .seed = (uint64_t)r->cfg.seed,
-                             .workers = r->dp.workers, .prefetch = r->dp.prefetch};
+                             .workers = r->dp.workers, .prefetch = r->dp.prefetch,
+                             /* ddp: each rank its shard; predict runs whole on every rank, rank 0 writes */
+                             .rank = s == RT_PREDICT ? 0 : r->rank, .world_size = s == RT_PREDICT ? 1 : r->world};
         char *err = NULL;
         r->ld[s] = rt_loader_create(r->ds[s], r->dp.next_token ? NULL : s == RT_TRAIN ? train_tf : eval_tf, &o, &err);
         if (!r->ld[s]) { error("%s", err ? err : "cannot make the loader"); ok = false; }
@@ -480,6 +483,7 @@ static void init_state(Run *r, const StepGraph *s) {
 /* predict: one line per sample of what predict_step returned (values of a sample joined by
  * commas) in predictions.csv of the run folder, or of the current directory. */
 static bool write_predictions(Run *r, const IrNode *out, int64_t batch, const void *v, bool doubles) {
+    if (r->rank) return true;
     if (!r->pred) {
         if (r->logger) snprintf(r->pred_path, sizeof r->pred_path, "%s/predictions.csv", rt_logger_dir(r->logger));
         else snprintf(r->pred_path, sizeof r->pred_path, "predictions.csv");
@@ -644,6 +648,7 @@ static bool exec(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, dou
  * with the current weights, and writes what it asked for (save_image_grid). A model without
  * the hook does nothing. */
 static bool run_hook(Run *r, const char *name, int64_t epoch, int64_t gstep) {
+    if (r->rank) return true; /* hooks write files and print: rank 0's job */
     int h = 0;
     while (h < r->nhooks && strcmp(r->hooks[h].name, name)) h++;
     if (h == r->nhooks) {
@@ -799,6 +804,8 @@ static bool cb_step(void *ctx, RtStage s, int64_t gstep, double *metrics) {
         int64_t t = (sc->per_step ? gstep : r->batch->epoch) / (sc->frequency > 0 ? sc->frequency : 1);
         r->lr[k] = rt_sched_lr(sc, c->s->groups[k].lr0, t);
     }
+    if (s == RT_TRAIN && r->world > 1 && r->layout[KIND_BUFFER].bytes) /* as DDP's broadcast_buffers */
+        rt_dist_broadcast(r->buf[KIND_BUFFER], (size_t)r->layout[KIND_BUFFER].bytes, 0);
     /* dropout's random numbers are keyed by the batch, which is the optimizer step unless
      * gradients accumulate */
     double t0 = seconds();
@@ -825,6 +832,7 @@ static bool cb_epoch_end(void *ctx, int64_t epoch) {
             return false;
         }
         r->lr[k] = rt_sched_plateau(sc, r->comp[0].s->groups[k].lr0, v);
+        if (r->world > 1) rt_dist_broadcast(&r->lr[k], sizeof r->lr[k], 0); /* a per-rank metric: rank 0's rate */
     }
     return true;
 }
@@ -853,6 +861,17 @@ static void cb_progress(void *ctx, RtStage s, int64_t epoch, int64_t i, int64_t 
         rt_progress_val_update(r->bar, i);
         if (i == n) rt_progress_val_end(r->bar);
     }
+}
+
+/* ddp: metrics combined over the ranks, stop decisions taken by rank 0 */
+static void cb_reduce(void *ctx, double *v, int n, RtReduce op) {
+    (void)ctx;
+    rt_dist_allreduce(v, n, RT_DIST_F64, op == RT_MEAN ? RT_DIST_MEAN : op == RT_MAX ? RT_DIST_MAX
+                                         : op == RT_MIN ? RT_DIST_MIN : RT_DIST_SUM);
+}
+static bool cb_agree(void *ctx, bool flag) {
+    (void)ctx;
+    return rt_dist_agree(flag);
 }
 
 static RtCkptDtype ckpt_dtype(IrDtype t) {
@@ -1125,7 +1144,6 @@ static void summary(const StepGraph *s) {
 static void warn_unapplied(const RtTrainerConfig *c) {
     const char *what[16];
     int n = 0;
-    if (c->devices > 1 || c->num_nodes > 1 || !strcmp(c->strategy, "ddp")) what[n++] = "devices/num_nodes/strategy (runs on one process)";
     for (int i = 0; i < c->ncallbacks && n < 16; i++) {
         const RtComponent *cb = &c->callbacks[i];
         bool applied = !strcmp(cb->name, "progress_bar") || !strcmp(cb->name, "model_summary");
@@ -1217,6 +1235,8 @@ static const char run_help[] =
     "  --threads=N            kernel threads (default: one per core)\n"
     "  --barebones            the bare loop: no progress bar, logging, checkpoints or summary\n"
     "  --backend=llvm|interp  JIT-compiled steps (default) or the reference interpreter\n"
+    "  --trainer.devices=N    data-parallel training on N processes, started through mpirun\n"
+    "                         (strategy = \"ddp\"; also under mpirun -np N or srun: docs/distributed.md)\n"
     "\n"
     "Runs are written to default_root_dir/NAME/version_N/ (metrics.csv, hparams.yaml,\n"
     "TensorBoard events, curves.svg, checkpoints/). Exit 0 ok, 1 an error, 2 usage.\n";
@@ -1261,11 +1281,23 @@ int run_command(int argc, char **argv) {
     r.opt.clip_by_value = !strcmp(r.cfg.gradient_clip_algorithm, "value");
     r.opt.accumulate = r.cfg.accumulate_grad_batches;
     r.opt.precision = r.cfg.precision;
+    r.world = 1;
+    switch (ddp_setup(&r.cfg, argc, argv, &status)) {
+    case DDP_LAUNCHED: goto out;
+    case DDP_RANK:
+        r.rank = rt_dist_rank();
+        r.world = rt_dist_size();
+        r.opt.ddp = true;
+        if (r.rank && !freopen("/dev/null", "w", stdout)) { error("cannot silence rank %d's output", r.rank); goto out; }
+        break;
+    case DDP_SINGLE: break;
+    }
+    status = 1;
+    if (!r.rank) warn_unapplied(&r.cfg); /* once, by rank 0 (a launching process leaves it to its ranks) */
     if (!strcmp(r.cfg.precision, "64-true") && !r.interp) { /* the JIT's GEMMs and kernels are f32 */
-        fprintf(stderr, "ltlc: precision 64-true runs on the reference interpreter (--backend=interp)\n");
+        if (!r.rank) fprintf(stderr, "ltlc: precision 64-true runs on the reference interpreter (--backend=interp)\n");
         r.interp = true;
     }
-    warn_unapplied(&r.cfg);
     /* overfit_batches (Lightning 2.x): that much of the training and validation data, in order */
     if (r.cfg.overfit_batches.v > 0) r.cfg.limit_train_batches = r.cfg.limit_val_batches = r.cfg.overfit_batches;
     for (int i = 0; i < r.cfg.ncallbacks; i++) /* timer(duration = "DD:HH:MM:SS"): a max_time */
@@ -1317,11 +1349,14 @@ int run_command(int argc, char **argv) {
     }
     if (ckpt && !load_ckpt(&r, ckpt, r.stage_step[RT_TRAIN] != NULL, &L)) goto out;
     if (ckpt) printf("Restoring states from the checkpoint path at %s\n", ckpt);
+    for (int k = 0; r.world > 1 && k < NKINDS; k++) /* every rank starts from rank 0's weights */
+        rt_dist_broadcast(r.buf[k], (size_t)r.layout[k].bytes, 0);
+    if (r.world > 1) { L.reduce = cb_reduce; L.agree = cb_agree; }
     if (!make_loaders(&r, classes_of(first->s))) goto out;
     if (run_compile_only) { status = compile_all(&r) ? 0 : 1; goto out; }
 
     bool quiet = r.cfg.barebones || r.cfg.fast_dev_run > 0;
-    if (!quiet && r.cfg.logger_enabled && r.cfg.nloggers) {
+    if (!quiet && !r.rank && r.cfg.logger_enabled && r.cfg.nloggers) {
         lc.plot = stages[0] == RT_TRAIN;
         if (!(r.logger = rt_logger_open(&lc))) { error("%s", rt_log_error()); goto out; }
         if (!r.ckpt_dir[0]) snprintf(r.ckpt_dir, sizeof r.ckpt_dir, "%s/checkpoints", rt_logger_dir(r.logger));
@@ -1338,13 +1373,13 @@ int run_command(int argc, char **argv) {
         r.hparams_yaml = rt_hparams_yaml(h);
         rt_hparams_free(h);
     }
-    if (quiet) r.ckpt_dir[0] = 0; /* fast_dev_run and barebones save nothing */
+    if (quiet || r.rank) r.ckpt_dir[0] = 0; /* fast_dev_run and barebones save nothing; ddp: rank 0 saves */
     if (!r.stage_step[RT_TRAIN]) r.ckpt_dir[0] = 0; /* only fit saves checkpoints */
     if (r.ckpt_dir[0] && r.cfg.enable_checkpointing && mkdir(r.ckpt_dir, 0777) != 0 && errno != EEXIST) {
         error("cannot create %s: %s", r.ckpt_dir, strerror(errno));
         goto out;
     }
-    if (!quiet && r.cfg.enable_progress_bar)
+    if (!quiet && !r.rank && r.cfg.enable_progress_bar)
         r.bar = rt_progress_new(&(RtProgressConfig){.mode = RT_PROGRESS_AUTO, .leave = true});
     if (!quiet && r.cfg.enable_model_summary && stages[0] == RT_TRAIN) summary(first->s);
 
@@ -1356,6 +1391,7 @@ int run_command(int argc, char **argv) {
             r.specs[s][k] = (RtMetricSpec){l->name, l->prog_bar, l->on_step, l->on_epoch,
                                            !strcmp(l->reduce_fx, "sum") ? RT_SUM : !strcmp(l->reduce_fx, "max") ? RT_MAX
                                            : !strcmp(l->reduce_fx, "min") ? RT_MIN : RT_MEAN};
+            if (l->sync_dist) L.sync_dist[s] |= UINT64_C(1) << k;
         }
         L.specs[s] = r.specs[s];
         L.nspecs[s] = c ? c->s->nlogs : 0;
@@ -1412,5 +1448,8 @@ out:
     rt_trainer_free(&r.cfg);
     ast_free(&ast);
     free(text);
+    /* a failed rank ends the job: the others would wait for it in the next collective */
+    if (status != 0 && r.world > 1) rt_dist_abort("failed (the message above)");
+    rt_dist_finalize();
     return status;
 }

@@ -58,6 +58,7 @@ typedef struct {
     bool clip_by_value;
     int64_t accumulate;
     const char *precision; /* the trainer's precision (NULL: "32-true"); see ir_precision.c */
+    bool ddp;            /* average the gradients over the ranks (docs/distributed.md) */
     /* hyperparameter overrides "model.hidden1=64", "data.batch=128" (a bare name is the model's) */
     const char *const *overrides;
     int noverrides;

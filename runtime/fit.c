@@ -31,6 +31,39 @@ static double agg_value(const Agg *a, const RtMetricSpec *s, int i) {
     return s[i].reduce == RT_MEAN && a->count ? a->acc[i] / a->weight : a->acc[i];
 }
 
+/* Data-parallel training: the aggregates of the metrics in `which` (bit i: metric i)
+ * combined over the ranks; a mean weighs each rank's batches by their size, as one process
+ * running all the batches would. Every rank holds the same specs, so the calls match. */
+static void agg_sync(RtLoop *L, Agg *a, const RtMetricSpec *s, int n, uint64_t which) {
+    if (!L->reduce) return;
+    const RtReduce ops[3] = {RT_SUM, RT_MAX, RT_MIN};
+    for (int o = 0; o < 3; o++) {
+        double v[65];
+        int idx[64], k = 0;
+        for (int i = 0; i < n && i < 64; i++) {
+            RtReduce r = s[i].reduce == RT_MEAN ? RT_SUM : s[i].reduce;
+            if ((which >> i & 1) && r == ops[o]) { idx[k] = i; v[k++] = a->acc[i]; }
+        }
+        if (!k) continue;
+        v[k] = a->weight; /* the ranks' total weight, for the means */
+        L->reduce(L->ctx, v, o == 0 ? k + 1 : k, ops[o]);
+        for (int j = 0; j < k; j++)
+            a->acc[idx[j]] = s[idx[j]].reduce == RT_MEAN && v[k] > 0 ? v[j] / v[k] * a->weight : v[j];
+    }
+}
+
+/* The per-step values of the metrics logged with sync_dist = true, averaged over the ranks
+ * (every rank runs batches of the same sizes, so their epoch aggregates then agree too). */
+static void step_sync(RtLoop *L, int n, double *m) {
+    if (!L->reduce) return;
+    double v[64];
+    int idx[64], k = 0;
+    for (int i = 0; i < n && i < 64; i++)
+        if (L->sync_dist[RT_TRAIN] >> i & 1) { idx[k] = i; v[k++] = m[i]; }
+    if (k) L->reduce(L->ctx, v, k, RT_MEAN);
+    for (int j = 0; j < k; j++) m[idx[j]] = v[j];
+}
+
 /* Lightning's names: a metric logged both per step and per epoch gets _step/_epoch. */
 static const char *metric_name(const RtMetricSpec *s, bool epoch, char *buf, size_t size) {
     if (s->on_step && s->on_epoch) snprintf(buf, size, "%s_%s", s->name, epoch ? "epoch" : "step");
@@ -191,6 +224,7 @@ static bool evaluate(RtLoop *L, RtStage st, int64_t epoch, int64_t n, bool sanit
         if (L->progress && !sanity) L->progress(L->ctx, st, epoch, i + 1, n, 0, NULL, NULL);
     }
     if (sanity || n == 0) return true;
+    agg_sync(L, &agg, s, ns, ~UINT64_C(0)); /* evaluation metrics: averaged over the ranks */
     Row r = {0};
     for (int i = 0; i < ns; i++) {
         double v = agg_value(&agg, s, i);
@@ -243,6 +277,7 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
             if (!L->step(L->ctx, RT_TRAIN, L->global_step, m)) return fail(L, "the training step failed"), 1;
             L->global_step += L->apply;
             L->train_batches_run++;
+            step_sync(L, ns, m);
             agg_add(&agg, s, ns, m, L->batch_size);
             Row r = {0};
             for (int k = 0; k < ns; k++) {
@@ -265,13 +300,14 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
                 if (!early_stop_check(L, &es, &es_stop)) return 1;
                 if (es_stop && epoch + 1 >= c->min_epochs) stop = true;
             }
+            if (L->agree) stop = L->agree(L->ctx, stop); /* max_time, early stopping: rank 0 decides */
             L->saving_epoch_end = false;
             if (saving && !last && (stop || (L->apply && L->save_every_n_steps > 0 && L->global_step % L->save_every_n_steps == 0)) &&
                 !L->save(L->ctx, epoch, i + 1, L->global_step))
                 return fail(L, "saving the checkpoint failed"), 1;
             if (stop) { i++; break; }
         }
-        Row r = {0};
+        Row r = {0}; /* sync_dist values were averaged per step: their epoch aggregates agree */
         for (int k = 0; k < ns; k++) {
             double v = agg_value(&agg, s, k);
             if (s[k].on_epoch) row_add(&r, &s[k], true, v);
@@ -285,6 +321,7 @@ static int fit(const RtTrainerConfig *c, RtLoop *L) {
             bool es_stop = false;
             if (!early_stop_check(L, &es, &es_stop)) return 1;
             if (es_stop && epoch + 1 >= c->min_epochs) stop = true;
+            if (L->agree) stop = L->agree(L->ctx, stop);
         }
         L->saving_epoch_end = true;
         if (saving && i == ntrain && !L->save(L->ctx, epoch, ntrain, L->global_step))

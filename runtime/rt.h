@@ -191,6 +191,12 @@ typedef struct RtLoop {
     bool (*save)(void *ctx, int64_t epoch, int64_t batch, int64_t global_step);
     int64_t save_every_n_steps;      // 0: only at epoch ends
     bool saving_epoch_end;           // set for `save`: the call is the end of an epoch
+    // Data-parallel training (NULL: one process). reduce combines n values over the ranks
+    // in place (RT_SUM, RT_MAX, RT_MIN; RT_MEAN: the average); agree returns rank 0's flag
+    // on every rank, so that all ranks stop (or go on) together.
+    void (*reduce)(void *ctx, double *v, int n, RtReduce op);
+    bool (*agree)(void *ctx, bool flag);
+    uint64_t sync_dist[RT_NSTAGES];  // bit k: specs[stage][k] was logged with sync_dist = true
     // Where a resumed run starts (from a checkpoint): epoch, batch and global step.
     int64_t start_epoch, start_batch;
     const RtMetricSpec *specs[RT_NSTAGES];
@@ -672,5 +678,32 @@ typedef struct {
 void rt_fmt_param_count(char *buf, size_t size, int64_t count);
 // The table and the totals (model size = params * bytes_per_param / 1e6; <= 0: 4). malloc'd.
 char *rt_summary_format(const RtSummaryRow *rows, int n, double bytes_per_param);
+
+//
+// dist.c — collectives for data-parallel training (docs/distributed.md). One process is
+// one rank; the launcher (mpirun, srun, or ltlc itself) says which in the environment. MPI
+// (OpenMPI's libmpi, dlopened) does every collective; with RT_DIST_NCCL, NCCL (libnccl.so.2,
+// dlopened) does the all-reduce. Before rt_dist_init, and in a world of one, every
+// collective is a no-op. A collective that fails ends the whole job (rt_dist_abort).
+//
+typedef enum { RT_DIST_NONE, RT_DIST_MPI, RT_DIST_NCCL } RtDistBackend;
+typedef enum { RT_DIST_F32, RT_DIST_F64 } RtDistDtype;
+typedef enum { RT_DIST_SUM, RT_DIST_MEAN, RT_DIST_MAX, RT_DIST_MIN } RtDistOp;
+// The rank, world size and rank on this node a launcher set in the environment
+// (OMPI_COMM_WORLD_*, PMIX_*, PMI_*, SLURM_*); false (0, 1, 0) when none did.
+bool rt_dist_env(int *rank, int *size, int *local_rank);
+// Joins the world (MPI_Init; for NCCL also the communicator). 0, or -1 with a message.
+int rt_dist_init(RtDistBackend backend, char *err, size_t errlen);
+int rt_dist_rank(void);                   // 0 when not initialised
+int rt_dist_size(void);                   // 1 when not initialised
+RtDistBackend rt_dist_backend(void);
+int rt_dist_broadcast(void *buf, size_t bytes, int root);
+// In place over n elements; MEAN is the sum divided by the world size.
+int rt_dist_allreduce(void *buf, int64_t n, RtDistDtype t, RtDistOp op);
+int rt_dist_barrier(void);
+bool rt_dist_agree(bool flag);            // rank 0's flag, on every rank
+// Prints "ltlc: rank R of N: MESSAGE; stopping all ranks" and ends the job (MPI_Abort).
+_Noreturn void rt_dist_abort(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void rt_dist_finalize(void);
 
 #endif
