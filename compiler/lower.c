@@ -1880,7 +1880,7 @@ static bool add_group(Lower *L, const char *name, Value *cfg, Value *sched, int 
         o->logs[o->nlogs++] = (LogSpec){ln, scaler.scale, false, true, false, false, "mean"};
         ir_output(g, scaler.scale, IR_OUT_VALUE, -1, lstr(L, xasprintf("log:%s", ln)));
     }
-    int *acc = NULL, apply = -1, first_out = g->nout;
+    int *acc = NULL, *sum = NULL, apply = -1, first_out = g->nout;
     if (ok && L->accumulate > 1) { /* the gradient so far, as Lightning's loss / k summed over k batches */
         acc = xcalloc((size_t)np, sizeof *acc);
         apply = ir_input(g, IR_IN_DATA, "apply", IR_BOOL, IR_SCALAR);
@@ -1891,6 +1891,10 @@ static bool add_group(Lower *L, const char *name, Value *cfg, Value *sched, int 
             grads[i] = ir_add(g, acc[i], ir_mul(g, grads[i], k));
             ok = grads[i] >= 0;
         }
+        /* the sum carried to the next batch is this one: the all-reduce, unscaling and clipping act
+           on the whole sum when the optimizer steps, as in Lightning */
+        sum = xmalloc((size_t)np * sizeof *sum);
+        memcpy(sum, grads, (size_t)np * sizeof *sum);
     }
     if (ok && L->ddp) ok = allreduce_grads(L, grads, np);
     if (ok && L->loss_scale) ok = ir_scaler_check(g, &scaler, grads, np) == 0; /* after the all-reduce (every rank skips alike), before clipping, as Lightning */
@@ -1955,10 +1959,11 @@ static bool add_group(Lower *L, const char *name, Value *cfg, Value *sched, int 
         }
         for (int i = 0; ok && i < np; i++) {
             int zero = ir_const(g, 0, g->node[acc[i]].dtype, g->node[acc[i]].shape);
-            ok = ir_output(g, ir_where(g, apply, zero, grads[i]), IR_OUT_UPDATE, acc[i], g->node[acc[i]].name) >= 0;
+            ok = ir_output(g, ir_where(g, apply, zero, sum[i]), IR_OUT_UPDATE, acc[i], g->node[acc[i]].name) >= 0;
         }
     }
     free(acc);
+    free(sum);
     free(grads);
     if (!ok) ir_check(L, -1, at);
     return ok;
