@@ -482,6 +482,9 @@ static Value *eval_repeat(Lower *L, const Node *call, Scope *sc, const char *pat
         mv->mod = m;
         v_push(list, NULL, mv);
     }
+    const char *dot = strchr(path, '.');
+    if (L->out && dot && !dot[1] && L->out->nsubs < 64) /* "blocks.": one summary row, as nn.Sequential */
+        L->out->subs[L->out->nsubs++] = (SubModule){lstr(L, xstrdup(path)), "Sequential", NULL};
     return list;
 }
 
@@ -1446,6 +1449,11 @@ static Value *call_value(Lower *L, Value *fn, const Node *call, Value **pos, int
         if (npos != 1 || nkw) return fail(L, sp, "a sequence of modules takes one argument");
         Value *x = pos[0];
         for (int i = 0; i < fn->n && x; i++) x = call_value(L, fn->items[i], call, &x, 1, NULL, NULL, 0, sc);
+        const char *first = fn->n && fn->items[0]->k == VK_MODULE ? fn->items[0]->mod->path : NULL;
+        size_t plen = first && strchr(first, '.') ? (size_t)(strchr(first, '.') - first) + 1 : 0;
+        for (int i = 0; x && x->k == VK_TENSOR && plen && L->out && i < L->out->nsubs; i++) /* repeat's row */
+            if (!L->out->subs[i].out && strlen(L->out->subs[i].name) == plen && !strncmp(L->out->subs[i].name, first, plen))
+                L->out->subs[i].out = lstr(L, type_str(L, x->id));
         return x;
     }
     case VK_BUILTIN:
