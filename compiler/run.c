@@ -5,6 +5,7 @@
 #include "driver.h"
 #include "ir.h"
 #include "llvm.h"
+#include "cuda.h"
 #include "sema.h"
 #include <errno.h>
 #include <math.h>
@@ -951,6 +952,21 @@ static void warn_unapplied(const RtTrainerConfig *c) {
     for (int i = 0; i < n; i++) fprintf(stderr, "ltlc: warning: %s is not applied yet\n", what[i]);
 }
 
+/* accelerator: "cpu" and "auto" train on the CPU ("auto" would pick a usable GPU once the
+ * device executor exists); "cuda"/"gpu" need a usable GPU and, until the executor exists,
+ * stop with a message rather than silently training on the CPU (docs/backend-cuda.md). */
+static bool accelerator_ok(const RtTrainerConfig *c) {
+    const char *a = c->accelerator;
+    if (!strcmp(a, "cpu") || !strcmp(a, "auto")) return true;
+    if (strcmp(a, "cuda") && strcmp(a, "gpu")) { error("unknown accelerator '%s' (cpu, cuda, auto)", a); return false; }
+    char why[512];
+    int cc = 0;
+    if (!cuda_rt_probe(&cc, why, sizeof why)) { error("accelerator = \"%s\": %s", a, why); return false; }
+    error("accelerator = \"%s\": a GPU with compute capability %d.%d is here, but the CUDA step executor is not "
+          "implemented yet (`ltlc emit cuda` prints the kernels); use \"cpu\"", a, cc / 10, cc % 10);
+    return false;
+}
+
 /* The callbacks the driver acts on: lr_monitor and the first checkpoint(...). */
 static void callbacks(Run *r, RtLoop *L) {
     r->top_k = 1;
@@ -1055,6 +1071,7 @@ int run_command(int argc, char **argv) {
     r.opt.clip_by_value = !strcmp(r.cfg.gradient_clip_algorithm, "value");
     r.opt.accumulate = r.cfg.accumulate_grad_batches;
     warn_unapplied(&r.cfg);
+    if (!accelerator_ok(&r.cfg)) goto out;
     /* overfit_batches (Lightning 2.x): that much of the training and validation data, in order */
     if (r.cfg.overfit_batches.v > 0) r.cfg.limit_train_batches = r.cfg.limit_val_batches = r.cfg.overfit_batches;
     for (int i = 0; i < r.cfg.ncallbacks; i++) /* timer(duration = "DD:HH:MM:SS"): a max_time */
