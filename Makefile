@@ -141,6 +141,7 @@ bench: deps
 	bench/trainer.sh $(LTLC)
 	BUILD=$(BUILD) bench/step.sh
 	BUILD=$(BUILD) bench/gemm.sh
+	BUILD=$(BUILD) bench/cuda.sh
 
 # Regenerates the expected output of tests/frontend/ (review the diff before committing).
 golden-update: $(LTLC)

@@ -94,4 +94,25 @@ int cuda_ptxas_parse(const char *log, CudaPtxasInfo *info, int max);
 // library name). On success *cc is major*10 + minor.
 bool cuda_rt_probe(int *cc, char *err, size_t errlen);
 
+
+// A step compiled for the GPU (cuda_rt.c): the device arena planned once from the fused
+// plan, PARAM / BUFFER / STATE resident on the device, DATA inputs copied from pinned
+// staging, the launches captured once as a CUDA graph and replayed. Needs a usable GPU
+// (cuda_rt_probe) and NVRTC; NULL with a message otherwise.
+typedef struct CudaStep CudaStep;
+CudaStep *cuda_step_compile(const IrGraph *g, bool grads, char *err, size_t errlen);
+void cuda_step_free(CudaStep *s);
+const FusePlan *cuda_step_plan(const CudaStep *s);
+// Uploads the caller's flat buffer of PARAM, BUFFER or STATE inputs (ir_layout order); the
+// device copy is the one runs update.
+void cuda_step_bind(CudaStep *s, IrInputKind kind, void *flat);
+// Copies the device's PARAM / BUFFER / STATE back into the bound host buffers.
+bool cuda_step_download(CudaStep *s);
+// Points a DATA input at the caller's bytes, copied to the device by each run.
+void cuda_step_set_input(CudaStep *s, int input, const void *data);
+// One step: NULL, or a message (an index out of range, a CUDA error).
+const char *cuda_step_run(CudaStep *s);
+// A VALUE output after a run (host memory), NULL for other outputs.
+const void *cuda_step_output(const CudaStep *s, int i);
+
 #endif

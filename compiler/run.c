@@ -952,9 +952,9 @@ static void warn_unapplied(const RtTrainerConfig *c) {
     for (int i = 0; i < n; i++) fprintf(stderr, "ltlc: warning: %s is not applied yet\n", what[i]);
 }
 
-/* accelerator: "cpu" and "auto" train on the CPU ("auto" would pick a usable GPU once the
- * device executor exists); "cuda"/"gpu" need a usable GPU and, until the executor exists,
- * stop with a message rather than silently training on the CPU (docs/backend-cuda.md). */
+/* accelerator: "cpu" and "auto" train on the CPU ("auto" will pick a usable GPU once the
+ * trainer drives the CUDA executor, cuda_step_*); "cuda"/"gpu" need a usable GPU and until
+ * then stop with a message rather than silently training on the CPU (docs/backend-cuda.md). */
 static bool accelerator_ok(const RtTrainerConfig *c) {
     const char *a = c->accelerator;
     if (!strcmp(a, "cpu") || !strcmp(a, "auto")) return true;
@@ -962,8 +962,8 @@ static bool accelerator_ok(const RtTrainerConfig *c) {
     char why[512];
     int cc = 0;
     if (!cuda_rt_probe(&cc, why, sizeof why)) { error("accelerator = \"%s\": %s", a, why); return false; }
-    error("accelerator = \"%s\": a GPU with compute capability %d.%d is here, but the CUDA step executor is not "
-          "implemented yet (`ltlc emit cuda` prints the kernels); use \"cpu\"", a, cc / 10, cc % 10);
+    error("accelerator = \"%s\": a GPU with compute capability %d.%d is here, but the trainer does not drive the "
+          "CUDA step executor yet (`ltlc emit cuda` prints the kernels); use \"cpu\"", a, cc / 10, cc % 10);
     return false;
 }
 

@@ -260,4 +260,12 @@ int shim_launch(void (*kernel)(char *const *), int grid, int block, char *const 
   return 0;
 }
 
+/* Frees the fibers' stacks (before the object is unloaded: nothing else points to them). */
+void shim_release(void) {
+  for (int t = 0; t < SHIM_MAX_THREADS; t++) {
+    free(shim.f[t].stack);
+    shim.f[t].stack = NULL;
+  }
+}
+
 #endif

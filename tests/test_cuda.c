@@ -142,7 +142,7 @@ Test(cuda, nvrtc_missing) {
 
 static int run_ltlc(const char *args, char *out, size_t n) {
   char cmd[1024];
-  snprintf(cmd, sizeof cmd, "cd /tmp && %s/build/ltlc %s 2>&1", SRCDIR, args);
+  snprintf(cmd, sizeof cmd, "cd /tmp && %s %s 2>&1", LTLC, args);
   FILE *f = popen(cmd, "r");
   size_t len = fread(out, 1, n - 1, f);
   out[len] = 0;
@@ -216,6 +216,9 @@ static Shim shim_build(const char *source) {
 }
 
 static void shim_free(Shim *s) {
+  void (*release)(void) = (void (*)(void))dlsym(s->dl, "shim_release");
+  cr_assert(release);
+  release();
   dlclose(s->dl);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", s->dir);
@@ -541,4 +544,202 @@ Test(cuda, shim_thread_orders_expose_races) {
   cuda_program_free(&prog);
   fuse_free(p);
   ir_free(g);
+}
+
+/* A transformer block built by hand (char_transformer.ltl needs its data to be lowered):
+ * embedding and its scatter-add gradient (atomics), layer norm, two-head causal attention
+ * over permuted views (batched GEMMs), gelu MLP, cross-entropy, backward and SGD with
+ * momentum; NVRTC-compiled too. */
+static IrGraph *attention_graph(void) {
+  enum { B = 2, T = 7, D = 16, H = 2, DH = 8, V = 33, F = 32 };
+  IrGraph *g = ir_new();
+  int idx = data(g, "idx", IR_I64, IR_SHAPE(B, T)), y = data(g, "y", IR_I64, IR_SHAPE(B * T));
+  int lr = data(g, "lr", IR_F32, IR_SCALAR);
+  const char *names[] = {"emb", "ln.w", "ln.b", "wq", "wk", "wv", "bq", "w1", "b1", "w2"};
+  IrShape shp[] = {IR_SHAPE(V, D), IR_SHAPE(D), IR_SHAPE(D), IR_SHAPE(D, D), IR_SHAPE(D, D),
+                   IR_SHAPE(D, D), IR_SHAPE(D), IR_SHAPE(F, D), IR_SHAPE(F), IR_SHAPE(V, F)};
+  int prm[10], grads[10];
+  for (int i = 0; i < 10; i++)
+    prm[i] = OK(ir_input(g, IR_IN_PARAM, names[i], IR_F32, shp[i]));
+  int x = OK(ir_embedding(g, prm[0], idx));
+  int ln = OK(ir_layer_norm(g, x, 1, prm[1], prm[2], 1e-5));
+  int perm[] = {0, 2, 1, 3};
+  int q = OK(ir_permute(g, OK(ir_reshape(g, OK(ir_linear(g, ln, prm[3], prm[6])), IR_SHAPE(B, T, H, DH))), perm));
+  int k = OK(ir_permute(g, OK(ir_reshape(g, OK(ir_linear(g, ln, prm[4], -1)), IR_SHAPE(B, T, H, DH))), perm));
+  int v = OK(ir_permute(g, OK(ir_reshape(g, OK(ir_linear(g, ln, prm[5], -1)), IR_SHAPE(B, T, H, DH))), perm));
+  int att = OK(ir_mul(g, OK(ir_matmul(g, q, OK(ir_transpose(g, k, 2, 3)))), OK(ir_scalar(g, 0.35355339, IR_F32))));
+  double mask[T * T];
+  for (int i = 0; i < T * T; i++)
+    mask[i] = i % T <= i / T ? 0 : -1e9;
+  att = OK(ir_softmax(g, OK(ir_add(g, att, OK(ir_const_data(g, IR_F32, IR_SHAPE(T, T), mask)))), 3));
+  int o = OK(ir_reshape(g, OK(ir_permute(g, OK(ir_matmul(g, att, v)), perm)), IR_SHAPE(B, T, D)));
+  int ff = OK(ir_gelu(g, OK(ir_linear(g, OK(ir_add(g, x, o)), prm[7], prm[8]))));
+  int logits = OK(ir_reshape(g, OK(ir_linear(g, ff, prm[9], -1)), IR_SHAPE(B * T, V)));
+  int loss = OK(ir_cross_entropy(g, logits, y, 0));
+  cr_assert_eq(ad_grad(g, loss, prm, 10, grads), 0, "%s", ir_error(g));
+  IrSgd sgd = ir_sgd_defaults(lr);
+  sgd.momentum = 0.9;
+  cr_assert_eq(ir_sgd(g, "opt", &sgd, prm, grads, 10), 0, "%s", ir_error(g));
+  ir_output(g, loss, IR_OUT_VALUE, -1, "loss");
+  for (int i = 0; i < 10; i++)
+    ir_output(g, grads[i], IR_OUT_GRAD, prm[i], "grad");
+  int map[4096];
+  cr_assert_lt(g->n, 4096);
+  ir_simplify(g, map);
+  return g;
+}
+
+Test(cuda, shim_attention_block, .timeout = 120) {
+  IrGraph *g = attention_graph();
+  check_graph(g, 2e-5, 0.5, 4, "attention block");
+  char err[2048];
+  if (cuda_nvrtc_available(err, sizeof err)) {
+    FusePlan *p = cuda_plan(g, false, err, sizeof err);
+    CudaProgram prog;
+    cr_assert(cuda_emit(p, &prog, err, sizeof err), "%s", err);
+    CudaBuild b;
+    cr_expect(cuda_nvrtc_compile(prog.source, 90, false, &b, err, sizeof err), "%s", err);
+    CudaPtxasInfo info[256];
+    cr_expect_geq(cuda_ptxas_parse(b.log, info, 256), 1, "%s", b.log);
+    cuda_build_free(&b);
+    cuda_program_free(&prog);
+    fuse_free(p);
+  }
+  ir_free(g);
+}
+
+/* ---- the executor (cuda_rt.c) through a fake driver ---- */
+
+Test(cuda, executor_without_driver) {
+  setenv("LTL_CUDA_LIB", "/nonexistent/libcuda.so.1", 1);
+  IrGraph *g = ir_new();
+  out(g, OK(ir_neg(g, data(g, "x", IR_F32, IR_SHAPE(4)))));
+  char err[512];
+  cr_expect_null(cuda_step_compile(g, false, err, sizeof err));
+  cr_expect(strstr(err, "no NVIDIA driver"), "%s", err);
+  ir_free(g);
+}
+
+/* The MLP step on the executor with tests/fake_libcuda.c as the driver: device memory is
+ * host memory and launches run the same generated source through the shim, so the arena,
+ * the bases table, DATA uploads, copies, graph capture and replay, status and outputs are
+ * all exercised; results vs the interpreter. */
+Test(cuda, executor_mlp_step_fake_driver, .timeout = 180) {
+  char err[2048];
+  if (!cuda_nvrtc_available(err, sizeof err))
+    cr_skip_test("%s", err);
+  StepGraph *st = lower("fashion_mlp.ltl", 8);
+  const IrGraph *g = st->g;
+  FusePlan *p = cuda_plan(g, false, err, sizeof err);
+  CudaProgram prog;
+  cr_assert(cuda_emit(p, &prog, err, sizeof err), "%s", err);
+  Shim sh = shim_build(prog.source);
+  char fake[128], cmd[512], so[160];
+  snprintf(fake, sizeof fake, "%s/libcuda-fake.so", sh.dir);
+  snprintf(cmd, sizeof cmd, "cc -std=gnu17 -O1 -fPIC -shared -Wall -Werror -o %s %s/tests/fake_libcuda.c", fake, SRCDIR);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  snprintf(so, sizeof so, "%s/k.so", sh.dir);
+  setenv("LTL_CUDA_LIB", fake, 1);
+  setenv("LTL_FAKE_CUDA_KERNELS", so, 1);
+  setenv("LTL_CACHE", "0", 1);
+  CudaStep *s = cuda_step_compile(g, false, err, sizeof err);
+  cr_assert(s, "%s", err);
+  Inputs in = inputs_new(g, 1);
+  IrInterp *ip = interp_new(g, false);
+  for (int i = 0; i < g->n; i++)
+    if (g->node[i].op == IR_INPUT) {
+      interp_set(ip, i, input_ptr(g, &in, i));
+      if (g->node[i].kind == IR_IN_DATA)
+        cuda_step_set_input(s, i, in.data[i]);
+    }
+  cr_assert_null(interp_run(ip));
+  cuda_step_bind(s, IR_IN_PARAM, in.flat[0]);
+  cuda_step_bind(s, IR_IN_BUFFER, in.flat[1]);
+  cuda_step_bind(s, IR_IN_STATE, in.flat[2]);
+  const char *rerr = cuda_step_run(s);
+  cr_assert_null(rerr, "%s", rerr);
+  cr_assert(cuda_step_download(s));
+  int nval = 0, nupd = 0;
+  for (int o = 0; o < g->nout; o++) {
+    const IrOutput *out = &g->out[o];
+    const IrNode *n = &g->node[out->value];
+    const double *ref = interp_data(ip, out->value);
+    if (out->kind == IR_OUT_VALUE) {
+      nval++;
+      double got = ir_load(n->dtype, cuda_step_output(s, o), 0);
+      cr_expect(fabs(got - ref[0]) <= 1e-5 * fmax(1, fabs(ref[0])), "%s: %.9g vs %.9g", out->name, got, ref[0]);
+    } else if (out->kind == IR_OUT_UPDATE && g->node[out->target].kind == IR_IN_PARAM) {
+      nupd++;
+      const void *now = input_ptr(g, &in, out->target); /* downloaded into the bound buffer */
+      for (int64_t i = 0; i < ir_numel(n->shape); i++)
+        if (fabs(ir_load(n->dtype, now, i) - ref[i]) > 0.05e-3) {
+          cr_expect(0, "update of %s at %lld: %.9g vs %.9g", g->node[out->target].name, (long long)i,
+                    ir_load(n->dtype, now, i), ref[i]);
+          break;
+        }
+    }
+  }
+  cr_expect_gt(nval, 0);
+  cr_expect_gt(nupd, 0);
+  /* a second run replays the captured graph: no new capture, one more graph launch */
+  cr_assert_null(cuda_step_run(s));
+  void *fd = dlopen(fake, RTLD_NOW | RTLD_NOLOAD);
+  cr_assert(fd);
+  void (*stats)(int *, int *, int *) = (void (*)(int *, int *, int *))dlsym(fd, "fake_cuda_stats");
+  int launches, graphs, live;
+  stats(&launches, &graphs, &live);
+  cr_expect_eq(graphs, 2, "two runs, two graph launches");
+  int ndev = 0;
+  for (int i = 0; i < prog.nk; i++)
+    ndev += prog.k[i].kind == CUDA_K_DEVICE;
+  cr_expect_eq(launches, 2 * ndev, "every kernel once per run");
+  cuda_step_free(s);
+  stats(&launches, &graphs, &live);
+  cr_expect_eq(live, 0, "every device allocation freed");
+  dlclose(fd);
+  interp_free(ip);
+  inputs_free(g, &in);
+  shim_free(&sh);
+  cuda_program_free(&prog);
+  fuse_free(p);
+  sema_step_free(st);
+}
+
+/* Convolutions with stride, padding and dilation, their two gradients (through autodiff),
+ * overlapping and padded max pooling and its gradient, the pair losses, nll and one_hot. */
+Test(cuda, shim_conv_pool_losses, .timeout = 120) {
+  static const int64_t cfg[][5] = {/* stride, pad, dil, kernel, pool stride */
+                                   {1, 0, 1, 3, 2},
+                                   {2, 1, 1, 3, 1},
+                                   {1, 2, 2, 3, 2},
+                                   {3, 1, 1, 2, 3}};
+  for (size_t c = 0; c < sizeof cfg / sizeof *cfg; c++) {
+    IrGraph *g = ir_new();
+    int64_t st[2] = {cfg[c][0], cfg[c][0]}, pd[2] = {cfg[c][1], cfg[c][1]}, dl[2] = {cfg[c][2], cfg[c][2]};
+    int64_t K = cfg[c][3];
+    int x = OK(ir_input(g, IR_IN_PARAM, "x", IR_F32, IR_SHAPE(2, 3, 9, 8)));
+    int w = OK(ir_input(g, IR_IN_PARAM, "w", IR_F32, IR_SHAPE(4, 3, K, K)));
+    int b = OK(ir_input(g, IR_IN_PARAM, "b", IR_F32, IR_SHAPE(4, 1, 1)));
+    int y = OK(ir_relu(g, OK(ir_add(g, OK(ir_conv2d(g, x, w, st, pd, dl, 1)), b))));
+    int64_t pk[2] = {3, 3}, ps[2] = {cfg[c][4], cfg[c][4]}, pp[2] = {1, 1};
+    int pool = OK(ir_max_pool2d(g, y, pk, ps, pp));
+    int t = data(g, "t", IR_F32, g->node[pool].shape);
+    int loss = OK(ir_add(g, OK(ir_mse_loss(g, pool, t)), OK(ir_bce_with_logits(g, pool, OK(ir_sigmoid(g, t))))));
+    int prm[3] = {x, w, b}, grads[3];
+    cr_assert_eq(ad_grad(g, loss, prm, 3, grads), 0, "%s", ir_error(g));
+    ir_output(g, loss, IR_OUT_VALUE, -1, "loss");
+    ir_output(g, pool, IR_OUT_VALUE, -1, "pool");
+    for (int i = 0; i < 3; i++)
+      ir_output(g, grads[i], IR_OUT_GRAD, prm[i], "grad");
+    int logits = data(g, "logits", IR_F32, IR_SHAPE(33, 10)), cls = data(g, "cls", IR_I64, IR_SHAPE(33));
+    IrAttr la = {.axis = 1};
+    out(g, OK(ir_nll_loss(g, OK(ir_make(g, IR_LOG_SOFTMAX, &logits, 1, &la)), cls)));
+    out(g, OK(ir_one_hot(g, cls, 10, IR_F32)));
+    int map[4096];
+    ir_simplify(g, map);
+    char what[64];
+    snprintf(what, sizeof what, "conv/pool config %zu", c);
+    check_graph(g, 2e-5, 1, 4, what);
+    ir_free(g);
+  }
 }
