@@ -59,7 +59,7 @@ static double bench(const char *file, double seconds, FILE *md) {
     while (!e && now() - start < seconds) e = cuda_step_run(s), n++;
     double rate = e ? -1 : n / (now() - start);
     if (e) fprintf(stderr, "%s: %s\n", file, e);
-    else fprintf(md, "| %s | %.0f | %.2f |\n", file, rate, compile_s);
+    else fprintf(md, "| %s | %.0f | %.2f | %s |\n", file, rate, compile_s, cuda_step_gemm_path(s));
     cuda_step_free(s);
     for (int k = 0; k < 3; k++) free(flat[k]);
     free(x);
@@ -76,7 +76,7 @@ int main(int argc, char **argv) {
     }
     FILE *md = fopen(argc > 1 ? argv[1] : "/dev/stdout", "w");
     double seconds = argc > 2 ? atof(argv[2]) : 3;
-    fprintf(md, "CUDA executor, compute capability %d.%d, batch 64\n\n| step | steps/s | compile s |\n|---|---|---|\n",
+    fprintf(md, "CUDA executor, compute capability %d.%d, batch 64\n\n| step | steps/s | compile s | GEMMs |\n|---|---|---|---|\n",
             cc / 10, cc % 10);
     int bad = bench("examples/fashion_mlp.ltl", seconds, md) < 0;
     bad |= bench("examples/fashion_cnn.ltl", seconds, md) < 0;

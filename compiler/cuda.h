@@ -27,8 +27,19 @@ typedef enum {
     CUDA_K_HOST,     // FUSE_FALLBACK: the interpreter runs the node on the host
 } CudaKernelKind;
 
+// A plan GEMM as cuBLASLt takes it (cuda_blas.c): C = epilogue(op(A) op(B)), row-major,
+// leading dimensions and batch strides in elements, operands at byte offsets of bases.
+typedef struct CudaGemm {
+    bool ok;                // describable (batch dims collapse to one stride per matrix)
+    bool ta, tb, relu, bias;
+    int64_t m, n, k, lda, ldb, ldc, batch, sa, sb, sc;
+    int abase, bbase, cbase, biasbase;
+    int64_t aoff, boff, coff, biasoff;
+} CudaGemm;
+
 typedef struct CudaKernel {
     CudaKernelKind kind;
+    CudaGemm gemm;          // a FUSE_GEMM kernel: its cuBLASLt form (else gemm.ok false)
     char name[32];          // CUDA_K_DEVICE: the symbol, e.g. "ltl_k3" or "ltl_k7_zero"
     int plan_kernel;        // the FuseKernel it belongs to
     int grid, block;        // launch configuration on a GPU (block is always CUDA_BLOCK)
@@ -87,6 +98,19 @@ typedef struct CudaPtxasInfo {
 // most max), -1 when the log holds a ptxas warning or error line.
 int cuda_ptxas_parse(const char *log, CudaPtxasInfo *info, int max);
 
+// ---- cuda_blas.c: cuBLASLt (libcublasLt.so.13, dlopen'ed) for the plan's GEMMs ----
+
+typedef struct CudaBlas CudaBlas;
+// Loads cuBLASLt ($LTL_CUBLASLT_LIB, else libcublasLt.so.13 from the default path or
+// /usr/local/cuda/lib64) and creates a handle; NULL with a message.
+CudaBlas *cuda_blas_create(char *err, size_t errlen);
+void cuda_blas_destroy(CudaBlas *b);
+// Prepares kernel g's descriptors, epilogue and algorithm once (heuristic, fp32 compute);
+// returns a plan index >= 0, or -1 with a message (then the generated kernel is used).
+int cuda_blas_prepare(CudaBlas *b, const CudaGemm *g, char *err, size_t errlen);
+// Enqueues GEMM `plan` on stream with the device addresses of its bases. false + message.
+bool cuda_blas_run(CudaBlas *b, int plan, const unsigned long long *bases, void *stream, char *err, size_t errlen);
+
 // ---- cuda_rt.c: the driver API (libcuda.so.1, dlopen'ed) ----
 
 // Whether a usable GPU is here: the driver library loads, cuInit succeeds and a device with
@@ -112,6 +136,8 @@ bool cuda_step_download(CudaStep *s);
 void cuda_step_set_input(CudaStep *s, int input, const void *data);
 // One step: NULL, or a message (an index out of range, a CUDA error).
 const char *cuda_step_run(CudaStep *s);
+// How the GEMMs run: "N of M GEMMs through cuBLASLt" and why not the others.
+const char *cuda_step_gemm_path(const CudaStep *s);
 // A VALUE output after a run (host memory), NULL for other outputs.
 const void *cuda_step_output(const CudaStep *s, int i);
 

@@ -856,7 +856,25 @@ static void gen_gemm(Em *e, int kid) {
     }
   }
   int64_t tm = (m + TILE - 1) / TILE, tn = (n + TILE - 1) / TILE, tiles = batch * tm * tn;
-  add_kernel(e, CUDA_K_DEVICE, kid, "", tiles, true);
+  CudaKernel *ck = add_kernel(e, CUDA_K_DEVICE, kid, "", tiles, true);
+  /* the cuBLASLt form: one batch stride per matrix when the batch dims collapse */
+  CudaGemm *cg = &ck->gemm;
+  *cg = (CudaGemm){.ok = true, .ta = ta, .tb = tb, .relu = k->relu, .bias = k->bias >= 0, .m = m, .n = n, .k = kk,
+                   .lda = lda, .ldb = ldb, .ldc = ldc, .batch = batch};
+  int64_t *bs3[3] = {&cg->sa, &cg->sb, &cg->sc};
+  for (int j = 0; j < 3; j++) {
+    *bs3[j] = nb ? bst[j][nb - 1] : 0;
+    for (int i = nb - 2; i >= 0; i--)
+      cg->ok &= bst[j][i] == bst[j][i + 1] * os.d[i + 1];
+  }
+  int ab_ = bytes_of(p, k->out_t ? b : a), bb_ = bytes_of(p, k->out_t ? a : b), cb_ = bytes_of(p, k->result);
+  cg->abase = p->val[ab_].base, cg->aoff = p->val[ab_].offset + ao * 4;
+  cg->bbase = p->val[bb_].base, cg->boff = p->val[bb_].offset + bo * 4;
+  cg->cbase = p->val[cb_].base, cg->coff = p->val[cb_].offset + co * 4;
+  if (k->bias >= 0) {
+    int bi_ = bytes_of(p, k->bias);
+    cg->biasbase = p->val[bi_].base, cg->biasoff = p->val[bi_].offset + biaso * 4;
+  }
   out(e, "/* k%d gemm%s%s%s%s: %lld x (%lld x %lld x %lld), tiles of %d */\n", kid, ta ? " ta" : "", tb ? " tb" : "",
       k->bias >= 0 ? " +bias" : "", k->relu ? " +relu" : "", (long long)batch, (long long)m, (long long)n,
       (long long)kk, TILE);

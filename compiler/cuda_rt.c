@@ -150,6 +150,10 @@ struct CudaStep {
   size_t *out_off;
   CUgraphExec exec;
   bool graph_failed;
+  CudaBlas *blas;         /* the GEMMs through cuBLASLt, when it loads */
+  int *blas_plan;         /* per program kernel: a cuda_blas plan, or -1 (the generated kernel) */
+  CUdeviceptr *tab;       /* the bases table, host copy */
+  char gemm_path[256];
   char err[512];
 };
 
@@ -172,6 +176,7 @@ void cuda_step_free(CudaStep *s) {
     drv.ctx_set(s->ctx);
     if (s->stream)
       drv.sync(s->stream);
+    cuda_blas_destroy(s->blas);
     if (s->exec)
       drv.graph_exec_destroy(s->exec);
     for (int b = 0; b < FUSE_BASE_DATA; b++)
@@ -195,6 +200,8 @@ void cuda_step_free(CudaStep *s) {
   for (int k = 0; k < 3; k++)
     ir_layout_free(&s->lay[k]);
   free(s->fn);
+  free(s->blas_plan);
+  free(s->tab);
   free(s->data);
   free(s->data_bytes);
   free(s->staging);
@@ -281,7 +288,7 @@ CudaStep *cuda_step_compile(const IrGraph *g, bool grads, char *err, size_t errl
   ok = ok && ck(s, drv.host_alloc(&s->out, at, 0), "cuMemHostAlloc");
   /* the bases table B[] the kernels read */
   size_t nb = (size_t)(FUSE_BASE_DATA + p->ndata);
-  CUdeviceptr *tab = calloc(nb, sizeof *tab);
+  CUdeviceptr *tab = s->tab = calloc(nb, sizeof *tab);
   for (int bi = 0; bi < FUSE_BASE_DATA; bi++)
     tab[bi] = s->base[bi];
   for (int i = 0; i < p->ndata; i++)
@@ -291,11 +298,29 @@ CudaStep *cuda_step_compile(const IrGraph *g, bool grads, char *err, size_t errl
        (!p->const_bytes || ck(s, drv.htod(s->base[FUSE_BASE_CONST], p->consts, (size_t)p->const_bytes, s->stream),
                               "cuMemcpyHtoD")) &&
        ck(s, drv.sync(s->stream), "cuStreamSynchronize");
-  free(tab);
   if (!ok)
     return fail_step(s, err, errlen);
+  /* GEMMs: cuBLASLt when it loads and takes the product, else the generated tiled kernel */
+  s->blas_plan = malloc((size_t)s->prog.nk * sizeof *s->blas_plan);
+  const char *mode = getenv("LTL_CUDA_GEMM");
+  char why[256] = "LTL_CUDA_GEMM=generated";
+  if ((!mode || strcmp(mode, "generated")) && (s->blas = cuda_blas_create(why, sizeof why)))
+    snprintf(why, sizeof why, "%s", "");
+  int ngemm = 0, nblas = 0;
+  for (int i = 0; i < s->prog.nk; i++) {
+    s->blas_plan[i] = -1;
+    if (p->k[s->prog.k[i].plan_kernel].kind != FUSE_GEMM || s->prog.k[i].kind != CUDA_K_DEVICE)
+      continue;
+    ngemm++;
+    if (s->blas && (s->blas_plan[i] = cuda_blas_prepare(s->blas, &s->prog.k[i].gemm, why, sizeof why)) >= 0)
+      nblas++;
+  }
+  snprintf(s->gemm_path, sizeof s->gemm_path, "%d of %d GEMMs through cuBLASLt%s%s", nblas, ngemm,
+           why[0] ? "; the others generated: " : "", why);
   return s;
 }
+
+const char *cuda_step_gemm_path(const CudaStep *s) { return s->gemm_path; }
 
 const FusePlan *cuda_step_plan(const CudaStep *s) { return s->plan; }
 
@@ -328,6 +353,11 @@ static bool enqueue(CudaStep *s) {
     if (k->kind == CUDA_K_COPY) {
       CUdeviceptr dst = s->base[k->dst_base] + (CUdeviceptr)k->dst_off, src = s->base[k->src_base] + (CUdeviceptr)k->src_off;
       if (!ck(s, drv.dtod(dst, src, (size_t)k->bytes, s->stream), "cuMemcpyDtoDAsync"))
+        return false;
+      continue;
+    }
+    if (s->blas_plan[i] >= 0) {
+      if (!cuda_blas_run(s->blas, s->blas_plan[i], s->tab, s->stream, s->err, sizeof s->err))
         return false;
       continue;
     }

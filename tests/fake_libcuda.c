@@ -18,7 +18,9 @@ typedef void (*Kernel)(char *const *);
 typedef int (*LaunchFn)(Kernel, int, int, char *const *, int, unsigned, char *, size_t);
 
 typedef struct {
-  Kernel fn; /* NULL: a copy */
+  void (*host)(void *); /* a library call (tests/fake_libcublaslt.c) with its argument */
+  void *arg;
+  Kernel fn; /* NULL (and no host): a copy */
   unsigned grid, block;
   char *const *bases;
   CUdeviceptr dst, src;
@@ -111,7 +113,19 @@ CUresult cuStreamCreate(void **st, unsigned flags) { return (void)flags, *st = (
 CUresult cuStreamDestroy_v2(void *st) { return (void)st, 0; }
 CUresult cuStreamSynchronize(void *st) { return (void)st, 0; }
 
+/* A stream operation of another fake library: run now, or recorded while capturing. */
+void fake_cuda_host_op(void (*fn)(void *), void *arg) {
+  if (fk.capturing)
+    record((Op){.host = fn, .arg = arg});
+  else
+    fn(arg);
+}
+
 static CUresult run(const Op *op) {
+  if (op->host) {
+    op->host(op->arg);
+    return 0;
+  }
   if (!op->fn)
     return copy(op->dst, op->src, op->bytes);
   char err[256];

@@ -620,31 +620,37 @@ Test(cuda, executor_without_driver) {
   ir_free(g);
 }
 
-/* The MLP step on the executor with tests/fake_libcuda.c as the driver: device memory is
- * host memory and launches run the same generated source through the shim, so the arena,
- * the bases table, DATA uploads, copies, graph capture and replay, status and outputs are
- * all exercised; results vs the interpreter. */
-Test(cuda, executor_mlp_step_fake_driver, .timeout = 180) {
+/* A step on the executor with tests/fake_libcuda.c as the driver: device memory is host
+ * memory and launches run the same generated source through the shim, so the arena, the
+ * bases table, DATA uploads, copies, graph capture and replay, status and outputs are all
+ * exercised; with blas, GEMMs go through tests/fake_libcublaslt.c (cuBLASLt's documented
+ * column-major semantics), checking the row-major mapping of compiler/cuda_blas.c. Loss,
+ * gradients-free VALUE outputs and parameter updates vs the interpreter. */
+static void executor_check(const IrGraph *g, bool blas, const char *expect_path) {
   char err[2048];
-  if (!cuda_nvrtc_available(err, sizeof err))
-    cr_skip_test("%s", err);
-  StepGraph *st = lower("fashion_mlp.ltl", 8);
-  const IrGraph *g = st->g;
   FusePlan *p = cuda_plan(g, false, err, sizeof err);
   CudaProgram prog;
   cr_assert(cuda_emit(p, &prog, err, sizeof err), "%s", err);
   Shim sh = shim_build(prog.source);
-  char fake[128], cmd[512], so[160];
+  char fake[128], fblas[128], cmd[640], so[160];
   snprintf(fake, sizeof fake, "%s/libcuda-fake.so", sh.dir);
-  snprintf(cmd, sizeof cmd, "cc -std=gnu17 -O1 -fPIC -shared -Wall -Werror -o %s %s/tests/fake_libcuda.c", fake, SRCDIR);
+  snprintf(fblas, sizeof fblas, "%s/libcublaslt-fake.so", sh.dir);
+  snprintf(cmd, sizeof cmd, "cc -std=gnu17 -O1 -fPIC -shared -Wall -Werror -o %s %s/tests/fake_libcuda.c && "
+           "cc -std=gnu17 -O1 -fPIC -shared -Wall -Werror -o %s %s/tests/fake_libcublaslt.c", fake, SRCDIR, fblas, SRCDIR);
   cr_assert_eq(system(cmd), 0, "%s", cmd);
   snprintf(so, sizeof so, "%s/k.so", sh.dir);
   setenv("LTL_CUDA_LIB", fake, 1);
   setenv("LTL_FAKE_CUDA_KERNELS", so, 1);
   setenv("LTL_CACHE", "0", 1);
+  if (blas)
+    setenv("LTL_CUBLASLT_LIB", fblas, 1);
+  else
+    setenv("LTL_CUDA_GEMM", "generated", 1);
   CudaStep *s = cuda_step_compile(g, false, err, sizeof err);
   cr_assert(s, "%s", err);
-  Inputs in = inputs_new(g, 1);
+  cr_expect(strstr(cuda_step_gemm_path(s), expect_path), "GEMM path: %s", cuda_step_gemm_path(s));
+  cr_log_info("%s", cuda_step_gemm_path(s));
+  Inputs in = inputs_new(g, 0.5);
   IrInterp *ip = interp_new(g, false);
   for (int i = 0; i < g->n; i++)
     if (g->node[i].op == IR_INPUT) {
@@ -689,10 +695,10 @@ Test(cuda, executor_mlp_step_fake_driver, .timeout = 180) {
   int launches, graphs, live;
   stats(&launches, &graphs, &live);
   cr_expect_eq(graphs, 2, "two runs, two graph launches");
-  int ndev = 0;
+  int nlaunch = 0;
   for (int i = 0; i < prog.nk; i++)
-    ndev += prog.k[i].kind == CUDA_K_DEVICE;
-  cr_expect_eq(launches, 2 * ndev, "every kernel once per run");
+    nlaunch += prog.k[i].kind == CUDA_K_DEVICE && !(blas && prog.k[i].gemm.ok);
+  cr_expect_eq(launches, 2 * nlaunch, "every generated kernel once per run");
   cuda_step_free(s);
   stats(&launches, &graphs, &live);
   cr_expect_eq(live, 0, "every device allocation freed");
@@ -702,9 +708,34 @@ Test(cuda, executor_mlp_step_fake_driver, .timeout = 180) {
   shim_free(&sh);
   cuda_program_free(&prog);
   fuse_free(p);
+}
+
+Test(cuda, executor_mlp_generated_gemm, .timeout = 180) {
+  char err[2048];
+  if (!cuda_nvrtc_available(err, sizeof err))
+    cr_skip_test("%s", err);
+  StepGraph *st = lower("fashion_mlp.ltl", 8);
+  executor_check(st->g, false, "0 of 8 GEMMs through cuBLASLt; the others generated: LTL_CUDA_GEMM=generated");
   sema_step_free(st);
 }
 
+Test(cuda, executor_mlp_cublaslt, .timeout = 180) {
+  char err[2048];
+  if (!cuda_nvrtc_available(err, sizeof err))
+    cr_skip_test("%s", err);
+  StepGraph *st = lower("fashion_mlp.ltl", 8);
+  executor_check(st->g, true, "8 of 8 GEMMs through cuBLASLt");
+  sema_step_free(st);
+}
+
+Test(cuda, executor_attention_cublaslt, .timeout = 180) {
+  char err[2048];
+  if (!cuda_nvrtc_available(err, sizeof err))
+    cr_skip_test("%s", err);
+  IrGraph *g = attention_graph();
+  executor_check(g, true, "GEMMs through cuBLASLt");
+  ir_free(g);
+}
 /* Convolutions with stride, padding and dilation, their two gradients (through autodiff),
  * overlapping and padded max pooling and its gradient, the pair losses, nll and one_hot. */
 Test(cuda, shim_conv_pool_losses, .timeout = 120) {
