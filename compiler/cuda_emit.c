@@ -185,7 +185,9 @@ static void lit(char *buf, size_t n, IrDtype t, double v) {
   }
 }
 
-static CudaKernel *add_kernel(Em *e, CudaKernelKind kind, int kid, const char *suffix, int64_t work, bool one_block) {
+/* A launch for `work` items: one thread per item, or with block_per_item one block each. */
+static CudaKernel *add_kernel(Em *e, CudaKernelKind kind, int kid, const char *suffix, int64_t work,
+                              bool block_per_item) {
   if (e->nk == e->cap) {
     e->cap = e->cap ? 2 * e->cap : 32;
     e->k = realloc(e->k, (size_t)e->cap * sizeof *e->k);
@@ -197,7 +199,7 @@ static CudaKernel *add_kernel(Em *e, CudaKernelKind kind, int kid, const char *s
   snprintf(k->name, sizeof k->name, "ltl_k%d%s", kid, suffix);
   k->block = CUDA_BLOCK;
   k->work = work;
-  int64_t g = one_block ? work : (work + CUDA_BLOCK - 1) / CUDA_BLOCK;
+  int64_t g = block_per_item ? work : (work + CUDA_BLOCK - 1) / CUDA_BLOCK;
   k->grid = (int)(g < 1 ? 1 : g > CUDA_MAX_GRID ? CUDA_MAX_GRID : g);
   return k;
 }
@@ -233,8 +235,8 @@ static bool is_layout_node(const IrGraph *g, int v) {
   return op == IR_RESHAPE || op == IR_PERMUTE || op == IR_BROADCAST || op == IR_SLICE;
 }
 
-/* Emits "long long c<i> = ..." for the coordinates of flat index `idx` over shape s (size-1
- * dimensions are 0 and skipped). */
+/* Emits "const long long c<i> = ..." for the coordinates of flat index `idx` over shape s
+ * (0 for size-1 dimensions). */
 static void coords(Em *e, IrShape s, const char *idx, const char *ind) {
   int64_t inner = 1;
   for (int i = s.rank - 1; i >= 0; i--) {

@@ -153,7 +153,7 @@ struct CudaStep {
   CudaBlas *blas;         /* the GEMMs through cuBLASLt, when it loads */
   int *blas_plan;         /* per program kernel: a cuda_blas plan, or -1 (the generated kernel) */
   CUdeviceptr *tab;       /* the bases table, host copy */
-  char gemm_path[256];
+  char gemm_path[400];
   char err[512];
 };
 
