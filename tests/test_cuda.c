@@ -774,3 +774,37 @@ Test(cuda, shim_conv_pool_losses, .timeout = 120) {
     ir_free(g);
   }
 }
+
+/* bf16 arithmetic is an interpreter fallback in the plan: the program marks it as a host
+ * kernel (the executor refuses such a step, naming the op) instead of miscompiling it */
+Test(cuda, emit_marks_fallbacks) {
+  IrGraph *g = ir_new();
+  int x = data(g, "x", IR_F32, IR_SHAPE(8));
+  out(g, OK(ir_cast(g, OK(ir_mul(g, OK(ir_cast(g, x, IR_BF16)), OK(ir_cast(g, x, IR_BF16)))), IR_F32)));
+  char err[256];
+  FusePlan *p = cuda_plan(g, false, err, sizeof err);
+  cr_assert(p, "%s", err);
+  CudaProgram prog;
+  cr_assert(cuda_emit(p, &prog, err, sizeof err), "%s", err);
+  int host = 0;
+  for (int i = 0; i < prog.nk; i++)
+    host += prog.k[i].kind == CUDA_K_HOST;
+  cr_expect_gt(host, 0);
+  cr_expect(strstr(prog.source, "on the host (the interpreter)"));
+  /* the executor (fake driver) refuses the step and names the op */
+  Shim sh = shim_build(prog.source);
+  char fake[128], cmd[512], so[160];
+  snprintf(fake, sizeof fake, "%s/libcuda-fake.so", sh.dir);
+  snprintf(cmd, sizeof cmd, "cc -std=gnu17 -O1 -fPIC -shared -o %s %s/tests/fake_libcuda.c", fake, SRCDIR);
+  cr_assert_eq(system(cmd), 0);
+  snprintf(so, sizeof so, "%s/k.so", sh.dir);
+  setenv("LTL_CUDA_LIB", fake, 1);
+  setenv("LTL_FAKE_CUDA_KERNELS", so, 1);
+  char msg[512];
+  cr_expect_null(cuda_step_compile(g, false, msg, sizeof msg));
+  cr_expect(strstr(msg, "the CUDA backend has no kernel for"), "%s", msg);
+  shim_free(&sh);
+  cuda_program_free(&prog);
+  fuse_free(p);
+  ir_free(g);
+}
