@@ -155,6 +155,7 @@ bench: deps
 	BUILD=$(BUILD) bench/step.sh
 	BUILD=$(BUILD) bench/gemm.sh
 	bench/ddp.sh $(LTLC)
+	BUILD=$(BUILD) bench/cuda.sh
 
 # Regenerates the expected output of tests/frontend/ (review the diff before committing).
 golden-update: $(LTLC)

@@ -4,6 +4,7 @@
 #include "driver.h"
 #include "ir.h"
 #include "llvm.h"
+#include "cuda.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,7 +15,7 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  check FILE...       parse and check; errors as file:line:col with a caret\n"
-    "  emit STAGE FILE     print an intermediate form: ast, ir, grad, fused, llvm (see emit --help)\n"
+    "  emit STAGE FILE     print an intermediate form: ast, ir, grad, fused, llvm, cuda (see emit --help)\n"
     "  run FILE [STAGE]    train and evaluate: fit, validate, test, predict (see run --help)\n"
     "  repl [FILE...]      an interactive session: tensors, expressions, :load, :type, :ir\n"
     "  build FILE -o PROG  a standalone executable: PROG fit|validate|test|predict (see build --help)\n"
@@ -42,6 +43,7 @@ static const char emit_help[] =
     "  ir      the training step's forward graph (tensor IR, SSA), symbolic dimensions\n"
     "  grad    the whole training step: forward, loss, backward and optimizer update\n"
     "  fused   the CPU backend's kernels: the nodes each fuses, arena offsets (--batch)\n"
+    "  cuda    the CUDA C of the same kernels, as NVRTC compiles it (--batch)\n"
     "  llvm    the step's LLVM module as generated for the host CPU (--batch)\n"
     "options:\n"
     "  --step NAME     the method to lower (training_step, validation_step, forward, ...)\n"
@@ -108,9 +110,10 @@ static int cmd_emit(int argc, char **argv) {
         else return usage_error("%s", "emit takes one STAGE and one FILE");
     }
     if (!stage || !file) return usage_error("%s", "emit needs a STAGE and a FILE");
-    bool ast_only = !strcmp(stage, "ast"), backend = !strcmp(stage, "fused") || !strcmp(stage, "llvm");
+    bool ast_only = !strcmp(stage, "ast"), backend = !strcmp(stage, "fused") || !strcmp(stage, "llvm") ||
+                                         !strcmp(stage, "cuda");
     if (!ast_only && !backend && strcmp(stage, "ir") && strcmp(stage, "grad"))
-        return usage_error("unknown stage '%s' (try: ast, ir, grad, fused, llvm)", stage);
+        return usage_error("unknown stage '%s' (try: ast, ir, grad, fused, llvm, cuda)", stage);
     if (batch < 1) return usage_error("%s", "--batch needs a positive size");
     Ast ast = {0};
     char *text = NULL;
@@ -123,7 +126,10 @@ static int cmd_emit(int argc, char **argv) {
         StepGraph *s = sema_lower(root, file, step, &opt, true);
         if (s && !no_simplify) sema_simplify(s);
         char err[512];
-        if (s && backend) {
+        if (s && !strcmp(stage, "cuda")) {
+            if (!cuda_emit_step(stdout, s->g, err, sizeof err))
+                status = 1, fprintf(stderr, "ltlc: %s\n", err);
+        } else if (s && backend) {
             if (!llvm_step_emit(stdout, s->g, !strcmp(stage, "llvm"), false, err, sizeof err))
                 status = 1, fprintf(stderr, "ltlc: %s\n", err);
         } else if (s) {

@@ -5,6 +5,7 @@
 #include "driver.h"
 #include "ir.h"
 #include "llvm.h"
+#include "cuda.h"
 #include "sema.h"
 #include <errno.h>
 #include <math.h>
@@ -1160,6 +1161,21 @@ static void warn_unapplied(const RtTrainerConfig *c) {
     for (int i = 0; i < n; i++) fprintf(stderr, "ltlc: warning: %s is not applied yet\n", what[i]);
 }
 
+/* accelerator: "cpu" and "auto" train on the CPU ("auto" will pick a usable GPU once the
+ * trainer drives the CUDA executor, cuda_step_*); "cuda"/"gpu" need a usable GPU and until
+ * then stop with a message rather than silently training on the CPU (docs/backend-cuda.md). */
+static bool accelerator_ok(const RtTrainerConfig *c) {
+    const char *a = c->accelerator;
+    if (!strcmp(a, "cpu") || !strcmp(a, "auto")) return true;
+    if (strcmp(a, "cuda") && strcmp(a, "gpu")) { error("unknown accelerator '%s' (cpu, cuda, auto)", a); return false; }
+    char why[512];
+    int cc = 0;
+    if (!cuda_rt_probe(&cc, why, sizeof why)) { error("accelerator = \"%s\": %s", a, why); return false; }
+    error("accelerator = \"%s\": a GPU with compute capability %d.%d is here, but the trainer does not drive the "
+          "CUDA step executor yet (`ltlc emit cuda` prints the kernels); use \"cpu\"", a, cc / 10, cc % 10);
+    return false;
+}
+
 /* The callbacks the driver acts on: lr_monitor and the first checkpoint(...). */
 static void callbacks(Run *r, RtLoop *L) {
     r->top_k = 1;
@@ -1281,6 +1297,7 @@ int run_command(int argc, char **argv) {
     r.opt.clip_by_value = !strcmp(r.cfg.gradient_clip_algorithm, "value");
     r.opt.accumulate = r.cfg.accumulate_grad_batches;
     r.opt.precision = r.cfg.precision;
+    if (!accelerator_ok(&r.cfg)) goto out;
     r.world = 1;
     switch (ddp_setup(&r.cfg, argc, argv, &status)) {
     case DDP_LAUNCHED: goto out;

@@ -1,0 +1,45 @@
+#!/bin/sh
+# bench/cuda.sh — the MLP and CNN training steps on the GPU (CUDA executor, graph replay)
+# against PyTorch eager CUDA on the same models, batch 64. Writes $BUILD/bench/CUDA.md.
+# Without a usable GPU it says "no GPU" and exits 0. A benchmark, not a test.
+#   bench/cuda.sh [seconds]
+set -eu
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+CC=${CC:-cc}
+LLVM_CONFIG=${LLVM_CONFIG:-llvm-config-19}
+
+make -s BUILD="$BUILD" "$BUILD/libltl.a"
+mkdir -p "$BUILD/bench"
+$CC -std=c17 -Wall -Wextra -Werror -O2 -g -D_GNU_SOURCE $($LLVM_CONFIG --cflags) -Icompiler -Iruntime \
+    -I"$BUILD/gen" -o "$BUILD/bench/cuda" bench/cuda.c "$BUILD/libltl.a" \
+    $($LLVM_CONFIG --ldflags --libs) -lm -lpthread -lz -lcjson -ledit -lpng16 -lxxhash
+out=$("$BUILD/bench/cuda" "$BUILD/bench/CUDA.md" "${1:-3}")
+if [ -n "$out" ]; then echo "$out"; exit 0; fi   # "no GPU: ..."
+cat "$BUILD/bench/CUDA.md"
+
+PY=
+for p in python3 /usr/bin/python3; do
+    if $p -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then PY=$p; break; fi
+done
+[ -n "$PY" ] || { echo "PyTorch with CUDA is not installed: no peer to compare with"; exit 0; }
+$PY - "${1:-3}" <<'PY' | tee -a "$BUILD/bench/CUDA.md"
+import sys, time, torch
+import torch.nn as nn, torch.nn.functional as F
+dev = torch.device("cuda")
+mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 10))
+cnn = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+                    nn.Dropout(0.25), nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10))
+print("\n| PyTorch eager CUDA | steps/s |\n|---|---|")
+for name, m in (("mlp", mlp), ("cnn", cnn)):
+    m = m.to(dev)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    x = torch.randn(64, 1, 28, 28, device=dev); y = torch.arange(64, device=dev) % 10
+    def step():
+        opt.zero_grad(set_to_none=True); F.cross_entropy(m(x), y).backward(); opt.step()
+    for _ in range(10): step()
+    torch.cuda.synchronize(); n = 0; t = time.perf_counter()
+    while time.perf_counter() - t < float(sys.argv[1]): step(); n += 1
+    torch.cuda.synchronize()
+    print(f"| {name} | {n / (time.perf_counter() - t):.0f} |")
+PY

@@ -1,0 +1,183 @@
+/* fake_libcuda.c — a stand-in for libcuda.so.1 so the CUDA step executor (cuda_rt.c) runs
+ * end to end on a machine without a GPU (tests/test_cuda.c builds it into a shared object and
+ * points LTL_CUDA_LIB at it).
+ *
+ * "Device" memory is host memory; a module's functions are looked up in the shared object
+ * named by $LTL_FAKE_CUDA_KERNELS (the same generated source compiled with cuda_shim.h), and
+ * cuLaunchKernel runs them through the shim. Stream capture records launches and copies; a
+ * graph launch replays them. Every call is synchronous. Only what cuda_rt.c calls exists. */
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int CUresult;
+typedef unsigned long long CUdeviceptr;
+typedef void (*Kernel)(char *const *);
+typedef int (*LaunchFn)(Kernel, int, int, char *const *, int, unsigned, char *, size_t);
+
+typedef struct {
+  void (*host)(void *); /* a library call (tests/fake_libcublaslt.c) with its argument */
+  void *arg;
+  Kernel fn; /* NULL (and no host): a copy */
+  unsigned grid, block;
+  char *const *bases;
+  CUdeviceptr dst, src;
+  size_t bytes;
+} Op;
+
+static struct {
+  void *kernels;
+  LaunchFn launch;
+  int capturing;
+  Op *ops;
+  int nops;
+  int launches, graph_launches, allocs, frees;
+} fk;
+
+/* counters for the test */
+void fake_cuda_stats(int *launches, int *graph_launches, int *live_allocs) {
+  *launches = fk.launches;
+  *graph_launches = fk.graph_launches;
+  *live_allocs = fk.allocs - fk.frees;
+}
+
+CUresult cuInit(unsigned flags) {
+  (void)flags;
+  const char *so = getenv("LTL_FAKE_CUDA_KERNELS");
+  if (!so || !(fk.kernels = dlopen(so, RTLD_NOW | RTLD_LOCAL)))
+    return 100; /* CUDA_ERROR_NO_DEVICE */
+  fk.launch = (LaunchFn)dlsym(fk.kernels, "shim_launch");
+  return fk.launch ? 0 : 100;
+}
+CUresult cuGetErrorString(CUresult r, const char **s) {
+  *s = r == 100 ? "no CUDA-capable device is detected (fake)" : "fake driver error";
+  return 0;
+}
+CUresult cuDeviceGetCount(int *n) { return *n = 1, 0; }
+CUresult cuDeviceGet(int *d, int i) { return *d = i, 0; }
+CUresult cuDeviceGetAttribute(int *v, int attr, int dev) {
+  (void)dev;
+  *v = attr == 75 ? 9 : 0; /* compute capability 9.0 */
+  return 0;
+}
+CUresult cuDevicePrimaryCtxRetain(void **ctx, int dev) { return *ctx = (void *)(intptr_t)(dev + 1), 0; }
+CUresult cuCtxSetCurrent(void *ctx) { return ctx ? 0 : 1; }
+CUresult cuModuleLoadData(void **mod, const void *image) { return *mod = (void *)image, image ? 0 : 1; }
+CUresult cuModuleGetFunction(Kernel *fn, void *mod, const char *name) {
+  (void)mod;
+  *fn = (Kernel)dlsym(fk.kernels, name);
+  return *fn ? 0 : 500; /* CUDA_ERROR_NOT_FOUND */
+}
+CUresult cuModuleUnload(void *mod) { return (void)mod, 0; }
+CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t n) {
+  fk.allocs++;
+  return (*p = (CUdeviceptr)(uintptr_t)calloc(1, n ? n : 1)) ? 0 : 2;
+}
+CUresult cuMemFree_v2(CUdeviceptr p) {
+  fk.frees++;
+  free((void *)(uintptr_t)p);
+  return 0;
+}
+CUresult cuMemHostAlloc(void **p, size_t n, unsigned flags) {
+  (void)flags;
+  return (*p = calloc(1, n ? n : 1)) ? 0 : 2;
+}
+CUresult cuMemFreeHost(void *p) { return free(p), 0; }
+
+static void record(Op op) {
+  fk.ops = realloc(fk.ops, (size_t)(fk.nops + 1) * sizeof *fk.ops);
+  fk.ops[fk.nops++] = op;
+}
+static CUresult copy(CUdeviceptr dst, CUdeviceptr src, size_t n) {
+  if (fk.capturing)
+    record((Op){.dst = dst, .src = src, .bytes = n});
+  else
+    memmove((void *)(uintptr_t)dst, (void *)(uintptr_t)src, n);
+  return 0;
+}
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void *h, size_t n, void *st) {
+  return (void)st, copy(d, (CUdeviceptr)(uintptr_t)h, n);
+}
+CUresult cuMemcpyDtoHAsync_v2(void *h, CUdeviceptr d, size_t n, void *st) {
+  return (void)st, copy((CUdeviceptr)(uintptr_t)h, d, n);
+}
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, void *st) { return (void)st, copy(d, s, n); }
+CUresult cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, void *st) {
+  (void)st;
+  memset((void *)(uintptr_t)d, v, n);
+  return 0;
+}
+CUresult cuStreamCreate(void **st, unsigned flags) { return (void)flags, *st = (void *)1, 0; }
+CUresult cuStreamDestroy_v2(void *st) { return (void)st, 0; }
+CUresult cuStreamSynchronize(void *st) { return (void)st, 0; }
+
+/* A stream operation of another fake library: run now, or recorded while capturing. */
+void fake_cuda_host_op(void (*fn)(void *), void *arg) {
+  if (fk.capturing)
+    record((Op){.host = fn, .arg = arg});
+  else
+    fn(arg);
+}
+
+static CUresult run(const Op *op) {
+  if (op->host) {
+    op->host(op->arg);
+    return 0;
+  }
+  if (!op->fn)
+    return copy(op->dst, op->src, op->bytes);
+  char err[256];
+  fk.launches++;
+  /* at most 4 blocks: the kernels' grid-stride loops cover the rest */
+  int grid = op->grid < 4 ? (int)op->grid : 4;
+  if (fk.launch(op->fn, grid, (int)op->block, op->bases, 2 /* random order */, (unsigned)fk.launches, err, sizeof err)) {
+    fprintf(stderr, "fake libcuda: %s\n", err);
+    return 719; /* CUDA_ERROR_LAUNCH_FAILED */
+  }
+  return 0;
+}
+
+CUresult cuLaunchKernel(Kernel f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                        unsigned shmem, void *st, void **params, void **extra) {
+  (void)st, (void)extra;
+  if (gy != 1 || gz != 1 || by != 1 || bz != 1 || shmem)
+    return 1; /* CUDA_ERROR_INVALID_VALUE: the generated code is 1-D */
+  Op op = {.fn = f, .grid = gx, .block = bx, .bases = *(char *const **)params[0]};
+  if (fk.capturing) {
+    record(op);
+    return 0;
+  }
+  return run(&op);
+}
+
+CUresult cuStreamBeginCapture_v2(void *st, int mode) {
+  (void)st, (void)mode;
+  fk.capturing = 1;
+  fk.nops = 0;
+  return 0;
+}
+CUresult cuStreamEndCapture(void *st, void **graph) {
+  (void)st;
+  fk.capturing = 0;
+  *graph = (void *)1;
+  return 0;
+}
+CUresult cuGraphInstantiateWithFlags(void **exec, void *graph, unsigned long long flags) {
+  (void)graph, (void)flags;
+  *exec = (void *)2;
+  return 0;
+}
+CUresult cuGraphLaunch(void *exec, void *st) {
+  (void)exec, (void)st;
+  fk.graph_launches++;
+  for (int i = 0; i < fk.nops; i++) {
+    CUresult r = run(&fk.ops[i]);
+    if (r)
+      return r;
+  }
+  return 0;
+}
+CUresult cuGraphExecDestroy(void *e) { return (void)e, 0; }
+CUresult cuGraphDestroy(void *g) { return (void)g, 0; }
