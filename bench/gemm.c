@@ -254,6 +254,10 @@ int main(int argc, char **argv) {
         {"mlp l2 dX", 64, 128, 256, 0, 0},       {"mlp l2 dW", 256, 128, 64, 1, 0},
         {"mlp l3 fwd", 64, 10, 256, 0, 1},       {"mlp l3 dX", 64, 256, 10, 0, 0},
         {"mlp l3 dW", 10, 256, 64, 1, 0},
+        // conv2 of the CNN example (32 -> 64 channels, 3x3, 24x24 outputs), per image:
+        // forward W·col, data gradient Wᵀ·dY, filter gradient dY·colᵀ.
+        {"cnn conv2 fwd", 64, 576, 288, 0, 0},  {"cnn conv2 dX", 288, 576, 64, 1, 0},
+        {"cnn conv2 dW", 64, 288, 576, 0, 1},
     };
     int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
     P("| shape | M×N×K | op | threads | peak | OpenBLAS | LTL | LTL/peak | LTL/OpenBLAS | max rel diff |\n");
