@@ -577,19 +577,18 @@ LLVMValueRef llvm_gemm_emit(LLVMModuleRef mod, const LlvmGemmBlocking *blk, cons
     LLVMValueRef pack_a = emit_pack_a(g, buf);
     snprintf(buf, sizeof buf, "%s.pack_b", name);
     LLVMValueRef pack_b = emit_pack_b(g, buf);
+    // Slivers of at most one vector of columns (N = 10 classes, the edge of N)
+    // get a one-vector kernel: half the FMAs of the full one on padding. Slivers
+    // of at most mredge rows (the last of M) get a kernel that tall: M = 64 =
+    // 4 x 14 + 8 would otherwise compute 70 rows. Short and narrow at once takes
+    // the narrow kernel (each kernel costs compile time).
+    LLVMValueRef kernel, kernel1, kshort;
     snprintf(buf, sizeof buf, "%s.kernel", name);
-    // kernels[short][narrow]. Slivers of at most one vector of columns (N = 10
-    // classes, the edge of N) get a one-vector kernel: half the FMAs of the full
-    // one on padding. Slivers of at most mredge rows (the last of M) get a kernel
-    // of mredge rows: M = 64 = 4 x 14 + 8 would otherwise compute 70 rows. Both
-    // at once is rare enough to share the narrow kernel (each costs compile time).
-    LLVMValueRef kernels[2][2];
-    snprintf(buf, sizeof buf, "%s.kernel", name);
-    kernels[0][0] = emit_kernel(g, buf, g->MR, g->NV);
+    kernel = emit_kernel(g, buf, g->MR, g->NV);
     snprintf(buf, sizeof buf, "%s.kernel1", name);
-    kernels[0][1] = kernels[1][1] = g->NV > 1 ? emit_kernel(g, buf, g->MR, 1) : kernels[0][0];
+    kernel1 = g->NV > 1 ? emit_kernel(g, buf, g->MR, 1) : kernel;
     snprintf(buf, sizeof buf, "%s.kernel_short", name);
-    kernels[1][0] = blk->mredge ? emit_kernel(g, buf, blk->mredge, g->NV) : kernels[0][0];
+    kshort = blk->mredge ? emit_kernel(g, buf, blk->mredge, g->NV) : kernel;
 
     LLVMTypeRef ps[] = {g->ptr, g->i64, g->i64};
     LLVMValueRef fn = new_function(g, name, ps, 3, false);
@@ -681,17 +680,17 @@ LLVMValueRef llvm_gemm_emit(LLVMModuleRef mod, const LlvmGemmBlocking *blk, cons
                             mrb, nrb, alpha, beff, loadc, last, gep(g, bias, col), bstride};
     LLVMValueRef isnarrow = LLVMBuildICmp(g->b, LLVMIntSLE, nrb, ci(g, g->V), "");
     LLVMValueRef isshort = LLVMBuildICmp(g->b, LLVMIntSLE, mrb, ci(g, blk->mredge), "");
-    LLVMBasicBlockRef joined = block(g, "k.done"), tall = block(g, "k.tall"), low = block(g, "k.short");
+    LLVMBasicBlockRef wide = block(g, "k.wide"), narrow = block(g, "k.narrow"), low = block(g, "k.short"),
+                      tall = block(g, "k.tall"), joined = block(g, "k.done");
+    LLVMBuildCondBr(g->b, isnarrow, narrow, wide);
+    at(g, wide);
     LLVMBuildCondBr(g->b, isshort, low, tall);
-    for (int sh = 0; sh < 2; sh++) {
-        at(g, sh ? low : tall);
-        LLVMBasicBlockRef wide = block(g, "k.wide"), narrow = block(g, "k.narrow");
-        LLVMBuildCondBr(g->b, isnarrow, narrow, wide);
-        for (int nw = 0; nw < 2; nw++) {
-            at(g, nw ? narrow : wide);
-            call_fn(g, kernels[sh][nw], kargs, 13);
-            LLVMBuildBr(g->b, joined);
-        }
+    LLVMBasicBlockRef blocks[] = {narrow, low, tall};
+    LLVMValueRef fns[] = {kernel1, kshort, kernel};
+    for (int i = 0; i < 3; i++) {
+        at(g, blocks[i]);
+        call_fn(g, fns[i], kargs, 13);
+        LLVMBuildBr(g->b, joined);
     }
     at(g, joined);
     loop_close(g, &lir, ci(g, MR));
