@@ -554,7 +554,7 @@ LLVMValueRef llvm_gemm_emit(LLVMModuleRef mod, const LlvmGemmBlocking *blk, cons
     g->V = blk->vec, g->MR = blk->mr, g->NR = blk->nr, g->NV = blk->nr / blk->vec;
     if (g->V > 64 || g->NV > 8 || g->MR * g->NV > 64 || (g->MR + g->V - 1) / g->V > 8 || blk->unroll < 1 ||
         blk->nr % blk->vec || blk->kc < 1 || blk->nc < blk->nr || blk->nc % blk->nr ||
-        blk->mc < blk->mr || blk->mc % blk->mr || blk->mredge < 0 || blk->mredge >= blk->mr)
+        blk->mc < blk->mr || blk->mc % blk->mr)
         return NULL;
     g->b = LLVMCreateBuilderInContext(g->cx);
     g->f32 = LLVMFloatTypeInContext(g->cx);
@@ -588,7 +588,9 @@ LLVMValueRef llvm_gemm_emit(LLVMModuleRef mod, const LlvmGemmBlocking *blk, cons
     snprintf(buf, sizeof buf, "%s.kernel1", name);
     kernel1 = g->NV > 1 ? emit_kernel(g, buf, g->MR, 1) : kernel;
     snprintf(buf, sizeof buf, "%s.kernel_short", name);
-    kshort = blk->mredge ? emit_kernel(g, buf, blk->mredge, g->NV) : kernel;
+    // A blocking derived from the default with a smaller mr keeps working: no short kernel.
+    int mredge = blk->mredge > 0 && blk->mredge < g->MR ? blk->mredge : 0;
+    kshort = mredge ? emit_kernel(g, buf, mredge, g->NV) : kernel;
 
     LLVMTypeRef ps[] = {g->ptr, g->i64, g->i64};
     LLVMValueRef fn = new_function(g, name, ps, 3, false);
@@ -679,7 +681,7 @@ LLVMValueRef llvm_gemm_emit(LLVMModuleRef mod, const LlvmGemmBlocking *blk, cons
     LLVMValueRef kargs[] = {gep(g, ap, mul(g, ir, kb)), bsl, kb, gep(g, C, add(g, mul(g, row, ldc), col)), ldc,
                             mrb, nrb, alpha, beff, loadc, last, gep(g, bias, col), bstride};
     LLVMValueRef isnarrow = LLVMBuildICmp(g->b, LLVMIntSLE, nrb, ci(g, g->V), "");
-    LLVMValueRef isshort = LLVMBuildICmp(g->b, LLVMIntSLE, mrb, ci(g, blk->mredge), "");
+    LLVMValueRef isshort = LLVMBuildICmp(g->b, LLVMIntSLE, mrb, ci(g, mredge), "");
     LLVMBasicBlockRef wide = block(g, "k.wide"), narrow = block(g, "k.narrow"), low = block(g, "k.short"),
                       tall = block(g, "k.tall"), joined = block(g, "k.done");
     LLVMBuildCondBr(g->b, isnarrow, narrow, wide);

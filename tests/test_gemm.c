@@ -223,14 +223,14 @@ static void narrow_isa(LlvmIsa isa) {
 }
 // Other blockings of the same ISA: small KC and NC (many K and N blocks), an
 // MC of several slivers (the BLIS loop order), a k loop unrolled by 3 (its
-// remainder loop), prefetching, B always / never read in place, no short-sliver
-// kernel / one just below MR rows.
+// remainder loop), prefetching, B always / never read in place, a short-sliver
+// kernel just below MR rows / none (mredge > mr: ignored).
 Test(gemm, other_blockings) {
     LlvmGemmBlocking base = *llvm_gemm_get_blocking(gemm);
     for (int v = 0; v < 2; v++) {
         LlvmGemmBlocking blk = base;
         blk.kc = 3 * blk.vec, blk.nc = 2 * blk.nr, blk.mc = 3 * blk.mr, blk.unroll = 3;
-        blk.prefetch = 4 * v, blk.bdirect = v ? 1000 : 0, blk.mredge = v ? blk.mr - 1 : 0;
+        blk.prefetch = 4 * v, blk.bdirect = v ? 1000 : 0, blk.mredge = v ? blk.mr - 1 : blk.mr + 3;
         LlvmGemm *g = llvm_gemm_create(jit, &blk, pool);
         cr_assert(g);
         for (int e = v; e < 4; e += 2) {   // nn, nt with one blocking; tt, tn with the other
