@@ -91,6 +91,7 @@ typedef struct LlvmGemmBlocking {
     int unroll;    // k steps per trip of the micro-kernel's loop
     int prefetch;  // B prefetch distance in k steps (0: none)
     int bdirect;   // op(B) = B is read in place when a part has at most this many A slivers
+    int mredge;    // slivers of at most this many rows (the last of M) run a kernel that tall (0 or >= mr: none)
     bool fma;      // llvm.fma (hardware FMA) or llvm.fmuladd
 } LlvmGemmBlocking;
 

@@ -86,6 +86,7 @@ LlvmGemmBlocking llvm_gemm_blocking(LlvmIsa isa, bool fma) {
     b.unroll = 1;
     b.prefetch = 0;
     b.bdirect = 8;
+    b.mredge = b.mr > 8 ? 8 : 0;
     return b;
 }
 
@@ -401,12 +402,12 @@ static LLVMValueRef emit_pack_b(Gen *g, const char *name) {
 // The same operations run on full and edge tiles, so a value does not depend
 // on where the part boundaries fall.
 
-static void kernel_steps(Gen *g, int NV, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef bs, LLVMValueRef k,
+static void kernel_steps(Gen *g, int MR, int NV, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef bs, LLVMValueRef k,
                          int steps, LLVMValueRef *acc, bool pf) {
-    int V = g->V, MR = g->MR, NR = NV * V;
+    int V = g->V, NR = NV * V;
     for (int u = 0; u < steps; u++) {
         LLVMValueRef kk = add(g, k, ci(g, u));
-        LLVMValueRef brow = gep(g, bp, mul(g, kk, bs)), arow = gep(g, ap, mul(g, kk, ci(g, MR)));
+        LLVMValueRef brow = gep(g, bp, mul(g, kk, bs)), arow = gep(g, ap, mul(g, kk, ci(g, g->MR)));
         LLVMValueRef bv[8];
         for (int v = 0; v < NV; v++)
             bv[v] = load_v(g, gepi(g, brow, v * V));
@@ -423,9 +424,9 @@ static void kernel_steps(Gen *g, int NV, LLVMValueRef ap, LLVMValueRef bp, LLVMV
 
 // One loop over k, `step` k values a trip, with the accumulators as phis;
 // returns their final values in acc and the k it stopped at in kout.
-static void kernel_loop(Gen *g, int NV, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef bs, LLVMValueRef kstart,
+static void kernel_loop(Gen *g, int MR, int NV, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef bs, LLVMValueRef kstart,
                         LLVMValueRef kend, int step, bool pf, LLVMValueRef *acc, LLVMValueRef *kout, const char *name) {
-    int n = g->MR * NV;
+    int n = MR * NV;
     LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b), head = block(g, name), body = block(g, name),
                       exit = block(g, name);
     LLVMBuildBr(g->b, head);
@@ -442,7 +443,7 @@ static void kernel_loop(Gen *g, int NV, LLVMValueRef ap, LLVMValueRef bp, LLVMVa
     LLVMValueRef cond = lt(g, add(g, k, ci(g, step - 1)), kend);
     LLVMBuildCondBr(g->b, cond, body, exit);
     at(g, body);
-    kernel_steps(g, NV, ap, bp, bs, k, step, cur, pf);
+    kernel_steps(g, MR, NV, ap, bp, bs, k, step, cur, pf);
     LLVMValueRef next = add(g, k, ci(g, step));
     LLVMBasicBlockRef latch = LLVMGetInsertBlock(g->b);
     LLVMBuildBr(g->b, head);
@@ -455,7 +456,7 @@ static void kernel_loop(Gen *g, int NV, LLVMValueRef ap, LLVMValueRef bp, LLVMVa
     at(g, exit);
 }
 
-static LLVMValueRef emit_kernel(Gen *g, const char *name, int nv) {
+static LLVMValueRef emit_kernel(Gen *g, const char *name, int mr, int nv) {
     LLVMTypeRef ps[] = {g->ptr, g->ptr, g->i64, g->ptr, g->i64, g->i64, g->i64,
                         g->f32, g->f32, g->i1, g->i1, g->ptr, g->i64};
     LLVMValueRef fn = new_function(g, name, ps, 13, true);
@@ -465,7 +466,7 @@ static LLVMValueRef emit_kernel(Gen *g, const char *name, int nv) {
                  nb = LLVMGetParam(fn, 6), alpha = LLVMGetParam(fn, 7), beta = LLVMGetParam(fn, 8),
                  loadc = LLVMGetParam(fn, 9), last = LLVMGetParam(fn, 10), bias = LLVMGetParam(fn, 11),
                  bs = LLVMGetParam(fn, 12);
-    int V = g->V, MR = g->MR, NV = nv, NR = nv * V, n = MR * NV;
+    int V = g->V, MR = mr, NV = nv, NR = nv * V, n = MR * NV;   // A keeps its stride g->MR
 
     // The C tile is needed only at the end: start fetching its lines now.
     for (int r = 0; r < MR; r++) {
@@ -476,9 +477,9 @@ static LLVMValueRef emit_kernel(Gen *g, const char *name, int nv) {
     LLVMValueRef acc[64], k;
     for (int i = 0; i < n; i++)
         acc[i] = LLVMConstNull(g->vf);
-    kernel_loop(g, NV, ap, bp, bs, ci(g, 0), kb, g->blk->unroll, true, acc, &k, "k.main");
+    kernel_loop(g, MR, NV, ap, bp, bs, ci(g, 0), kb, g->blk->unroll, true, acc, &k, "k.main");
     if (g->blk->unroll > 1)
-        kernel_loop(g, NV, ap, bp, bs, k, kb, 1, false, acc, &k, "k.rest");
+        kernel_loop(g, MR, NV, ap, bp, bs, k, kb, 1, false, acc, &k, "k.rest");
 
     LLVMValueRef valpha = splat(g, alpha, g->vf), vbeta = splat(g, beta, g->vf), zero = LLVMConstNull(g->vf);
     LLVMValueRef full = LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, mb, ci(g, MR), ""),
@@ -576,12 +577,20 @@ LLVMValueRef llvm_gemm_emit(LLVMModuleRef mod, const LlvmGemmBlocking *blk, cons
     LLVMValueRef pack_a = emit_pack_a(g, buf);
     snprintf(buf, sizeof buf, "%s.pack_b", name);
     LLVMValueRef pack_b = emit_pack_b(g, buf);
-    snprintf(buf, sizeof buf, "%s.kernel", name);
-    LLVMValueRef kernel = emit_kernel(g, buf, g->NV);
     // Slivers of at most one vector of columns (N = 10 classes, the edge of N)
-    // get a one-vector kernel: half the FMAs of the full one on padding.
+    // get a one-vector kernel: half the FMAs of the full one on padding. Slivers
+    // of at most mredge rows (the last of M) get a kernel that tall: M = 64 =
+    // 4 x 14 + 8 would otherwise compute 70 rows. Short and narrow at once takes
+    // the narrow kernel (each kernel costs compile time).
+    LLVMValueRef kernel, kernel1, kshort;
+    snprintf(buf, sizeof buf, "%s.kernel", name);
+    kernel = emit_kernel(g, buf, g->MR, g->NV);
     snprintf(buf, sizeof buf, "%s.kernel1", name);
-    LLVMValueRef kernel1 = g->NV > 1 ? emit_kernel(g, buf, 1) : kernel;
+    kernel1 = g->NV > 1 ? emit_kernel(g, buf, g->MR, 1) : kernel;
+    snprintf(buf, sizeof buf, "%s.kernel_short", name);
+    // A blocking derived from the default with a smaller mr keeps working: no short kernel.
+    int mredge = blk->mredge > 0 && blk->mredge < g->MR ? blk->mredge : 0;
+    kshort = mredge ? emit_kernel(g, buf, mredge, g->NV) : kernel;
 
     LLVMTypeRef ps[] = {g->ptr, g->i64, g->i64};
     LLVMValueRef fn = new_function(g, name, ps, 3, false);
@@ -668,16 +677,23 @@ LLVMValueRef llvm_gemm_emit(LLVMModuleRef mod, const LlvmGemmBlocking *blk, cons
     LLVMValueRef bstride = LLVMBuildSelect(g->b, inplace, ldb, ci(g, NR), "");
     ir = loop_open(g, &lir, zero64, mcb, "ir");
     row = add(g, ic, ir);
+    LLVMValueRef mrb = smin(g, ci(g, MR), sub(g, mcb, ir));
     LLVMValueRef kargs[] = {gep(g, ap, mul(g, ir, kb)), bsl, kb, gep(g, C, add(g, mul(g, row, ldc), col)), ldc,
-                            smin(g, ci(g, MR), sub(g, mcb, ir)), nrb, alpha, beff, loadc, last, gep(g, bias, col), bstride};
-    LLVMBasicBlockRef wide = block(g, "k.wide"), narrow = block(g, "k.narrow"), joined = block(g, "k.done");
-    LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSLE, nrb, ci(g, g->V), ""), narrow, wide);
+                            mrb, nrb, alpha, beff, loadc, last, gep(g, bias, col), bstride};
+    LLVMValueRef isnarrow = LLVMBuildICmp(g->b, LLVMIntSLE, nrb, ci(g, g->V), "");
+    LLVMValueRef isshort = LLVMBuildICmp(g->b, LLVMIntSLE, mrb, ci(g, mredge), "");
+    LLVMBasicBlockRef wide = block(g, "k.wide"), narrow = block(g, "k.narrow"), low = block(g, "k.short"),
+                      tall = block(g, "k.tall"), joined = block(g, "k.done");
+    LLVMBuildCondBr(g->b, isnarrow, narrow, wide);
     at(g, wide);
-    call_fn(g, kernel, kargs, 13);
-    LLVMBuildBr(g->b, joined);
-    at(g, narrow);
-    call_fn(g, kernel1, kargs, 13);
-    LLVMBuildBr(g->b, joined);
+    LLVMBuildCondBr(g->b, isshort, low, tall);
+    LLVMBasicBlockRef blocks[] = {narrow, low, tall};
+    LLVMValueRef fns[] = {kernel1, kshort, kernel};
+    for (int i = 0; i < 3; i++) {
+        at(g, blocks[i]);
+        call_fn(g, fns[i], kargs, 13);
+        LLVMBuildBr(g->b, joined);
+    }
     at(g, joined);
     loop_close(g, &lir, ci(g, MR));
     loop_close(g, &ljr, ci(g, NR));

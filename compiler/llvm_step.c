@@ -174,7 +174,7 @@ static bool key_begin(XXH3_state_t *st, int kind, const LlvmHost *host, const Ll
   h_i64(st, host->fma), h_i64(st, host->avx2), h_i64(st, host->avx512f), h_i64(st, host->avx512bf16);
   h_i64(st, blk->isa), h_i64(st, blk->vec), h_i64(st, blk->mr), h_i64(st, blk->nr), h_i64(st, blk->kc);
   h_i64(st, blk->nc), h_i64(st, blk->mc), h_i64(st, blk->unroll), h_i64(st, blk->prefetch);
-  h_i64(st, blk->bdirect), h_i64(st, blk->fma);
+  h_i64(st, blk->bdirect), h_i64(st, blk->fma), h_i64(st, blk->mredge);
   return true;
 }
 

@@ -223,13 +223,14 @@ static void narrow_isa(LlvmIsa isa) {
 }
 // Other blockings of the same ISA: small KC and NC (many K and N blocks), an
 // MC of several slivers (the BLIS loop order), a k loop unrolled by 3 (its
-// remainder loop), prefetching, B always / never read in place.
+// remainder loop), prefetching, B always / never read in place, a short-sliver
+// kernel just below MR rows / none (mredge > mr: ignored).
 Test(gemm, other_blockings) {
     LlvmGemmBlocking base = *llvm_gemm_get_blocking(gemm);
     for (int v = 0; v < 2; v++) {
         LlvmGemmBlocking blk = base;
         blk.kc = 3 * blk.vec, blk.nc = 2 * blk.nr, blk.mc = 3 * blk.mr, blk.unroll = 3;
-        blk.prefetch = 4 * v, blk.bdirect = v ? 1000 : 0;
+        blk.prefetch = 4 * v, blk.bdirect = v ? 1000 : 0, blk.mredge = v ? blk.mr - 1 : blk.mr + 3;
         LlvmGemm *g = llvm_gemm_create(jit, &blk, pool);
         cr_assert(g);
         for (int e = v; e < 4; e += 2) {   // nn, nt with one blocking; tt, tn with the other
@@ -239,6 +240,18 @@ Test(gemm, other_blockings) {
         }
         llvm_gemm_destroy(g);
     }
+}
+
+// The last sliver of M runs the short kernel when it has at most mredge rows
+// (8 of 14 on AVX-512): remainders just at and just past mredge, alone and after
+// full slivers, with every epilogue and beta.
+Test(gemm, short_edge_sliver) {
+    const LlvmGemmBlocking *blk = llvm_gemm_get_blocking(gemm);
+    int64_t e = blk->mredge > 0 ? blk->mredge : 1, mr = blk->mr;
+    const int64_t ms[] = {e, e + 1, mr + e, mr + e + 1, 4 * mr + e, 64};
+    for (int i = 0; i < 6; i++)
+        for (int s = 0; s < 4; s++)
+            check(gemm, s & 1, s & 2, (Case){ms[i], 40 + 9 * i, 30 + 50 * s, 1, i % 2 ? 0.5f : 0, i % 2 == 0, s > 1, 1 + s % 2});
 }
 
 Test(gemm, avx2_path) { narrow_isa(LLVM_ISA_AVX2); }
