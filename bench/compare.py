@@ -113,7 +113,7 @@ def ltl(model, batches, rundir, out):
 # ---- PyTorch -------------------------------------------------------------------------------
 
 def train(model, mode, epochs, batches, threads, out, rootdir="."):
-    t0 = float(os.environ.get("BENCH_T0", time.time()))   # set by the shell just before exec
+    t0 = float(os.environ.get("BENCH_T0", time.time()))   # set by `measure` just before the start
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -246,7 +246,7 @@ def train(model, mode, epochs, batches, threads, out, rootdir="."):
         best, wait, step, epochs_run = math.inf, 0, 0, 0
         for epoch in range(epochs):
             for i, (x, y) in enumerate(train_dl):
-                if i == batches: break
+                if i == batches > 0: break
                 loss = loss_fn(fwd(x), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -297,7 +297,9 @@ def row(framework, model, epochs, fit, figs, first=None):
     f, g = load(fit), load(figs)
     r = {"framework": framework, "model": model, "epochs": int(epochs)}
     if f.get("rc") != 0 or not g:
-        r.update(ok=False, error="failed (%s)" % (f.get("rc", "no result") if f.get("rc") != 0 else "no figures"))
+        rc = f.get("rc", "no result")
+        why = "exit %s" % rc if isinstance(rc, int) else rc if rc != 0 else "no figures"
+        r.update(ok=False, error="failed (%s): see %s" % (why, fit[:-5] + ".log"))
     else:
         r.update(g, ok=True, rss_kb=f["rss_kb"])
         if first:
@@ -309,6 +311,31 @@ def row(framework, model, epochs, fit, figs, first=None):
 # ---- the table -----------------------------------------------------------------------------
 
 NAMES = {"ltl": "LTL", "eager": "PyTorch eager", "compile": "torch.compile", "lightning": "PyTorch Lightning"}
+
+
+def targets(model, base, by):
+    """Issue 6's targets, met or not, in this run's figures."""
+    if not base: return "Targets: no LTL figures in this run."
+    out = []
+    def check(what, value, ok, fmt):
+        out.append("%s: %s (%s)" % (what, fmt % value, "met" if ok else "**not met**"))
+    eager = by.get("eager", {})
+    speed = lambda r: base["samples_per_s"] / r["samples_per_s"] if r.get("samples_per_s") and base.get("samples_per_s") else None
+    if speed(eager):
+        need = 5 if model == "mlp" else 2
+        check("samples/s vs PyTorch eager (target >= %dx)" % need, speed(eager), speed(eager) >= need, "%.2fx")
+    for fw in ("compile", "lightning"):
+        if fw in by and speed(by[fw]):
+            check("vs %s (target > 1x)" % NAMES[fw], speed(by[fw]), speed(by[fw]) > 1, "%.2fx")
+    if base.get("first_step_s") is not None:
+        check("first step (target <= 0.5 s)", base["first_step_s"], base["first_step_s"] <= 0.5, "%.2f s")
+    if eager.get("rss_kb"):
+        q = base["rss_kb"] / eager["rss_kb"]
+        check("peak RSS / PyTorch eager's (target <= 0.5)", q, q <= 0.5, "%.2f")
+    if eager.get("test_acc") is not None and base.get("test_acc") is not None:
+        d = 100 * (base["test_acc"] - eager["test_acc"])
+        check("accuracy vs PyTorch eager (target within 0.5 points)", d, abs(d) <= 0.5, "%+.2f points")
+    return "Targets (issue 6), LTL: " + "; ".join(out) + "." if out else "Targets: no PyTorch figures in this run."
 
 
 def table(jsonl, header, footer, md_out):
@@ -342,7 +369,7 @@ def table(jsonl, header, footer, md_out):
                 f(acc and 100 * acc, "%.2f"),
                 f(None if acc is None or not base or base.get("test_acc") is None else 100 * (acc - base["test_acc"]), "%+.2f"),
                 r.get("epochs_run", "-")))
-        L.append("")
+        L += ["", targets(model, base, {r["framework"]: r for r in mr if r.get("ok")}), ""]
     L.append(open(footer).read().rstrip("\n"))
     text = "\n".join(L) + "\n"
     sys.stdout.write(text)

@@ -21,14 +21,14 @@ die() { echo "bench/compare.sh: $*" >&2; exit 2; }
 LTLC=${1:-build/ltlc}
 [ -x "$LTLC" ] || die "$LTLC is not an executable (build it with make)"
 LTLC=$(realpath "$LTLC")
+for v in BENCH_EPOCHS_MLP BENCH_EPOCHS_CNN BENCH_THREADS BENCH_TIMEOUT; do
+    [[ ${!v:-1} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
+done
 EP_MLP=${BENCH_EPOCHS_MLP:-10}
 EP_CNN=${BENCH_EPOCHS_CNN:-1}
 CNN_BATCHES=${BENCH_CNN_BATCHES:-0}
 THREADS=${BENCH_THREADS:-$(nproc)}
 TIMEOUT=${BENCH_TIMEOUT:-3600}
-for v in EP_MLP EP_CNN THREADS TIMEOUT; do
-    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
-done
 [[ $CNN_BATCHES =~ ^[0-9]+$ ]] || die "BENCH_CNN_BATCHES must be a count of batches, not '$CNN_BATCHES'"
 MODELS=${BENCH_MODELS:-mlp cnn}
 FRAMEWORKS=${BENCH_FRAMEWORKS:-ltl eager compile lightning}
@@ -42,6 +42,9 @@ DATA=/usr/share/datasets/fashion-mnist
 [ -r "$DATA/train-images-idx3-ubyte.gz" ] || die "no Fashion-MNIST in $DATA (make deps installs dataset-fashion-mnist)"
 CMP=$PWD/bench/compare.py
 WORK=$PWD/build/bench/compare     # run folders and logs of the last run, kept for a look
+mkdir -p "$(dirname "$WORK")" || die "cannot create $(dirname "$WORK")"
+exec 9>"$WORK.lock"
+flock -n 9 || die "another bench/compare.sh is running (it uses $WORK)"
 rm -rf "$WORK" && mkdir -p "$WORK" || die "cannot create $WORK"
 RES=$WORK/results.jsonl
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -119,11 +122,12 @@ Written by \`bench/compare.sh\` (\`make bench\`) on $(date -u '+%Y-%m-%d %H:%M U
 
 - Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -n 1), $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo);
   load average $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (other work on these cores skews every figure, PyTorch's 2-thread runs the most).
-- LTL: \`ltlc\` $("$LTLC" --version 2>/dev/null | awk '{ print $2 }'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown); $PY_VERSIONS (from PyPI, in \`${VENV#$PWD/}\`).
+- LTL: \`ltlc\` $("$LTLC" --version 2>/dev/null | awk '{ print $2 }'), commit $(git describe --always --dirty 2>/dev/null || echo unknown); $PY_VERSIONS (from PyPI, in \`${VENV#$PWD/}\`).
 - Same for all: batch 64, $THREADS thread(s) (\`--threads\`, \`torch.set_num_threads\`), Adam 1e-3, seed 42, PyTorch's
   default initialisation, the 55 000 / 5 000 split of the training set, normalisation (x/255 - 0.2860)/0.3530;
-  MLP: $EP_MLP epoch(s) at most (early stopping on val_loss, patience 3); CNN: $EP_CNN epoch(s)$([ "$CNN_BATCHES" = 0 ] || echo " of $CNN_BATCHES batches (BENCH_CNN_BATCHES)") (BENCH_EPOCHS_CNN; the example
-  trains 10: a CNN epoch takes minutes on 2 cores), dropout 0.25/0.5, random horizontal flips, cosine schedule (T_max 10).
+  MLP: $EP_MLP epoch(s) at most (early stopping on val_loss, patience 3); CNN: $EP_CNN epoch(s)$([ "$CNN_BATCHES" = 0 ] || echo " of $CNN_BATCHES batches")
+  (the example trains 10, but a CNN epoch takes minutes on 2 cores), dropout 0.25/0.5, random horizontal flips,
+  cosine schedule (T_max 10).
 EOF
 cat >"$WORK/footer.md" <<'EOF'
 How each figure is taken:
