@@ -148,6 +148,9 @@ fuzz: $(BUILD)/fuzz/fuzz_front $(BUILD)/fuzz/fuzz_ckpt
 	@mkdir -p $(BUILD)/fuzz/corpus && cp examples/*.ltl stdlib/*.ltl tests/frontend/*.ltl $(BUILD)/fuzz/corpus/ 2>/dev/null; \
 	./$(BUILD)/fuzz/fuzz_front -dict=tests/fuzz/ltl.dict -max_total_time=$${FUZZ_TIME:-600} -max_len=65536 $(BUILD)/fuzz/corpus
 
+# bench/compare.sh: LTL against PyTorch eager, torch.compile and Lightning (bench/RESULTS.md);
+# it installs them from PyPI into bench/.venv itself (see the script for its BENCH_* settings).
+DEB_PACKAGES += python3-venv
 bench: deps
 	$(MAKE) $(LTLC)
 	bench/frontend.sh $(LTLC)
@@ -156,6 +159,12 @@ bench: deps
 	BUILD=$(BUILD) bench/gemm.sh
 	bench/ddp.sh $(LTLC)
 	BUILD=$(BUILD) bench/cuda.sh
+	bench/compare.sh $(LTLC)
+
+# Trains every example and prints what each reached (EXAMPLES_FLAGS="--trainer.max_epochs=1" to be quick).
+examples: deps
+	$(MAKE) $(LTLC)
+	bench/examples.sh $(LTLC)
 
 # Regenerates the expected output of tests/frontend/ (review the diff before committing).
 golden-update: $(LTLC)
