@@ -9,34 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "rt.h"
+#include "idx_test.h"
 
 static char dir[64];
-
-static void be32(FILE *f, unsigned v) {
-    unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8), (unsigned char)v};
-    fwrite(b, 1, 4, f);
-}
-
-/* n 4x4 images of two classes (bright left half: class 1) and their labels. */
-static void write_idx(const char *name_x, const char *name_y, int n) {
-    char p[256];
-    snprintf(p, sizeof p, "%s/%s", dir, name_x);
-    FILE *fx = fopen(p, "wb");
-    snprintf(p, sizeof p, "%s/%s", dir, name_y);
-    FILE *fy = fopen(p, "wb");
-    be32(fx, 0x803); be32(fx, (unsigned)n); be32(fx, 4); be32(fx, 4);
-    be32(fy, 0x801); be32(fy, (unsigned)n);
-    unsigned s = 777;
-    for (int i = 0; i < n; i++) {
-        for (int k = 0; k < 16; k++) {
-            s = s * 1103515245u + 12345u;
-            fputc(((k % 4 < 2) == i % 2 ? 170 : 50) + (int)(s >> 16) % 70, fx);
-        }
-        fputc(i % 2, fy);
-    }
-    fclose(fx);
-    fclose(fy);
-}
 
 /* 150 training samples in batches of 16 (the last one 6), 40 validation (the last 8), so
  * the program needs steps at three batch sizes. */
@@ -71,8 +46,8 @@ static const char *model_src =
 static void setup(void) {
     strcpy(dir, "/tmp/ltl_build_XXXXXX");
     cr_assert(mkdtemp(dir));
-    write_idx("x.idx", "y.idx", 190);
-    write_idx("tx.idx", "ty.idx", 48);
+    idx_write(dir, "x.idx", "y.idx", 190, -1, -1);
+    idx_write(dir, "tx.idx", "ty.idx", 48, -1, -1);
     char p[256];
     snprintf(p, sizeof p, "%s/small.ltl", dir);
     FILE *f = fopen(p, "w");

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "rt.h"
+#include "idx_test.h"
 
 static char dir[64];
 #define MPIRUN "mpirun --allow-run-as-root --oversubscribe"
@@ -26,34 +27,6 @@ static char dir[64];
 #else
 #define RANK_ENV ""
 #endif
-
-static void be32(FILE *f, unsigned v) {
-    unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8), (unsigned char)v};
-    fwrite(b, 1, 4, f);
-}
-
-/* n 4x4 images of two classes (bright left half: class 1), as IDX files; image `black` is all
- * zeros (-1: none). */
-static void write_idx(const char *name_x, const char *name_y, int n, int black) {
-    char p[256];
-    snprintf(p, sizeof p, "%s/%s", dir, name_x);
-    FILE *fx = fopen(p, "wb");
-    snprintf(p, sizeof p, "%s/%s", dir, name_y);
-    FILE *fy = fopen(p, "wb");
-    be32(fx, 0x803); be32(fx, (unsigned)n); be32(fx, 4); be32(fx, 4);
-    be32(fy, 0x801); be32(fy, (unsigned)n);
-    unsigned s = 12345;
-    for (int i = 0; i < n; i++) {
-        int y = i % 2;
-        for (int k = 0; k < 16; k++) {
-            s = s * 1103515245u + 12345u;
-            fputc(i == black ? 0 : ((k % 4 < 2) == y ? 180 : 40) + (int)(s >> 16) % 60, fx);
-        }
-        fputc(y, fy);
-    }
-    fclose(fx);
-    fclose(fy);
-}
 
 /* SGD with momentum and gradient clipping (which must see the reduced gradient), a
  * validation metric averaged over the ranks, a sync_dist training metric. */
@@ -90,9 +63,9 @@ static const char *model_src =
 static void setup(void) {
     strcpy(dir, "/tmp/ltl_ddp_XXXXXX");
     cr_assert(mkdtemp(dir));
-    write_idx("x.idx", "y.idx", 256, -1);
-    write_idx("vx.idx", "vy.idx", 64, -1);
-    write_idx("bx.idx", "by.idx", 256, 1);
+    idx_write(dir, "x.idx", "y.idx", 256, -1, -1);
+    idx_write(dir, "vx.idx", "vy.idx", 64, -1, -1);
+    idx_write(dir, "bx.idx", "by.idx", 256, -1, 1);
     char p[256];
     snprintf(p, sizeof p, "%s/tiny.ltl", dir);
     FILE *f = fopen(p, "w");

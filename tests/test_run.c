@@ -14,36 +14,9 @@
 #include <sys/wait.h>
 #include <cjson/cJSON.h>
 #include "rt.h"
+#include "idx_test.h"
 
 static char dir[64];
-
-static void be32(FILE *f, unsigned v) {
-    unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8), (unsigned char)v};
-    fwrite(b, 1, 4, f);
-}
-
-/* n images 4x4 of two classes: class 1 is bright on the left half, class 0 on the right. */
-static void write_idx(const char *name_x, const char *name_y, int n, int bad_label) {
-    char p[256];
-    snprintf(p, sizeof p, "%s/%s", dir, name_x);
-    FILE *fx = fopen(p, "wb");
-    snprintf(p, sizeof p, "%s/%s", dir, name_y);
-    FILE *fy = fopen(p, "wb");
-    be32(fx, 0x803); be32(fx, (unsigned)n); be32(fx, 4); be32(fx, 4);
-    be32(fy, 0x801); be32(fy, (unsigned)n);
-    unsigned s = 12345;
-    for (int i = 0; i < n; i++) {
-        int y = i % 2;
-        for (int k = 0; k < 16; k++) {
-            s = s * 1103515245u + 12345u;
-            int left = k % 4 < 2, noise = (int)(s >> 16) % 60;
-            fputc((left == y ? 180 : 40) + noise, fx);
-        }
-        fputc(i == bad_label ? 7 : y, fy);
-    }
-    fclose(fx);
-    fclose(fy);
-}
 
 static const char *model_src =
     "use nn\n"
@@ -77,8 +50,8 @@ static const char *model_src =
 static void setup(void) {
     strcpy(dir, "/tmp/ltl_run_XXXXXX");
     cr_assert(mkdtemp(dir));
-    write_idx("x.idx", "y.idx", 200, -1);
-    write_idx("tx.idx", "ty.idx", 64, -1);
+    idx_write(dir, "x.idx", "y.idx", 200, -1, -1);
+    idx_write(dir, "tx.idx", "ty.idx", 64, -1, -1);
     char p[256];
     snprintf(p, sizeof p, "%s/tiny.ltl", dir);
     FILE *f = fopen(p, "w");
@@ -180,7 +153,7 @@ Test(run, same_seed_same_result_and_flags) {
 
 Test(run, bad_data_and_usage_errors) {
     static char out[1 << 16];
-    write_idx("x.idx", "y.idx", 200, 17); /* label 7 at index 17: the model has 2 classes */
+    idx_write(dir, "x.idx", "y.idx", 200, 17, -1); /* label 7 at index 17: the model has 2 classes */
     cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl fit"), 1, "%s", out);
     cr_assert(strstr(out, "y.idx") && strstr(out, "label"), "names the file and the problem:\n%s", out);
     char p[256];
