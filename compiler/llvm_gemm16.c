@@ -10,7 +10,8 @@
 // A pair and issues two vdpbf16ps) is generated as LLVM IR with
 // llvm.x86.avx512bf16.dpbf16ps.512, only when the host has AVX512-BF16.  Elsewhere a C
 // kernel computes the same sums on the same packed data (correct, not fast).  Rounding is
-// done with integer operations here, so no target needs __truncsfbf2.
+// done with integer operations here, or with vcvtneps2bf16 on hosts with AVX512-BF16
+// (pack_pairs16), so no target needs __truncsfbf2.
 //
 // On hosts with AMX (amx-bf16, and the kernel grants this process the tile state), an AMX
 // kernel does the same sums 16 x 16 x 32 at a time (tdpbf16ps): 2 x 2 tiles of C, A packed
@@ -212,9 +213,11 @@ __attribute__((target("amx-tile,amx-bf16"))) static void kern_amx(const uint32_t
     _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
 }
 
-// AMX only when LLVM sees the features and Linux grants the tile state (XTILEDATA, 18).
+// AMX only when LLVM sees the features (and AVX512-BF16, every AMX CPU has it) and Linux
+// grants the tile state (XTILEDATA, 18).
 static bool amx_usable(const LlvmHost *h) {
-    if (!h->features || !strstr(h->features, "+amx-bf16") || !strstr(h->features, "+amx-tile"))
+    if (!h->features || !strstr(h->features, "+amx-bf16") || !strstr(h->features, "+amx-tile") ||
+        !h->avx512bf16) // the packing converts with vcvtneps2bf16
         return false;
     return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18) == 0;
 }
@@ -286,6 +289,7 @@ const char *llvm_gemm16_kernel(LlvmGemm16 *g) {
 typedef struct Job {
     Kern16 kern;
     bool amx;                  // A row-major in pairs, AMX tile config per task
+    bool vpack;                // the host has AVX512-BF16: pack with pack_pairs16
     int64_t mr;                // rows per sliver
     int64_t m, n, k, kp, ldc;  // kp: k pairs (a multiple of 16 with AMX)
     const float *a, *b;        // op(A)(i, k) = a[i * ai + k * ak]; op(B)(k, j) = b[k * bk + j * bj]
@@ -336,12 +340,16 @@ static void pack_pairs(uint32_t *dst, int64_t drs, int64_t dps, const float *x, 
     }
 }
 
+static void pack_pairs16(uint32_t *dst, int64_t drs, int64_t dps, const float *x, int64_t rs, int64_t ks, int64_t nr,
+                         int64_t nk, int64_t r0, int64_t rows, int64_t p0, int64_t np);
+
 // Task `part`: panels part, part + nparts, ... of B, packed whole: panel q, pair p, column c
 // at bpack[(q * kp + p) * NR + c].
 static void pack_b(void *arg, int64_t part, int64_t nparts) {
     const Job *j = arg;
     for (int64_t q = part; q < j->panels; q += nparts)
-        pack_pairs(j->bpack + q * j->kp * NR, 1, NR, j->b, j->bj, j->bk, j->n, j->k, q * NR, NR, 0, j->kp);
+        (j->vpack ? pack_pairs16 : pack_pairs)(j->bpack + q * j->kp * NR, 1, NR, j->b, j->bj, j->bk, j->n, j->k,
+                                               q * NR, NR, 0, j->kp);
 }
 
 static void compute(void *arg, int64_t part, int64_t nparts) {
@@ -356,9 +364,9 @@ static void compute(void *arg, int64_t part, int64_t nparts) {
         for (int64_t s = s0; s < s1; s++) {
             int64_t r0 = s * mr;
             if (j->amx) // row r, pair p at ap[r * kb + p]
-                pack_pairs(ap, kb, 1, j->a, j->ai, j->ak, j->m, j->k, r0, mr, p0, kb);
+                pack_pairs16(ap, kb, 1, j->a, j->ai, j->ak, j->m, j->k, r0, mr, p0, kb);
             else // at ap[p * mr + r]
-                pack_pairs(ap, 1, mr, j->a, j->ai, j->ak, j->m, j->k, r0, mr, p0, kb);
+                (j->vpack ? pack_pairs16 : pack_pairs)(ap, 1, mr, j->a, j->ai, j->ak, j->m, j->k, r0, mr, p0, kb);
             for (int64_t q = 0; q < j->panels; q++) {
                 const uint32_t *bp = j->bpack + (q * j->kp + p0) * NR;
                 int64_t c0 = q * NR, rows = j->m - r0 < mr ? j->m - r0 : mr, cols = j->n - c0 < NR ? j->n - c0 : NR;
@@ -400,7 +408,8 @@ bool llvm_gemm16_run(LlvmGemm16 *g, bool trans_a, bool trans_b, int nthreads, in
         pthread_mutex_unlock(&g->mu);
         return false;
     }
-    Job j = {.kern = g->kern, .amx = g->amx, .mr = g->amx ? AMX_MR : MR, .m = m, .n = n, .k = k,
+    Job j = {.kern = g->kern, .amx = g->amx, .vpack = g->kern != kern_c, .mr = g->amx ? AMX_MR : MR, .m = m, .n = n,
+             .k = k,
              .kp = g->amx ? ((k + 1) / 2 + AMX_KQ - 1) / AMX_KQ * AMX_KQ : (k + 1) / 2, .ldc = ldc, .a = a, .b = b,
              .ai = trans_a ? 1 : lda, .ak = trans_a ? lda : 1, .bk = trans_b ? 1 : ldb, .bj = trans_b ? ldb : 1, .c = c};
     j.slivers = (m + j.mr - 1) / j.mr;
@@ -513,19 +522,24 @@ pack_pairs16(uint32_t *dst, int64_t drs, int64_t dps, const float *x, int64_t rs
     }
 }
 
-static void epilogue(float *c, int64_t ldc, int64_t rows, int64_t cols, float alpha, const float *bias, bool relu) {
+// relu(alpha t + bias[j]) over a tile, 16 columns at a time (x < 0 ? 0 : x keeps NaN, as the
+// f32 GEMM's epilogue).
+__attribute__((target("avx512f"))) static void epilogue(float *c, int64_t ldc, int64_t rows, int64_t cols,
+                                                         float alpha, const float *bias, bool relu) {
     if (alpha == 1 && !bias && !relu)
         return;
+    __m512 va = _mm512_set1_ps(alpha), zero = _mm512_setzero_ps();
     for (int64_t i = 0; i < rows; i++)
-        for (int64_t j = 0; j < cols; j++) {
-            float t = c[i * ldc + j];
+        for (int64_t j = 0; j < cols; j += 16) {
+            __mmask16 m = cols - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (cols - j)) - 1);
+            __m512 t = _mm512_maskz_loadu_ps(m, c + i * ldc + j);
             if (alpha != 1)
-                t *= alpha;
+                t = _mm512_mul_ps(t, va);
             if (bias)
-                t += bias[j];
-            if (relu && t < 0)
-                t = 0;
-            c[i * ldc + j] = t;
+                t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(m, bias + j));
+            if (relu)
+                t = _mm512_mask_mov_ps(t, _mm512_cmp_ps_mask(t, zero, _CMP_LT_OQ), zero);
+            _mm512_mask_storeu_ps(c + i * ldc + j, m, t);
         }
 }
 
