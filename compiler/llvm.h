@@ -402,9 +402,6 @@ LLVMValueRef llvm_step_kernel(LlvmStepGen *gen, int kid, int phase, char *err, s
 // Marks a GEMM variant as used and returns its index in the table bases[FUSE_BASE_FUNCS],
 // from which a kernel loads the entry point (llvm_step_compile fills the table).
 LLVMValueRef llvm_step_gemm_fn(LlvmStepGen *gen, bool ta, bool tb, bool bias, bool relu);
-// Whether gen's GEMM of m x n x k on operands x and y (graph values) runs on the 16-bit GEMM:
-// both are bf16 values (cast(cast(v, bf16), f32)) and the shape pays (llvm_step_kern.c).
-bool llvm_step_gemm16_pays(const LlvmStepGen *gen, int x, int y, int64_t m, int64_t n, int64_t k);
 // llvm_step.c: the GEMMs every step calls, JIT-compiled once per process (two LlvmGemm
 // libraries, each in a JIT of its own, so two variants compile at once), and their blocking.
 LlvmGemmFn llvm_step_shared_gemm(const LlvmGemmSpec *spec);

@@ -1314,10 +1314,12 @@ static bool bf16_values(const IrGraph *g, int x) {
 
 enum { GEMM16_MIN_MN = 16, GEMM16_MIN_K = 32, GEMM16_MIN_MNK = 1 << 19 };
 
-/* The products are exact in f32 either way; only the summation order differs. AMX works on
- * 32 x 32 tiles of C and k in steps of 32, zero-padded, and packs (and rounds) both operands
- * per call: below these sizes the f32 GEMM is faster (measured in bench/step.sh). */
-bool llvm_step_gemm16_pays(const Gen *c, int x, int y, int64_t m, int64_t n, int64_t k) {
+/* Whether the m x n x k GEMM on operands x and y runs on the 16-bit GEMM: both are bf16
+ * values and the shape pays. The products are exact in f32 either way; only the summation
+ * order differs. AMX works on 32 x 32 tiles of C and k in steps of 32, zero-padded, and packs
+ * (and rounds) both operands per call: below these sizes the f32 GEMM is faster (measured
+ * shape by shape, docs/precision.md). */
+static bool gemm16_pays(const Gen *c, int x, int y, int64_t m, int64_t n, int64_t k) {
   return c->gemm16 && bf16_values(c->g, x) && bf16_values(c->g, y) && m >= GEMM16_MIN_MN &&
          n >= GEMM16_MIN_MN && k >= GEMM16_MIN_K && m * n * k >= GEMM16_MIN_MNK;
 }
@@ -1397,8 +1399,8 @@ static LLVMValueRef gen_gemm(Gen *c, int kid, char *err, size_t errlen) {
     tb = orient(K, M, sac, sar, &g.ldb);
     g.m = Nn, g.n = M, g.k = K, g.ldc = M;
   }
-  LLVMValueRef gf = llvm_step_gemm16_pays(c, a, b, g.m, g.n, g.k) ? gemm16_fn(c, ta, tb, k->bias >= 0, k->relu)
-                                                                   : llvm_step_gemm_fn(c, ta, tb, k->bias >= 0, k->relu);
+  LLVMValueRef gf = gemm16_pays(c, a, b, g.m, g.n, g.k) ? gemm16_fn(c, ta, tb, k->bias >= 0, k->relu)
+                                                         : llvm_step_gemm_fn(c, ta, tb, k->bias >= 0, k->relu);
   if (!gf) {
     snprintf(err, errlen, "kernel %d: the GEMM generator refused its blocking", kid);
     return NULL;
@@ -1599,9 +1601,9 @@ static LLVMValueRef gen_conv(Gen *c, int kid, int phase, char *err, size_t errle
   }
   LLVMValueRef gf;
   /* the GEMM per image: conv2d O x OHOW x CKK, bwd_data CKK x OHOW x O, bwd_filter O x CKK x OHOW */
-  bool h16 = n->op == IR_CONV2D            ? llvm_step_gemm16_pays(c, in0, in1, d.O, d.OHOW, d.CKK)
-             : n->op == IR_CONV2D_BWD_DATA ? llvm_step_gemm16_pays(c, in0, in1, d.CKK, d.OHOW, d.O)
-                                           : llvm_step_gemm16_pays(c, in0, in1, d.O, d.CKK, d.OHOW);
+  bool h16 = n->op == IR_CONV2D            ? gemm16_pays(c, in0, in1, d.O, d.OHOW, d.CKK)
+             : n->op == IR_CONV2D_BWD_DATA ? gemm16_pays(c, in0, in1, d.CKK, d.OHOW, d.O)
+                                           : gemm16_pays(c, in0, in1, d.O, d.CKK, d.OHOW);
   LLVMValueRef (*pick)(Gen *, bool, bool, bool, bool) = h16 ? gemm16_fn : llvm_step_gemm_fn;
   if (n->op == IR_CONV2D)
     gf = pick(c, false, false, false, k->relu);
