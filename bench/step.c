@@ -29,7 +29,7 @@ typedef struct {
     int64_t step;
 } Model;
 
-static Model load(const char *file, int64_t batch) {
+static Model load(const char *file, int64_t batch, const char *precision) {
     static Ast ast;
     char *text = NULL;
     Model m = {0};
@@ -39,7 +39,7 @@ static Model load(const char *file, int64_t batch) {
         exit(1);
     }
     sema_check_config(root);
-    SemaOptions opt = {.batch = batch, .backward = true, .seed = 42};
+    SemaOptions opt = {.batch = batch, .backward = true, .seed = 42, .precision = precision};
     m.st = sema_lower(root, file, "training_step", &opt, true);
     if (!m.st) {
         fprintf(stderr, "step: cannot lower %s\n", file);
@@ -143,6 +143,13 @@ static JitResult jit_steps(Model *m, int threads, double seconds) {
     for (int i = 0; i < g->n; i++)
         if (g->node[i].op == IR_INPUT && g->node[i].kind == IR_IN_DATA)
             llvm_step_set_input(s, i, data_input(m, &g->node[i]));
+    if (seconds < 0) { // exactly -seconds steps, for the loss they reach
+        for (int n = 0; n < -seconds; n++, m->step++)
+            llvm_step_run(s);
+        seconds = 0;
+        r.step_s = INFINITY;
+        goto done;
+    }
     for (int w = 0; w < 3; w++, m->step++)
         llvm_step_run(s);
     // best of 5 rounds, each at least seconds / 5
@@ -163,11 +170,40 @@ static JitResult jit_steps(Model *m, int threads, double seconds) {
         if ((t - start) / n < r.step_s)
             r.step_s = (t - start) / n;
     }
+done:
     for (int o = 0; o < g->nout; o++)
         if (g->out[o].kind == IR_OUT_VALUE && !strcmp(g->out[o].name, "loss"))
             r.loss = llvm_step_scalar(s, o);
     llvm_step_free(s);
     return r;
+}
+
+// The precision modes on the JIT (docs/precision.md): ms/step of 32-true and bf16-mixed, the
+// latter with the 16-bit GEMM (AMX) and, LTL_STEP_GEMM16=0, with the f32 GEMM on the rounded
+// operands; and the loss after `nsteps` steps on one fixed batch from the same weights, so
+// the modes' arithmetic is compared, not their speed.
+static void precision_rows(FILE *out, const char *name, const char *file, int64_t batch, double seconds) {
+    static const struct { const char *label, *precision, *gemm16; } modes[] = {
+        {"32-true", NULL, "1"}, {"bf16-mixed, f32 GEMM", "bf16-mixed", "0"}, {"bf16-mixed", "bf16-mixed", "1"},
+        {"16-mixed", "16-mixed", "1"}};
+    const int nsteps = 20;
+    double base[3] = {0}, base_loss = 0;
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        setenv("LTL_STEP_GEMM16", modes[i].gemm16, 1);
+        for (int threads = 1; threads <= 2; threads++) {
+            Model m = load(file, batch, modes[i].precision);
+            JitResult r = jit_steps(&m, threads, seconds);
+            Model f = load(file, batch, modes[i].precision); // fresh weights: the same nsteps for every mode
+            JitResult l = jit_steps(&f, threads, -(double)nsteps);
+            if (i == 0)
+                base[threads] = r.step_s, base_loss = threads == 1 ? l.loss : base_loss;
+            fprintf(out, "| %s | %s | %d | %.3f | %.0f | %.2fx | %.5f | %+.2f%% |\n", name, modes[i].label, threads,
+                    r.step_s * 1e3, batch / r.step_s, base[threads] / r.step_s, l.loss,
+                    100 * (l.loss - base_loss) / base_loss);
+            fflush(out);
+        }
+    }
+    unsetenv("LTL_STEP_GEMM16");
 }
 
 int main(int argc, char **argv) {
@@ -186,7 +222,7 @@ int main(int argc, char **argv) {
     fprintf(out, "| model | engine | threads | ms/step | steps/s | samples/s | vs interpreter | compile s |\n");
     fprintf(out, "|---|---|---:|---:|---:|---:|---:|---:|\n");
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
-        Model m = load(models[i].file, batch);
+        Model m = load(models[i].file, batch, NULL);
         double ti = interp_steps(&m, models[i].interp_steps);
         fprintf(out, "| %s | interpreter | 1 | %.1f | %.2f | %.0f | 1.0x | - |\n", models[i].name, ti * 1e3, 1 / ti,
                 batch / ti);
@@ -199,6 +235,12 @@ int main(int argc, char **argv) {
                     r.loss);
         }
     }
+    fprintf(out, "\nPrecision modes (JIT; speed-up against 32-true on as many threads; loss after 20 "
+                 "steps on one batch from the same weights):\n\n");
+    fprintf(out, "| model | precision | threads | ms/step | samples/s | vs 32-true | loss | vs 32-true |\n");
+    fprintf(out, "|---|---|---:|---:|---:|---:|---:|---:|\n");
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
+        precision_rows(out, models[i].name, models[i].file, batch, seconds);
     fprintf(out, "\nThe first compile of a process also JIT-compiles the GEMM variants the step uses "
                  "(shared by later steps); the compile column includes it for the first row of each model "
                  "only when that variant is new.\n");

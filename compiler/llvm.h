@@ -151,6 +151,13 @@ void llvm_gemm16_destroy(LlvmGemm16 *g);
 const char *llvm_gemm16_kernel(LlvmGemm16 *g); // compiles it: "amx", "vdpbf16ps" or "c"; NULL on failure
 bool llvm_gemm16_run(LlvmGemm16 *g, bool trans_a, bool trans_b, int nthreads, int64_t m, int64_t n, int64_t k,
                      const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc);
+// The compiled step's 16-bit GEMM (AMX only): variant v (trans_a | trans_b << 1 | bias << 2 |
+// relu << 3) as an LlvmGemmFn over LlvmGemmArgs, each part packing into its work slot
+// (work_stride >= llvm_gemm16_step_work()).  Usable when the host has AMX-BF16 and Linux
+// grants the tile state.
+bool llvm_gemm16_step_usable(const LlvmHost *h);
+size_t llvm_gemm16_step_work(void);
+LlvmGemmFn llvm_gemm16_step_fn(int v);
 //
 // fuse.c, llvm_step.c, llvm_step_kern.c — the whole-step CPU backend (prefixes fuse_,
 // llvm_step_). A step graph (after sema_simplify) is grouped into kernels and every
@@ -352,7 +359,7 @@ struct LlvmStep {
     int nbases;
     unsigned char *arena, *consts;
     int64_t status[4];
-    void *funcs[16];                   // the shared GEMMs this step calls
+    void *funcs[32];                   // the shared GEMMs this step calls (16 + i: 16-bit variant i)
     LlvmStepCtx ctx;
     char *ir;
     double compile_s;
@@ -380,7 +387,9 @@ typedef struct LlvmStepGen {
     LLVMBuilderRef b;
     LLVMTypeRef i1, i8, i32, i64, f32, f64, ptr, voidt;
     LLVMValueRef fn;              // the function being built
-    LLVMValueRef gemm[16];        // GEMM variants the module calls: ta | tb << 1 | bias << 2 | relu << 3
+    LLVMValueRef gemm[32];        // GEMM variants the module calls: ta | tb << 1 | bias << 2 | relu << 3,
+                                  // + 16 for the 16-bit GEMM (llvm_gemm16_step_fn)
+    bool gemm16;                  // the 16-bit GEMM may run GEMMs whose operands are bf16 values
     char prefix[32];              // of every symbol of the module
     LlvmStepBuf *buf;             // the current kernel's buffers: args[i] of its task function
     int nbuf, capbuf;

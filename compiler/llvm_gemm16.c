@@ -10,7 +10,8 @@
 // A pair and issues two vdpbf16ps) is generated as LLVM IR with
 // llvm.x86.avx512bf16.dpbf16ps.512, only when the host has AVX512-BF16.  Elsewhere a C
 // kernel computes the same sums on the same packed data (correct, not fast).  Rounding is
-// done with integer operations here, so no target needs __truncsfbf2.
+// done with integer operations here, or with vcvtneps2bf16 on hosts with AVX512-BF16
+// (pack_pairs16), so no target needs __truncsfbf2.
 //
 // On hosts with AMX (amx-bf16, and the kernel grants this process the tile state), an AMX
 // kernel does the same sums 16 x 16 x 32 at a time (tdpbf16ps): 2 x 2 tiles of C, A packed
@@ -212,9 +213,11 @@ __attribute__((target("amx-tile,amx-bf16"))) static void kern_amx(const uint32_t
     _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
 }
 
-// AMX only when LLVM sees the features and Linux grants the tile state (XTILEDATA, 18).
+// AMX only when LLVM sees the features (and AVX512-BF16, every AMX CPU has it) and Linux
+// grants the tile state (XTILEDATA, 18).
 static bool amx_usable(const LlvmHost *h) {
-    if (!h->features || !strstr(h->features, "+amx-bf16") || !strstr(h->features, "+amx-tile"))
+    if (!h->features || !strstr(h->features, "+amx-bf16") || !strstr(h->features, "+amx-tile") ||
+        !h->avx512bf16) // the packing converts with vcvtneps2bf16
         return false;
     return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18) == 0;
 }
@@ -286,6 +289,7 @@ const char *llvm_gemm16_kernel(LlvmGemm16 *g) {
 typedef struct Job {
     Kern16 kern;
     bool amx;                  // A row-major in pairs, AMX tile config per task
+    bool vpack;                // the host has AVX512-BF16: pack with pack_pairs16
     int64_t mr;                // rows per sliver
     int64_t m, n, k, kp, ldc;  // kp: k pairs (a multiple of 16 with AMX)
     const float *a, *b;        // op(A)(i, k) = a[i * ai + k * ak]; op(B)(k, j) = b[k * bk + j * bj]
@@ -336,12 +340,16 @@ static void pack_pairs(uint32_t *dst, int64_t drs, int64_t dps, const float *x, 
     }
 }
 
+static void pack_pairs16(uint32_t *dst, int64_t drs, int64_t dps, const float *x, int64_t rs, int64_t ks, int64_t nr,
+                         int64_t nk, int64_t r0, int64_t rows, int64_t p0, int64_t np);
+
 // Task `part`: panels part, part + nparts, ... of B, packed whole: panel q, pair p, column c
 // at bpack[(q * kp + p) * NR + c].
 static void pack_b(void *arg, int64_t part, int64_t nparts) {
     const Job *j = arg;
     for (int64_t q = part; q < j->panels; q += nparts)
-        pack_pairs(j->bpack + q * j->kp * NR, 1, NR, j->b, j->bj, j->bk, j->n, j->k, q * NR, NR, 0, j->kp);
+        (j->vpack ? pack_pairs16 : pack_pairs)(j->bpack + q * j->kp * NR, 1, NR, j->b, j->bj, j->bk, j->n, j->k,
+                                               q * NR, NR, 0, j->kp);
 }
 
 static void compute(void *arg, int64_t part, int64_t nparts) {
@@ -356,9 +364,9 @@ static void compute(void *arg, int64_t part, int64_t nparts) {
         for (int64_t s = s0; s < s1; s++) {
             int64_t r0 = s * mr;
             if (j->amx) // row r, pair p at ap[r * kb + p]
-                pack_pairs(ap, kb, 1, j->a, j->ai, j->ak, j->m, j->k, r0, mr, p0, kb);
+                pack_pairs16(ap, kb, 1, j->a, j->ai, j->ak, j->m, j->k, r0, mr, p0, kb);
             else // at ap[p * mr + r]
-                pack_pairs(ap, 1, mr, j->a, j->ai, j->ak, j->m, j->k, r0, mr, p0, kb);
+                (j->vpack ? pack_pairs16 : pack_pairs)(ap, 1, mr, j->a, j->ai, j->ak, j->m, j->k, r0, mr, p0, kb);
             for (int64_t q = 0; q < j->panels; q++) {
                 const uint32_t *bp = j->bpack + (q * j->kp + p0) * NR;
                 int64_t c0 = q * NR, rows = j->m - r0 < mr ? j->m - r0 : mr, cols = j->n - c0 < NR ? j->n - c0 : NR;
@@ -400,7 +408,8 @@ bool llvm_gemm16_run(LlvmGemm16 *g, bool trans_a, bool trans_b, int nthreads, in
         pthread_mutex_unlock(&g->mu);
         return false;
     }
-    Job j = {.kern = g->kern, .amx = g->amx, .mr = g->amx ? AMX_MR : MR, .m = m, .n = n, .k = k,
+    Job j = {.kern = g->kern, .amx = g->amx, .vpack = g->kern != kern_c, .mr = g->amx ? AMX_MR : MR, .m = m, .n = n,
+             .k = k,
              .kp = g->amx ? ((k + 1) / 2 + AMX_KQ - 1) / AMX_KQ * AMX_KQ : (k + 1) / 2, .ldc = ldc, .a = a, .b = b,
              .ai = trans_a ? 1 : lda, .ak = trans_a ? lda : 1, .bk = trans_b ? 1 : ldb, .bj = trans_b ? ldb : 1, .c = c};
     j.slivers = (m + j.mr - 1) / j.mr;
@@ -432,4 +441,171 @@ bool llvm_gemm16_run(LlvmGemm16 *g, bool trans_a, bool trans_b, int nthreads, in
     }
     pthread_mutex_unlock(&g->mu);
     return true;
+}
+
+// ---- the step's 16-bit GEMM ----
+//
+// An LlvmGemmFn, so the compiled step calls it through its GEMM table exactly as it calls the
+// f32 GEMM (same LlvmGemmArgs, same parts_m x parts_n grid, same work area): the step needs
+// no pool or lock of ours, and each part packs into its own work slot.  AMX only: vdpbf16ps
+// is slower than the f32 GEMM on these CPUs, so a step on a host without AMX keeps the f32
+// GEMM.  Per part: for each block of panels that fits the work slot, K block by K block,
+// pack that block of B, then each sliver of A, and run the tile kernel; the epilogue (alpha,
+// bias, relu, in the f32 GEMM's order) is applied to a tile after its last K block.
+
+static int amx_state; // 0 unknown, 1 usable, -1 not
+
+bool llvm_gemm16_step_usable(const LlvmHost *h) {
+    int s = __atomic_load_n(&amx_state, __ATOMIC_ACQUIRE);
+    if (!s) {
+        s = amx_usable(h) ? 1 : -1;
+        __atomic_store_n(&amx_state, s, __ATOMIC_RELEASE);
+    }
+    return s > 0;
+}
+
+// A-sliver words, B words per panel and K block, and the least work slot (one panel)
+enum { SLIVER_WORDS = AMX_MR * KCP, PANEL_WORDS = KCP * NR };
+size_t llvm_gemm16_step_work(void) { return 4 * (SLIVER_WORDS + PANEL_WORDS) + 64; }
+
+// pack_pairs with AVX512-BF16's rounding (vcvtneps2bf16: ties to even, as bf16_bits; it treats
+// subnormal inputs as zero, as tdpbf16ps does anyway) for the two layouts GEMM operands have:
+// rows side by side (16 rows' pairs from two runs of 16 floats) and k contiguous (32 floats
+// become 16 pairs); 16 pairs are stored at once, or scattered when the destination strides
+// the other way.  Every AMX host has it.  Edges go to pack_pairs.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline void
+put16(uint32_t *d, int64_t stride, __m512i v) {
+    if (stride == 1)
+        _mm512_storeu_si512(d, v);
+    else
+        _mm512_i32scatter_epi32(d, _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                      _mm512_set1_epi32((int)stride)), v, 4);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
+pack_pairs16(uint32_t *dst, int64_t drs, int64_t dps, const float *x, int64_t rs, int64_t ks, int64_t nr, int64_t nk,
+             int64_t r0, int64_t rows, int64_t p0, int64_t np) {
+    if (rs == 1 && r0 + rows <= nr && rows % 16 == 0) {
+        for (int64_t p = 0; p < np; p++) {
+            int64_t k0 = 2 * (p0 + p);
+            if (k0 + 1 >= nk) {
+                pack_pairs(dst + p * dps, drs, dps, x, rs, ks, nr, nk, r0, rows, p0 + p, 1);
+                continue;
+            }
+            const float *lo = x + k0 * ks + r0, *hi = lo + ks;
+            for (int64_t r = 0; r < rows; r += 16) {
+                __m512i l = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(lo + r)));
+                __m512i h = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(hi + r)));
+                put16(dst + p * dps + r * drs, drs, _mm512_or_si512(l, _mm512_slli_epi32(h, 16)));
+            }
+        }
+        return;
+    }
+    if (ks != 1) {
+        pack_pairs(dst, drs, dps, x, rs, ks, nr, nk, r0, rows, p0, np);
+        return;
+    }
+    int64_t full = nk / 2 - p0 < np ? nk / 2 - p0 : np; // pairs with both k inside
+    full = full < 0 ? 0 : full / 16 * 16;
+    for (int64_t r = 0; r < rows; r++) {
+        if (r0 + r >= nr || full == 0) {
+            pack_pairs(dst + r * drs, drs, dps, x, rs, ks, nr, nk, r0 + r, 1, p0, np);
+            continue;
+        }
+        const float *row = x + (r0 + r) * rs + 2 * p0;
+        uint32_t *d = dst + r * drs;
+        for (int64_t p = 0; p < full; p += 16) // words 2p.. of the row: 32 floats
+            put16(d + p * dps, dps,
+                  (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(row + 2 * p + 16), _mm512_loadu_ps(row + 2 * p)));
+        if (full < np)
+            pack_pairs(d + full * dps, drs, dps, x, rs, ks, nr, nk, r0 + r, 1, p0 + full, np - full);
+    }
+}
+
+// relu(alpha t + bias[j]) over a tile, 16 columns at a time (x < 0 ? 0 : x keeps NaN, as the
+// f32 GEMM's epilogue).
+__attribute__((target("avx512f"))) static void epilogue(float *c, int64_t ldc, int64_t rows, int64_t cols,
+                                                         float alpha, const float *bias, bool relu) {
+    if (alpha == 1 && !bias && !relu)
+        return;
+    __m512 va = _mm512_set1_ps(alpha), zero = _mm512_setzero_ps();
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j += 16) {
+            __mmask16 m = cols - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (cols - j)) - 1);
+            __m512 t = _mm512_maskz_loadu_ps(m, c + i * ldc + j);
+            if (alpha != 1)
+                t = _mm512_mul_ps(t, va);
+            if (bias)
+                t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(m, bias + j));
+            if (relu)
+                t = _mm512_mask_mov_ps(t, _mm512_cmp_ps_mask(t, zero, _CMP_LT_OQ), zero);
+            _mm512_mask_storeu_ps(c + i * ldc + j, m, t);
+        }
+}
+
+static void step_task(const LlvmGemmArgs *x, int v, int64_t part, int64_t nparts) {
+    bool ta = v & 1, tb = v & 2, relu = v & 8;
+    const float *bias = v & 4 ? x->bias : NULL;
+    int64_t m = x->m, n = x->n, k = x->k;
+    int64_t pm = x->parts_m > 0 && nparts % x->parts_m == 0 ? x->parts_m : 1, pn = nparts / pm;
+    int64_t pi = part / pn, pj = part % pn, tm = (m + AMX_MR - 1) / AMX_MR, tn = (n + NR - 1) / NR;
+    int64_t s0 = tm * pi / pm, s1 = tm * (pi + 1) / pm, q0 = tn * pj / pn, q1 = tn * (pj + 1) / pn;
+    if (s0 >= s1 || q0 >= q1)
+        return;
+    int64_t ai = ta ? 1 : x->lda, ak = ta ? x->lda : 1, bk = tb ? 1 : x->ldb, bj = tb ? x->ldb : 1;
+    int64_t kp = ((k + 1) / 2 + AMX_KQ - 1) / AMX_KQ * AMX_KQ;
+    float alpha = x->alpha, beta = x->beta;
+    uint32_t *ap = (uint32_t *)((char *)x->work + part * x->work_stride), *bpack = ap + SLIVER_WORDS;
+    int64_t room = ((int64_t)x->work_stride - 4 * SLIVER_WORDS - 64) / (4 * PANEL_WORDS);
+    float tile[AMX_MR * NR];
+    if (beta != 0 && beta != alpha) // C = alpha (P + beta / alpha C): scale the old C first
+        for (int64_t i = s0 * AMX_MR; i < m && i < s1 * AMX_MR; i++)
+            for (int64_t j = q0 * NR; j < n && j < q1 * NR; j++)
+                x->c[i * x->ldc + j] *= beta / alpha;
+    amx_begin();
+    for (int64_t qb = q0; qb < q1; qb += room) {
+        int64_t nq = q1 - qb < room ? q1 - qb : room;
+        for (int64_t p0 = 0; p0 < kp; p0 += KCP) {
+            int64_t kb = kp - p0 < KCP ? kp - p0 : KCP;
+            bool add = p0 > 0 || beta != 0, last = p0 + kb >= kp;
+            for (int64_t q = 0; q < nq; q++) // panel q, pair p, column c at bpack[(q * kb + p) * NR + c]
+                pack_pairs16(bpack + q * kb * NR, 1, NR, x->b, bj, bk, n, k, (qb + q) * NR, NR, p0, kb);
+            for (int64_t s = s0; s < s1; s++) {
+                int64_t r0 = s * AMX_MR, rows = m - r0 < AMX_MR ? m - r0 : AMX_MR;
+                pack_pairs16(ap, kb, 1, x->a, ai, ak, m, k, r0, AMX_MR, p0, kb);
+                for (int64_t q = 0; q < nq; q++) {
+                    int64_t c0 = (qb + q) * NR, cols = n - c0 < NR ? n - c0 : NR;
+                    float *c = x->c + r0 * x->ldc + c0;
+                    const float *bq = bias ? bias + c0 : NULL;
+                    if (rows == AMX_MR && cols == NR) {
+                        kern_amx(ap, bpack + q * kb * NR, c, x->ldc, kb, add);
+                        if (last)
+                            epilogue(c, x->ldc, rows, cols, alpha, bq, relu);
+                        continue;
+                    }
+                    for (int64_t i = 0; add && i < rows; i++) // an edge tile, through the buffer
+                        memcpy(tile + i * NR, c + i * x->ldc, sizeof *c * (size_t)cols);
+                    kern_amx(ap, bpack + q * kb * NR, tile, NR, kb, add);
+                    if (last)
+                        epilogue(tile, NR, rows, cols, alpha, bq, relu);
+                    for (int64_t i = 0; i < rows; i++)
+                        memcpy(c + i * x->ldc, tile + i * NR, sizeof *c * (size_t)cols);
+                }
+            }
+        }
+    }
+    amx_end();
+}
+
+#define STEP16(i) \
+    static void step16_##i(void *args, int64_t part, int64_t nparts) { step_task(args, i, part, nparts); }
+STEP16(0) STEP16(1) STEP16(2) STEP16(3) STEP16(4) STEP16(5) STEP16(6) STEP16(7)
+STEP16(8) STEP16(9) STEP16(10) STEP16(11) STEP16(12) STEP16(13) STEP16(14) STEP16(15)
+#undef STEP16
+
+LlvmGemmFn llvm_gemm16_step_fn(int v) {
+    static const LlvmGemmFn fns[16] = {step16_0, step16_1, step16_2,  step16_3,  step16_4,  step16_5,
+                                       step16_6, step16_7, step16_8,  step16_9,  step16_10, step16_11,
+                                       step16_12, step16_13, step16_14, step16_15};
+    return v >= 0 && v < 16 ? fns[v] : NULL;
 }

@@ -353,17 +353,17 @@ const LlvmGemmBlocking *llvm_step_shared_blocking(void) {
  * own module is optimised and compiled: a cold compile costs about the longest share of
  * the three, not the sum. */
 typedef struct {
-  bool want[16];
-  void *fn[16];
+  bool want[32]; /* 16 + i: the 16-bit GEMM's variant i */
+  void *fn[32];
   _Atomic int next;
   pthread_t thread[NLIB];
   bool started[NLIB];
 } GemmJob;
 
 static void gemm_work(GemmJob *j, int lib) {
-  for (int i; (i = atomic_fetch_add(&j->next, 1)) < 16;)
+  for (int i; (i = atomic_fetch_add(&j->next, 1)) < 32;)
     if (j->want[i])
-      j->fn[i] = (void *)shared_gemm(i, lib);
+      j->fn[i] = i < 16 ? (void *)shared_gemm(i, lib) : (void *)llvm_gemm16_step_fn(i - 16);
 }
 
 static void *gemm_worker0(void *arg) {
@@ -392,6 +392,9 @@ static bool gemm_join(GemmJob *j) {
     j->started[w] = false;
   for (int i = 0; i < 16; i++)
     if (j->want[i] && !j->fn[i] && !(j->fn[i] = (void *)shared_gemm(i, 0)))
+      return false;
+  for (int i = 16; i < 32; i++)
+    if (j->want[i] && !(j->fn[i] = (void *)llvm_gemm16_step_fn(i - 16)))
       return false;
   return true;
 }
@@ -515,6 +518,16 @@ static LLVMValueRef build_entry(LlvmStepGen *c, const KFn *kf, bool profile) {
 
 /* ---- compile ---- */
 
+/* Whether a step's GEMMs on bf16 values may run on the 16-bit GEMM (AMX): the host and
+ * Linux allow AMX, the work slot holds its packing, and LTL_STEP_GEMM16 is not "0" (which
+ * keeps the f32 GEMM, to compare). `ltlc build` objects keep the f32 GEMM: a built program
+ * links only those. Part of the step's cache key, as it changes the generated code. */
+static bool step_gemm16(const LlvmHost *host, const LlvmGemmBlocking *blk) {
+  const char *e = getenv("LTL_STEP_GEMM16");
+  return !(e && strcmp(e, "0") == 0) && llvm_gemm16_step_usable(host) &&
+         llvm_gemm_work_size(blk) >= llvm_gemm16_step_work();
+}
+
 /* The cache key of a step: the key of its graph and options (llvm_step_graph_key), the
  * thread count, and what key_begin adds (host, blocking, compiler build). */
 static bool step_key(const IrGraph *g, const LlvmStepOptions *o, int nthreads, const LlvmHost *host,
@@ -525,6 +538,7 @@ static bool step_key(const IrGraph *g, const LlvmStepOptions *o, int nthreads, c
   if (ok) {
     h_bytes(st, gk, sizeof gk);
     h_i64(st, nthreads);
+    h_i64(st, step_gemm16(host, blk));
     *key = XXH3_128bits_digest(st);
   }
   XXH3_freeState(st);
@@ -540,7 +554,7 @@ static int load_step(LlvmStep *s, const char *path, XXH128_hash_t key, GemmJob *
   void *obj = cache_load(path, CACHE_STEP, key, &h, &len);
   if (!obj)
     return 0;
-  for (int i = 0; i < 16; i++)
+  for (int i = 0; i < 32; i++)
     job->want[i] = h.gemm_mask >> i & 1;
   gemm_start(job);
   bool ok = llvm_jit_add_object(s->jit, obj, len) &&
@@ -572,7 +586,8 @@ static bool generate(LlvmStep *s, const LlvmStepOptions *o, LlvmGemmBlocking *bl
   static atomic_uint next_id;
   const IrGraph *g = s->g;
   const FusePlan *p = s->plan;
-  LlvmStepGen gen = {.p = p, .g = g, .host = llvm_jit_host(s->jit), .blk = blk};
+  LlvmStepGen gen = {.p = p, .g = g, .host = llvm_jit_host(s->jit), .blk = blk,
+                     .gemm16 = !object_sink && step_gemm16(llvm_jit_host(s->jit), blk)};
   LlvmStepGen *c = &gen;
   snprintf(c->prefix, sizeof c->prefix, "ltl%u", atomic_fetch_add(&next_id, 1));
   c->mod = llvm_jit_new_module(s->jit, c->prefix);
@@ -605,7 +620,7 @@ static bool generate(LlvmStep *s, const LlvmStepOptions *o, LlvmGemmBlocking *bl
     }
   }
   char name[64];
-  snprintf(name, sizeof name, "%s.step", c->prefix);
+  snprintf(name, sizeof name, "%.31s.step", c->prefix); /* prefix: char[32] */
   if (ok)
     build_entry(c, kf, o->profile);
   for (int kid = 0; kf && kid < p->nk; kid++) {
@@ -617,7 +632,7 @@ static bool generate(LlvmStep *s, const LlvmStepOptions *o, LlvmGemmBlocking *bl
   free(c->bufp);
   LLVMDisposeBuilder(c->b);
   uint32_t mask = 0;
-  for (int i = 0; i < 16; i++) {
+  for (int i = 0; i < 32; i++) {
     job->want[i] = c->gemm[i] != NULL;
     mask |= (uint32_t)job->want[i] << i;
   }

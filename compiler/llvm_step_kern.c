@@ -1304,6 +1304,32 @@ LLVMValueRef llvm_step_gemm_fn(Gen *c, bool ta, bool tb, bool bias, bool relu) {
   return c->gemm[i];
 }
 
+/* ---- the 16-bit GEMM (llvm_gemm16.c): entry 16 + i of the table runs variant i ---- */
+
+/* x holds bf16 values: cast(cast(v, bf16), f32), as the mixed modes build GEMM operands */
+static bool bf16_values(const IrGraph *g, int x) {
+  const IrNode *n = &g->node[x];
+  return n->op == IR_CAST && n->dtype == IR_F32 && g->node[n->in[0]].dtype == IR_BF16;
+}
+
+enum { GEMM16_MIN_MN = 16, GEMM16_MIN_K = 32, GEMM16_MIN_MNK = 1 << 19 };
+
+/* Whether the m x n x k GEMM on operands x and y runs on the 16-bit GEMM: both are bf16
+ * values and the shape pays. The products are exact in f32 either way; only the summation
+ * order differs. AMX works on 32 x 32 tiles of C and k in steps of 32, zero-padded, and packs
+ * (and rounds) both operands per call: below these sizes the f32 GEMM is faster (measured
+ * shape by shape, docs/precision.md). */
+static bool gemm16_pays(const Gen *c, int x, int y, int64_t m, int64_t n, int64_t k) {
+  return c->gemm16 && bf16_values(c->g, x) && bf16_values(c->g, y) && m >= GEMM16_MIN_MN &&
+         n >= GEMM16_MIN_MN && k >= GEMM16_MIN_K && m * n * k >= GEMM16_MIN_MNK;
+}
+
+static LLVMValueRef gemm16_fn(Gen *c, bool ta, bool tb, bool bias, bool relu) {
+  int i = 16 + (ta | tb << 1 | bias << 2 | relu << 3);
+  c->gemm[i] = LLVMConstInt(c->i64, (unsigned long long)i, 0);
+  return c->gemm[i];
+}
+
 /* Loads GEMM entry point i in the current function (the kernel's buffer `fb`). */
 static LLVMValueRef gemm_ptr(Gen *c, int fb, LLVMValueRef i) {
   return LLVMBuildLoad2(c->b, c->ptr, gep(c, c->ptr, c->bufp[fb], i), "gemm");
@@ -1373,7 +1399,8 @@ static LLVMValueRef gen_gemm(Gen *c, int kid, char *err, size_t errlen) {
     tb = orient(K, M, sac, sar, &g.ldb);
     g.m = Nn, g.n = M, g.k = K, g.ldc = M;
   }
-  LLVMValueRef gf = llvm_step_gemm_fn(c, ta, tb, k->bias >= 0, k->relu);
+  LLVMValueRef gf = gemm16_pays(c, a, b, g.m, g.n, g.k) ? gemm16_fn(c, ta, tb, k->bias >= 0, k->relu)
+                                                         : llvm_step_gemm_fn(c, ta, tb, k->bias >= 0, k->relu);
   if (!gf) {
     snprintf(err, errlen, "kernel %d: the GEMM generator refused its blocking", kid);
     return NULL;
@@ -1573,12 +1600,17 @@ static LLVMValueRef gen_conv(Gen *c, int kid, int phase, char *err, size_t errle
     return wrapper(c, fn, kid, "convsum");
   }
   LLVMValueRef gf;
+  /* the GEMM per image: conv2d O x OHOW x CKK, bwd_data CKK x OHOW x O, bwd_filter O x CKK x OHOW */
+  bool h16 = n->op == IR_CONV2D            ? gemm16_pays(c, in0, in1, d.O, d.OHOW, d.CKK)
+             : n->op == IR_CONV2D_BWD_DATA ? gemm16_pays(c, in0, in1, d.CKK, d.OHOW, d.O)
+                                           : gemm16_pays(c, in0, in1, d.O, d.CKK, d.OHOW);
+  LLVMValueRef (*pick)(Gen *, bool, bool, bool, bool) = h16 ? gemm16_fn : llvm_step_gemm_fn;
   if (n->op == IR_CONV2D)
-    gf = llvm_step_gemm_fn(c, false, false, false, k->relu);
+    gf = pick(c, false, false, false, k->relu);
   else if (n->op == IR_CONV2D_BWD_DATA)
-    gf = llvm_step_gemm_fn(c, true, false, false, false);
+    gf = pick(c, true, false, false, false);
   else
-    gf = llvm_step_gemm_fn(c, false, true, false, false);
+    gf = pick(c, false, true, false, false);
   if (!gf) {
     snprintf(err, errlen, "kernel %d: the GEMM generator refused its blocking", kid);
     return NULL;

@@ -433,6 +433,11 @@ static IrInterp *run_mlp(const StepGraph *st, LlvmStep *jit, unsigned char **fla
   const IrNode *xn = &g->node[st->data[0]];
   int64_t nx = ir_numel(xn->shape), ny = ir_numel(g->node[st->data[1]].shape);
   float *x = malloc(sizeof *x * (size_t)nx), lr = 1e-3f;
+  int64_t step = 0; /* the CNN's dropout draws from it */
+  int step_in = -1;
+  for (int i = 0; i < g->n; i++)
+    if (g->node[i].op == IR_INPUT && g->node[i].kind == IR_IN_DATA && !strcmp(g->node[i].name, "step"))
+      step_in = i;
   int64_t *y = malloc(sizeof *y * (size_t)ny);
   philox_fill_uniform(x, nx, 9, 0, -1, 1);
   for (int64_t i = 0; i < ny; i++)
@@ -444,6 +449,8 @@ static IrInterp *run_mlp(const StepGraph *st, LlvmStep *jit, unsigned char **fla
     llvm_step_set_input(jit, st->data[0], x);
     llvm_step_set_input(jit, st->data[1], y);
     llvm_step_set_input(jit, st->groups[0].lr, &lr);
+    if (step_in >= 0)
+      llvm_step_set_input(jit, step_in, &step);
     cr_assert_null(llvm_step_run(jit));
   } else {
     ip = interp_new(g, false);
@@ -453,12 +460,14 @@ static IrInterp *run_mlp(const StepGraph *st, LlvmStep *jit, unsigned char **fla
       if (i == st->data[0]) interp_set(ip, i, x);
       else if (i == st->data[1]) interp_set(ip, i, y);
       else if (i == st->groups[0].lr) interp_set(ip, i, &lr);
+      else if (i == step_in) interp_set(ip, i, &step);
       else
         for (int k = 0; k < 2; k++)
           for (int j = 0; j < lay[k].n; j++)
             if (lay[k].slot[j].value == i) interp_set(ip, i, flat[k] + lay[k].slot[j].offset);
     }
-    cr_assert_null(interp_run(ip));
+    const char *e = interp_run(ip);
+    cr_assert_null(e, "interpreter: %s", e);
   }
   free(x);
   free(y);
@@ -541,8 +550,9 @@ Test(precision, f16_mixed_step_is_close_to_f32, .timeout = 60) { mixed_vs_f32("1
  * so only f32 summation order differs (values: 1e-5, test_cpu.c's GEMM tolerance).  When that
  * puts a GEMM result on the other side of a 16-bit rounding boundary, the next GEMM sees an
  * operand one 16-bit ulp away: gradients within 1e-4 in 2-norm (measured up to 2.3e-5). */
-static void mixed_jit_vs_interp(const char *mode) {
-  StepGraph *st = lower_mlp(mode, 33);
+static int gemm16_calls(const LlvmStep *s);
+
+static void jit_vs_interp(StepGraph *st, const char *mode, double gtol) {
   char err[256];
   LlvmStep *jit = llvm_step_compile(st->g, &(LlvmStepOptions){.nthreads = 2, .grads = true}, err, sizeof err);
   cr_assert(jit, "%s", err);
@@ -566,10 +576,14 @@ static void mixed_jit_vs_interp(const char *mode) {
       v[i] = ir_load(n->dtype, got, i);
     double e = grad_err(v, interp_data(ip, out->value), cnt);
     if (getenv("LTL_TEST_VERBOSE")) fprintf(stderr, "jit %s %s %.3g\n", mode, out->name, e);
-    cr_expect(e <= (out->kind == IR_OUT_GRAD ? 1e-4 : 1e-5), "%s: %s off by %.3g", mode,
+    cr_expect(e <= (out->kind == IR_OUT_GRAD ? gtol : 1e-5), "%s: %s off by %.3g", mode,
               out->kind == IR_OUT_GRAD ? g->node[out->target].name : out->name, e);
     free(v);
   }
+  /* bf16 operands run on the 16-bit GEMM where the host has AMX (f16 ones never) */
+  bool amx = llvm_gemm16_step_usable(llvm_jit_host(jit->jit)) && strcmp(mode, "bf16-mixed") == 0;
+  cr_expect(amx ? gemm16_calls(jit) > 0 : gemm16_calls(jit) == 0, "%s: %d 16-bit GEMM variants", mode,
+            gemm16_calls(jit));
   interp_free(ip);
   llvm_step_free(jit);
   for (int k = 0; k < 2; k++) {
@@ -578,6 +592,8 @@ static void mixed_jit_vs_interp(const char *mode) {
   }
   sema_step_free(st);
 }
+
+static void mixed_jit_vs_interp(const char *mode) { jit_vs_interp(lower_mlp(mode, 33), mode, 1e-4); }
 
 Test(precision, bf16_mixed_step_jit_matches_interpreter, .timeout = 60) { mixed_jit_vs_interp("bf16-mixed"); }
 Test(precision, f16_mixed_step_jit_matches_interpreter, .timeout = 60) { mixed_jit_vs_interp("16-mixed"); }
@@ -812,4 +828,115 @@ Test(precision_cli, f16_mixed_checkpoint_holds_the_scaler_and_resumes_bit_identi
   }
   rt_ckpt_close(a);
   rt_ckpt_close(b);
+}
+
+/* ---- the step's 16-bit GEMM (llvm_gemm16_step_fn, dispatched by llvm_step_kern.c) ---- */
+
+/* 16-bit GEMM variants a compiled step calls (entries 16.. of its GEMM table) */
+static int gemm16_calls(const LlvmStep *s) {
+  int n = 0;
+  for (int i = 16; i < 32; i++)
+    n += s->funcs[i] != NULL;
+  return n;
+}
+
+static float round_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return float_of((uint32_t)ref_bf16(u) << 16);
+}
+
+/* Every variant (transpositions, bias, relu) against a double-precision sum of the
+ * bf16-rounded operands, on odd shapes (edge tiles, k not a multiple of 32, several K blocks
+ * past 512), beta 0 (C starts as NaN: every element must be written by exactly one part),
+ * 1 and 0.5, alpha 1 and 2, parts in a 1 x 3 and 3 x 1 grid, and a work slot of one panel
+ * (many N blocks) or the step's usual size. */
+Test(gemm16_step, variants_match_a_bf16_reference_on_odd_shapes, .timeout = 60) {
+  char err[256];
+  LlvmJit *jit = llvm_jit_create(err, sizeof err);
+  cr_assert(jit, "%s", err);
+  if (!llvm_gemm16_step_usable(llvm_jit_host(jit))) {
+    llvm_jit_destroy(jit);
+    cr_skip_test("no AMX-BF16 on this host (or the tile state is not granted)");
+  }
+  static const int64_t shapes[][3] = {{1, 1, 1}, {33, 47, 65}, {31, 33, 257}, {70, 20, 515}, {100, 97, 1100}, {64, 130, 784}};
+  size_t small = (llvm_gemm16_step_work() + 63) & ~(size_t)63, big = 1 << 20;
+  void *work = aligned_alloc(64, 3 * big);
+  for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+    for (int v = 0; v < 16; v++) {
+      int64_t m = shapes[si][0], n = shapes[si][1], k = shapes[si][2];
+      bool ta = v & 1, tb = v & 2, bias = v & 4, relu = v & 8;
+      float beta = (float[]){0, 1, 0.5f}[(v + si) % 3], alpha = v == 5 ? 2 : 1;
+      int64_t nparts = si % 2 ? 3 : 1, parts_m = v % 2 ? nparts : 1;
+      float *a = malloc(sizeof *a * (size_t)(m * k)), *b = malloc(sizeof *b * (size_t)(k * n));
+      float *c = malloc(sizeof *c * (size_t)(m * n)), *c0 = malloc(sizeof *c0 * (size_t)(m * n));
+      float *bv = malloc(sizeof *bv * (size_t)n);
+      philox_fill_uniform(a, m * k, 3, (uint64_t)v, -1, 1);
+      philox_fill_uniform(b, k * n, 4, (uint64_t)v, -1, 1);
+      philox_fill_uniform(c0, m * n, 5, (uint64_t)v, -1, 1);
+      philox_fill_uniform(bv, n, 6, (uint64_t)v, -1, 1);
+      for (int64_t i = 0; i < m * n; i++)
+        c[i] = beta == 0 ? NAN : c0[i];
+      int64_t lda = ta ? m : k, ldb = tb ? k : n;
+      LlvmGemmArgs args = {.a = a, .b = b, .c = c, .bias = bias ? bv : NULL, .m = m, .n = n, .k = k, .lda = lda,
+                           .ldb = ldb, .ldc = n, .alpha = alpha, .beta = beta, .work = work,
+                           .work_stride = (int64_t)(v % 4 == 3 ? small : big), .parts_m = parts_m};
+      for (int64_t part = 0; part < nparts; part++)
+        llvm_gemm16_step_fn(v)(&args, part, nparts);
+      for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+          double sum = 0, mag = 0;
+          for (int64_t p = 0; p < k; p++) {
+            double x = round_bf16(ta ? a[p * lda + i] : a[i * lda + p]), y = round_bf16(tb ? b[j * ldb + p] : b[p * ldb + j]);
+            sum += x * y;
+            mag += fabs(x * y);
+          }
+          double want = alpha * sum + (beta ? beta * c0[i * n + j] : 0) + (bias ? bv[j] : 0);
+          want = relu && want < 0 ? 0 : want;
+          double got = c[i * n + j], tol = 1e-5 * (fabs(alpha) * mag + fabs(c0[i * n + j]) + 1) + 1e-6;
+          cr_assert(fabs(got - want) <= tol, "%lldx%lldx%lld variant %d beta %g: C[%lld][%lld] = %.9g, want %.9g",
+                    (long long)m, (long long)n, (long long)k, v, beta, (long long)i, (long long)j, got, want);
+        }
+      free(a), free(b), free(c), free(c0), free(bv);
+    }
+  free(work);
+  llvm_jit_destroy(jit);
+}
+
+/* Which GEMMs run 16-bit: bf16-mixed on an AMX host does; 32-true and 16-mixed (f16 operands,
+ * not bf16 values) never; LTL_STEP_GEMM16=0 turns it off, and the on-disk step cache keeps the
+ * two apart (the setting is in the step's key, so the second compile cannot reuse the first). */
+Test(gemm16_step, dispatch_follows_the_precision_and_LTL_STEP_GEMM16, .timeout = 60) {
+  char err[256];
+  static const char *modes[] = {"32-true", "16-mixed", "bf16-mixed", "bf16-mixed"};
+  for (int i = 0; i < 4; i++) {
+    StepGraph *st = lower_mlp(modes[i], 64);
+    if (i == 3)
+      setenv("LTL_STEP_GEMM16", "0", 1);
+    LlvmStep *jit = llvm_step_compile(st->g, &(LlvmStepOptions){.nthreads = 1, .grads = true}, err, sizeof err);
+    unsetenv("LTL_STEP_GEMM16");
+    cr_assert(jit, "%s", err);
+    bool amx = llvm_gemm16_step_usable(llvm_jit_host(jit->jit));
+    int want = i == 2 && amx;
+    cr_expect(want ? gemm16_calls(jit) >= 2 : gemm16_calls(jit) == 0, "%s (run %d): %d 16-bit GEMM variants",
+              modes[i], i, gemm16_calls(jit));
+    llvm_step_free(jit);
+    sema_step_free(st);
+  }
+}
+
+/* The CNN's bf16-mixed step: at batch 2 only the second convolution's GEMMs (forward 64 x 576
+ * x 288, data gradient 288 x 576 x 64, filter gradient 64 x 288 x 576) are large enough for
+ * the 16-bit GEMM; JIT and interpreter agree (gradients measured within 6e-5 in 2-norm). */
+Test(gemm16_step, cnn_bf16_mixed_step_matches_the_interpreter, .timeout = 120) {
+  static Ast ast;
+  char *text = NULL, path[512];
+  snprintf(path, sizeof path, "%s/examples/fashion_cnn.ltl", SRCDIR);
+  Node *root = parse_file(&ast, path, &text);
+  cr_assert(root && diag_error_count() == 0, "parse %s", path);
+  SemaOptions opt = {.batch = 2, .backward = true, .seed = 42, .precision = "bf16-mixed"};
+  StepGraph *st = sema_lower(root, path, "training_step", &opt, true);
+  cr_assert(st, "lower %s", path);
+  sema_simplify(st);
+  jit_vs_interp(st, "bf16-mixed", 1e-4);
 }
