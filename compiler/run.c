@@ -1297,6 +1297,8 @@ static const char run_help[] =
     "  --threads=N            kernel threads (default: one per core)\n"
     "  --barebones            the bare loop: no progress bar, logging, checkpoints or summary\n"
     "  --backend=llvm|interp  JIT-compiled steps (default) or the reference interpreter\n"
+    "  --trainer.accelerator=cuda  every step on the GPU (CUDA executor; \"auto\" when one is\n"
+    "                         usable; docs/backend-cuda.md), or exit 1 saying what is missing\n"
     "  --trainer.devices=N    data-parallel training on N processes, started through mpirun\n"
     "                         (strategy = \"ddp\"; also under mpirun -np N or srun: docs/distributed.md)\n"
     "\n"

@@ -168,12 +168,15 @@ CUresult cuStreamCreate(void **st, unsigned flags) { return (void)flags, *st = (
 CUresult cuStreamDestroy_v2(void *st) { return (void)st, 0; }
 CUresult cuStreamSynchronize(void *st) { return (void)st, 0; }
 
-/* A stream operation of another fake library: run now, or recorded while capturing. */
+/* A stream operation of another fake library: run now, or recorded while capturing. arg
+ * (malloc'd) is ours: freed once run, or with the graph that replays it. */
 void fake_cuda_host_op(void (*fn)(void *), void *arg) {
-  if (fk.capturing)
+  if (fk.capturing) {
     record((Op){.host = fn, .arg = arg});
-  else
+  } else {
     fn(arg);
+    free(arg);
+  }
 }
 
 static CUresult run(const Op *op) {
@@ -211,6 +214,7 @@ CUresult cuLaunchKernel(const Fn *f, unsigned gx, unsigned gy, unsigned gz, unsi
 typedef struct {
   Op *ops;
   int nops;
+  bool owns; /* the host operations' arguments (the executable takes them from the graph) */
 } Graph;
 
 CUresult cuStreamBeginCapture_v2(void *st, int mode) {
@@ -224,14 +228,16 @@ CUresult cuStreamEndCapture(void *st, Graph **graph) {
   (void)st;
   fk.capturing = 0;
   *graph = malloc(sizeof **graph);
-  **graph = (Graph){fk.ops, fk.nops};
+  **graph = (Graph){fk.ops, fk.nops, true};
   fk.ops = NULL;
   return 0;
 }
-CUresult cuGraphInstantiateWithFlags(Graph **exec, const Graph *graph, unsigned long long flags) {
+CUresult cuGraphInstantiateWithFlags(Graph **exec, Graph *graph, unsigned long long flags) {
   (void)flags;
   *exec = malloc(sizeof **exec);
   (*exec)->nops = graph->nops;
+  (*exec)->owns = graph->owns;
+  graph->owns = false;
   (*exec)->ops = malloc((size_t)(graph->nops + 1) * sizeof *graph->ops);
   if (graph->nops)
     memcpy((*exec)->ops, graph->ops, (size_t)graph->nops * sizeof *graph->ops);
@@ -248,6 +254,8 @@ CUresult cuGraphLaunch(const Graph *exec, void *st) {
   return 0;
 }
 static CUresult graph_free(Graph *g) {
+  for (int i = 0; g->owns && i < g->nops; i++)
+    free(g->ops[i].arg);
   free(g->ops);
   free(g);
   return 0;
