@@ -106,9 +106,11 @@ run-only: $(LTLC)
 	./$(LTLC) check examples/*.ltl
 	./$(LTLC) run examples/fashion_mlp.ltl fit test
 
-# Tests compile steps into a cache of their own, not the user's ~/.cache/ltl.
+# Tests compile steps into a cache of their own, not the user's ~/.cache/ltl. accelerator =
+# "auto" stays on the CPU (the tests compare with CPU results) unless LTL_CUDA_LIB is set.
 check-tests: $(LTLC) $(BUILD)/tests/run
-	cache=$$(mktemp -d) && XDG_CACHE_HOME=$$cache ./$(BUILD)/tests/run --jobs 2; st=$$?; rm -rf $$cache; exit $$st
+	cache=$$(mktemp -d) && XDG_CACHE_HOME=$$cache LTL_CUDA_LIB=$${LTL_CUDA_LIB:-/nonexistent/libcuda.so.1} \
+	  ./$(BUILD)/tests/run --jobs 2; st=$$?; rm -rf $$cache; exit $$st
 
 test: deps
 	$(MAKE) check-tests

@@ -140,5 +140,25 @@ const char *cuda_step_run(CudaStep *s);
 const char *cuda_step_gemm_path(const CudaStep *s);
 // A VALUE output after a run (host memory), NULL for other outputs.
 const void *cuda_step_output(const CudaStep *s, int i);
+// The message of the last failed call (cuda_step_download).
+const char *cuda_step_error(const CudaStep *s);
+
+// The executor as the trainer (run.c) reaches it: through this table, which ltlc's main
+// installs (cuda_step_api = &cuda_step_impl). run.c is also linked into the programs of
+// `ltlc build`, which leave out the LLVM objects the code generator needs: there the table
+// stays NULL and accelerator = "cuda" says so. usable: cuda_rt_probe and NVRTC loads.
+typedef struct CudaStepApi {
+    bool (*usable)(int *cc, char *err, size_t errlen);
+    CudaStep *(*compile)(const IrGraph *g, bool grads, char *err, size_t errlen);
+    void (*free)(CudaStep *s);
+    void (*bind)(CudaStep *s, IrInputKind kind, void *flat);
+    bool (*download)(CudaStep *s);
+    void (*set_input)(CudaStep *s, int input, const void *data);
+    const char *(*run)(CudaStep *s);
+    const void *(*output)(const CudaStep *s, int i);
+    const char *(*error)(const CudaStep *s);
+} CudaStepApi;
+extern const CudaStepApi cuda_step_impl;   // cuda_rt.c
+extern const CudaStepApi *cuda_step_api;   // cuda_probe.c: NULL until installed
 
 #endif

@@ -9,6 +9,8 @@
 typedef int CUresult; /* CUDA_SUCCESS = 0 */
 typedef int CUdevice;
 
+const CudaStepApi *cuda_step_api;
+
 bool cuda_rt_probe(int *cc, char *err, size_t errlen) {
   const char *env = getenv("LTL_CUDA_LIB");
   const char *name = env && env[0] ? env : "libcuda.so.1";

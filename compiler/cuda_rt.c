@@ -385,3 +385,12 @@ const char *cuda_step_run(CudaStep *s) {
 const void *cuda_step_output(const CudaStep *s, int i) {
   return s->g->out[i].kind == IR_OUT_VALUE ? value_host(s, i) : NULL;
 }
+
+const char *cuda_step_error(const CudaStep *s) { return s->err; }
+
+static bool usable(int *cc, char *err, size_t errlen) {
+  return cuda_rt_probe(cc, err, errlen) && cuda_nvrtc_available(err, errlen);
+}
+
+const CudaStepApi cuda_step_impl = {usable,          cuda_step_compile, cuda_step_free,   cuda_step_bind,  cuda_step_download,
+                                    cuda_step_set_input, cuda_step_run, cuda_step_output, cuda_step_error};

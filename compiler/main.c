@@ -160,6 +160,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "--version")) { printf("ltlc %s\n", LTL_VERSION); return 0; }
     if (!strcmp(cmd, "check")) return cmd_check(argc - 2, argv + 2);
     if (!strcmp(cmd, "emit")) return cmd_emit(argc - 2, argv + 2);
+    cuda_step_api = &cuda_step_impl; /* the trainer may drive the GPU (not in `ltlc build` programs) */
     if (!strcmp(cmd, "run")) return run_command(argc - 2, argv + 2);
     if (!strcmp(cmd, "repl")) return repl_command(argc - 2, argv + 2);
     if (!strcmp(cmd, "build")) return build_command(argc - 2, argv + 2);

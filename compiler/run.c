@@ -18,7 +18,7 @@
 enum { KIND_PARAM, KIND_BUFFER, KIND_STATE, NKINDS };
 static const IrInputKind kinds[NKINDS] = {IR_IN_PARAM, IR_IN_BUFFER, IR_IN_STATE};
 
-typedef struct { RtStage stage; int64_t batch; StepGraph *s; LlvmStep *jit; } Compiled;
+typedef struct { RtStage stage; int64_t batch; StepGraph *s; LlvmStep *jit; CudaStep *gpu; } Compiled;
 
 /* profiler = "simple" | "advanced": time per action (Lightning's SimpleProfiler report), per
  * kernel of the compiled steps, and with "advanced" a Chrome trace of every action. */
@@ -65,6 +65,8 @@ typedef struct {
     DataPlan dp;
     const char *stage_step[RT_NSTAGES];
     bool interp;                          /* --backend=interp: the reference interpreter */
+    bool cuda;                            /* accelerator: the steps run on the CUDA executor */
+    const Compiled *dev;                  /* whose device copy of the state is newer than buf[] */
     RtPool *pool;
     float lrf[8];                         /* the rates as the compiled steps read them */
     int64_t step_i64;
@@ -436,16 +438,18 @@ static Compiled *compiled(Run *r, RtStage st, int64_t batch) {
     if (!s) return NULL;
     sema_simplify(s);
     LlvmStep *jit = NULL;
+    CudaStep *gpu = NULL;
     if (!r->interp) {
-        char err[512];
-        jit = llvm_step_compile(s->g, &(LlvmStepOptions){.pool = r->pool, .profile = r->prof.on}, err, sizeof err);
-        if (!jit) {
+        char err[1024];
+        if (r->cuda) gpu = cuda_step_api->compile(s->g, false, err, sizeof err);
+        else jit = llvm_step_compile(s->g, &(LlvmStepOptions){.pool = r->pool, .profile = r->prof.on}, err, sizeof err);
+        if (!jit && !gpu) {
             error("%s: compiling %s: %s", r->path, step_name(st), err);
             sema_step_free(s);
             return NULL;
         }
     }
-    r->comp[r->ncomp] = (Compiled){st, batch, s, jit};
+    r->comp[r->ncomp] = (Compiled){st, batch, s, jit, gpu};
     return &r->comp[r->ncomp++];
 }
 
@@ -512,59 +516,91 @@ static bool batch_fits(Run *r, const Compiled *c, const IrNode *n, const RtBatch
     return false;
 }
 
-/* Runs a step compiled by the LLVM backend: the flat buffers are bound, the batch and the
- * scalars are pointed at, UPDATE outputs land in the buffers. */
+/* The state lives in buf[] on the host, and with the CUDA executor also on the device of the
+ * step that ran last (r->dev), which is then the newer copy: it comes back before the host
+ * reads buf[] (checkpoints, hooks), and buf[] goes up when another step runs. */
+static bool host_state(Run *r) {
+    const Compiled *d = r->dev;
+    r->dev = NULL;
+    bool updates = false;
+    for (int o = 0; d && o < d->s->g->nout; o++) updates |= d->s->g->out[o].kind == IR_OUT_UPDATE;
+    return !updates || cuda_step_api->download(d->gpu) ||
+           (error("%s: copying the state from the GPU: %s", r->path, cuda_step_api->error(d->gpu)), false);
+}
+
+/* A compiled step's calls, on the CPU (LLVM) or the GPU (CUDA executor). */
+static void step_input(const Compiled *c, int i, const void *v) {
+    if (c->gpu) cuda_step_api->set_input(c->gpu, i, v);
+    else llvm_step_set_input(c->jit, i, v);
+}
+static const void *step_output(const Compiled *c, int o) {
+    return c->gpu ? cuda_step_api->output(c->gpu, o) : llvm_step_output(c->jit, o);
+}
+static double step_scalar_of(const Compiled *c, int id) {
+    const IrGraph *g = c->s->g;
+    for (int o = 0; c->gpu && o < g->nout; o++)
+        if (g->out[o].value == id && step_output(c, o)) return ir_load(g->node[id].dtype, step_output(c, o), 0);
+    return c->gpu ? NAN : llvm_step_scalar_of(c->jit, id);
+}
+
+/* Runs a compiled step: the flat buffers are bound, the batch and the scalars are pointed
+ * at, UPDATE outputs land in the buffers (on the GPU: in its copy of them). */
 static bool exec_jit(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, double *metrics) {
     const StepGraph *s = c->s;
     const IrGraph *g = s->g;
-    for (int k = 0; k < NKINDS; k++) llvm_step_bind(c->jit, kinds[k], r->buf[k]);
+    if (c->gpu && r->dev != c) { /* the state goes up to this step's device memory */
+        if (!host_state(r)) return false;
+        for (int k = 0; k < NKINDS; k++) cuda_step_api->bind(c->gpu, kinds[k], r->buf[k]);
+        r->dev = c;
+    }
+    for (int k = 0; !c->gpu && k < NKINDS; k++) llvm_step_bind(c->jit, kinds[k], r->buf[k]);
     r->step_i64 = gstep;
     for (int k = 0; k < s->ngroups && k < 8; k++) {
         r->lrf[k] = (float)r->lr[k];
-        llvm_step_set_input(c->jit, s->groups[k].lr, &r->lrf[k]);
+        step_input(c, s->groups[k].lr, &r->lrf[k]);
     }
     for (int i = 0; i < g->n; i++) {
         const IrNode *n = &g->node[i];
         if (n->op != IR_INPUT || n->kind != IR_IN_DATA) continue;
         bool isx = i == s->data[0], isy = s->ndata > 1 && i == s->data[1];
         if (!isx && !isy) {
-            if (!strcmp(n->name, "step")) llvm_step_set_input(c->jit, i, &r->step_i64);
-            if (!strcmp(n->name, "apply")) { r->apply8 = r->loop->apply; llvm_step_set_input(c->jit, i, &r->apply8); }
+            if (!strcmp(n->name, "step")) step_input(c, i, &r->step_i64);
+            if (!strcmp(n->name, "apply")) { r->apply8 = r->loop->apply; step_input(c, i, &r->apply8); }
             continue;
         }
         if (r->dp.next_token) {
             const int64_t *v = next_token(r, c->stage, n, b, isy);
             if (!v) return false;
-            llvm_step_set_input(c->jit, i, v);
+            step_input(c, i, v);
             continue;
         }
         if (!batch_fits(r, c, n, b, isx)) return false;
         if (isy) {
             if (!b->y || n->dtype != IR_I64) return error("%s: %s needs labels that the data does not have", r->path, step_name(c->stage)), false;
-            llvm_step_set_input(c->jit, i, b->y);
+            step_input(c, i, b->y);
         } else if (b->dtype == RT_DATA_F32 && n->dtype == IR_F32) {
-            llvm_step_set_input(c->jit, i, b->x);
+            step_input(c, i, b->x);
         } else if (b->dtype == RT_DATA_U8 && n->dtype == IR_F32) {
             size_t count = (size_t)ir_numel(n->shape);
             if (count > r->xcap) { free(r->xbuf); r->xbuf = xmalloc(sizeof *r->xbuf * count); r->xcap = count; }
             for (size_t k = 0; k < count; k++) r->xbuf[k] = ((const unsigned char *)b->x)[k];
-            llvm_step_set_input(c->jit, i, r->xbuf);
+            step_input(c, i, r->xbuf);
         } else {
             return error("%s: %s takes %s as %s", r->path, step_name(c->stage), n->name, ir_dtype_name(n->dtype)), false;
         }
     }
-    const char *err = llvm_step_run(c->jit);
+    const char *err = c->gpu ? cuda_step_api->run(c->gpu) : llvm_step_run(c->jit);
     if (err) return error("%s: %s failed at step %lld: %s", r->path, step_name(c->stage), (long long)gstep, err), false;
-    for (int k = 0; k < s->nlogs; k++) metrics[k] = llvm_step_scalar_of(c->jit, s->logs[k].id);
+    for (int k = 0; k < s->nlogs; k++) metrics[k] = step_scalar_of(c, s->logs[k].id);
     for (int o = 0; o < g->nout; o++)
-        if (g->out[o].name && !strncmp(g->out[o].name, "cm:", 3) && !confusion(r, g, o, llvm_step_output(c->jit, o), false, b))
+        if (g->out[o].name && !strncmp(g->out[o].name, "cm:", 3) && !confusion(r, g, o, step_output(c, o), false, b))
             return false;
     for (int o = 0; c->stage == RT_PREDICT && s->output >= 0 && o < g->nout; o++)
         if (g->out[o].name && !strcmp(g->out[o].name, "output") &&
-            !write_predictions(r, &g->node[g->out[o].value], b->size, llvm_step_output(c->jit, o), false))
+            !write_predictions(r, &g->node[g->out[o].value], b->size, step_output(c, o), false))
             return false;
     if (c->stage == RT_TRAIN && r->cfg.detect_anomaly) {
-        double loss = llvm_step_scalar_of(c->jit, s->loss);
+        double loss = step_scalar_of(c, s->loss);
         if (!isfinite(loss)) return error("%s: the loss is %g at step %lld (detect_anomaly)", r->path, loss, (long long)gstep), false;
     }
     return true;
@@ -582,7 +618,7 @@ static bool set_state(Run *r, IrInterp *ip, int i, const char *name) {
 /* Runs one compiled step on the reference interpreter; the state is read from and written
  * back to the flat buffers. */
 static bool exec(Run *r, const Compiled *c, const RtBatch *b, int64_t gstep, double *metrics) {
-    if (c->jit) return exec_jit(r, c, b, gstep, metrics);
+    if (c->jit || c->gpu) return exec_jit(r, c, b, gstep, metrics);
     const StepGraph *s = c->s;
     IrGraph *g = s->g;
     IrInterp *ip = interp_new(g, false);
@@ -665,6 +701,7 @@ static bool run_hook(Run *r, const char *name, int64_t epoch, int64_t gstep) {
         r->nhooks++;
     }
     if (r->hooks[h].absent) return true;
+    if (!host_state(r)) return false; /* the hook reads the weights on the host */
     double t0 = seconds();
     const StepGraph *s = r->hooks[h].s;
     IrGraph *g = s->g;
@@ -955,6 +992,7 @@ static bool save(Run *r, int64_t epoch, int64_t batch, int64_t gstep) {
     bool better = worst < 0 || isnan(r->kept[worst].score) ||
                   (r->monitor_max ? score > r->kept[worst].score : score < r->kept[worst].score);
     bool save = scored && (!r->monitor || !full || better);
+    if (!host_state(r)) return false;
     RtCkptTensor t[4096];
     int n = state_tensors(r, t, 4096);
     char name[512], path[1600], e[32], b[32], st[32], seed[32], err[RT_CKPT_ERR_LEN];
@@ -1161,19 +1199,27 @@ static void warn_unapplied(const RtTrainerConfig *c) {
     for (int i = 0; i < n; i++) fprintf(stderr, "ltlc: warning: %s is not applied yet\n", what[i]);
 }
 
-/* accelerator: "cpu" and "auto" train on the CPU ("auto" will pick a usable GPU once the
- * trainer drives the CUDA executor, cuda_step_*); "cuda"/"gpu" need a usable GPU and until
- * then stop with a message rather than silently training on the CPU (docs/backend-cuda.md). */
-static bool accelerator_ok(const RtTrainerConfig *c) {
-    const char *a = c->accelerator;
-    if (!strcmp(a, "cpu") || !strcmp(a, "auto")) return true;
-    if (strcmp(a, "cuda") && strcmp(a, "gpu")) { error("unknown accelerator '%s' (cpu, cuda, auto)", a); return false; }
-    char why[512];
+/* accelerator: "cpu"; "cuda" / "gpu" run every step on the CUDA executor, or exit 1 saying
+ * what is missing; "auto" takes the GPU when that path applies and says so, else the CPU.
+ * The CUDA path: compiled steps, precision 32-true, one process (docs/backend-cuda.md). */
+static bool accelerator(Run *r) {
+    const char *a = r->cfg.accelerator;
+    bool want = !strcmp(a, "cuda") || !strcmp(a, "gpu");
+    if (!strcmp(a, "cpu")) return true;
+    if (!want && strcmp(a, "auto")) return error("unknown accelerator '%s' (cpu, cuda, gpu, auto)", a), false;
+    char why[512] = "";
     int cc = 0;
-    if (!cuda_rt_probe(&cc, why, sizeof why)) { error("accelerator = \"%s\": %s", a, why); return false; }
-    error("accelerator = \"%s\": a GPU with compute capability %d.%d is here, but the trainer does not drive the "
-          "CUDA step executor yet (`ltlc emit cuda` prints the kernels); use \"cpu\"", a, cc / 10, cc % 10);
-    return false;
+    if (!cuda_step_api) snprintf(why, sizeof why, "programs made by `ltlc build` train on the CPU only");
+    else if (r->interp) snprintf(why, sizeof why, "--backend=interp runs on the CPU");
+    else if (strcmp(r->cfg.precision, "32-true"))
+        snprintf(why, sizeof why, "precision %s has no CUDA kernels yet (32-true only)", r->cfg.precision);
+    else if (r->cfg.devices > 1 || r->cfg.num_nodes > 1 || !strcmp(r->cfg.strategy, "ddp"))
+        snprintf(why, sizeof why, "data-parallel training (ddp) does not run on the GPU yet");
+    else cuda_step_api->usable(&cc, why, sizeof why);
+    if (why[0]) return !want || (error("accelerator = \"%s\": %s", a, why), false);
+    r->cuda = true;
+    printf("GPU available: True (cuda), used: True (compute capability %d.%d, accelerator = \"%s\")\n", cc / 10, cc % 10, a);
+    return true;
 }
 
 /* The callbacks the driver acts on: lr_monitor and the first checkpoint(...). */
@@ -1251,6 +1297,8 @@ static const char run_help[] =
     "  --threads=N            kernel threads (default: one per core)\n"
     "  --barebones            the bare loop: no progress bar, logging, checkpoints or summary\n"
     "  --backend=llvm|interp  JIT-compiled steps (default) or the reference interpreter\n"
+    "  --trainer.accelerator=cuda  every step on the GPU (CUDA executor; \"auto\" when one is\n"
+    "                         usable; docs/backend-cuda.md), or exit 1 saying what is missing\n"
     "  --trainer.devices=N    data-parallel training on N processes, started through mpirun\n"
     "                         (strategy = \"ddp\"; also under mpirun -np N or srun: docs/distributed.md)\n"
     "\n"
@@ -1297,7 +1345,7 @@ int run_command(int argc, char **argv) {
     r.opt.clip_by_value = !strcmp(r.cfg.gradient_clip_algorithm, "value");
     r.opt.accumulate = r.cfg.accumulate_grad_batches;
     r.opt.precision = r.cfg.precision;
-    if (!accelerator_ok(&r.cfg)) goto out;
+    if (!accelerator(&r)) goto out;
     r.world = 1;
     switch (ddp_setup(&r.cfg, argc, argv, &status)) {
     case DDP_LAUNCHED: goto out;
@@ -1309,6 +1357,7 @@ int run_command(int argc, char **argv) {
         break;
     case DDP_SINGLE: break;
     }
+    if (r.cuda && r.world > 1) { error("accelerator = \"%s\": data-parallel training (ddp) does not run on the GPU yet", r.cfg.accelerator); goto out; }
     status = 1;
     if (!r.rank) warn_unapplied(&r.cfg); /* once, by rank 0 (a launching process leaves it to its ranks) */
     if (!strcmp(r.cfg.precision, "64-true") && !r.interp) { /* the JIT's GEMMs and kernels are f32 */
@@ -1447,6 +1496,7 @@ out:
     for (int i = 0; i < r.nhooks; i++) sema_step_free(r.hooks[i].s);
     for (int i = 0; i < r.ncomp; i++) {
         llvm_step_free(r.comp[i].jit);
+        if (r.comp[i].gpu) cuda_step_api->free(r.comp[i].gpu);
         sema_step_free(r.comp[i].s);
     }
     llvm_step_free(r.gen.jit);

@@ -47,7 +47,7 @@ enum { RTV_INT = 1, RTV_FLOAT = 2, RTV_STR = 4, RTV_BOOL = 8, RTV_LIST = 16, RTV
 /* Trainer flags (names and meaning as in PyTorch Lightning 2.x; `seed` and `threads` are LTL's).
  * X(name, value kinds, allowed strings separated by '|' or NULL) */
 #define TRAINER_FLAGS(X)                                                             \
-    X(accelerator, RTV_STR, "auto|cpu|cuda")                                           \
+    X(accelerator, RTV_STR, "auto|cpu|cuda|gpu")                                         \
     X(strategy, RTV_STR, "auto|ddp")                                                   \
     X(devices, RTV_INT | RTV_STR, "auto")                                                \
     X(num_nodes, RTV_INT, NULL)                                                        \

@@ -90,7 +90,7 @@ int cublasLtMatmul(void *h, Desc *d, const float *alpha, const float *A, Lay *ad
                    size_t wsn, void *stream) {
   (void)h, (void)algo, (void)ws, (void)wsn, (void)stream;
   if (*alpha != 1 || *beta != 0 || C != D || cd != dd) return 15;
-  Call *x = malloc(sizeof *x); /* kept: a captured graph replays it */
+  Call *x = malloc(sizeof *x); /* kept: a captured graph replays it (the fake driver frees it) */
   *x = (Call){*d, *ad, *bd, *cd, A, B, D};
   void *cuda = dlopen(getenv("LTL_CUDA_LIB"), RTLD_NOW | RTLD_NOLOAD);
   void (*host_op)(void (*)(void *), void *) = cuda ? (void (*)(void (*)(void *), void *))dlsym(cuda, "fake_cuda_host_op") : NULL;

@@ -3,24 +3,39 @@
  * points LTL_CUDA_LIB at it).
  *
  * "Device" memory is host memory; a module's functions are looked up in the shared object
- * named by $LTL_FAKE_CUDA_KERNELS (the same generated source compiled with cuda_shim.h), and
- * cuLaunchKernel runs them through the shim. Stream capture records launches and copies; a
+ * named by $LTL_FAKE_CUDA_KERNELS (the same generated source compiled with cuda_shim.h), or,
+ * when the module's image comes from tests/fake_libnvrtc.c ("LTLFAKSO", size, the shared
+ * object), in that one; cuLaunchKernel runs them through the shim. Stream capture records launches and copies; a
  * graph launch replays them. Every call is synchronous. Only what cuda_rt.c calls exists. */
 #include <dlfcn.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef int CUresult;
 typedef unsigned long long CUdeviceptr;
 typedef void (*Kernel)(char *const *);
 typedef int (*LaunchFn)(Kernel, int, int, char *const *, int, unsigned, char *, size_t);
 
+typedef struct { /* a CUfunction: the kernel and the shim of its shared object */
+  Kernel fn;
+  LaunchFn launch;
+} Fn;
+typedef struct { /* a CUmodule */
+  void *dl;
+  LaunchFn launch;
+  Fn **fns;
+  int nfns;
+} Module;
+
 typedef struct {
   void (*host)(void *); /* a library call (tests/fake_libcublaslt.c) with its argument */
   void *arg;
   Kernel fn; /* NULL (and no host): a copy */
+  LaunchFn launch;
   unsigned grid, block;
   char *const *bases;
   CUdeviceptr dst, src;
@@ -46,7 +61,9 @@ void fake_cuda_stats(int *launches, int *graph_launches, int *live_allocs) {
 CUresult cuInit(unsigned flags) {
   (void)flags;
   const char *so = getenv("LTL_FAKE_CUDA_KERNELS");
-  if (!so || !(fk.kernels = dlopen(so, RTLD_NOW | RTLD_LOCAL)))
+  if (!so || !so[0])
+    return 0; /* modules from tests/fake_libnvrtc.c only */
+  if (!(fk.kernels = dlopen(so, RTLD_NOW | RTLD_LOCAL)))
     return 100; /* CUDA_ERROR_NO_DEVICE */
   fk.launch = (LaunchFn)dlsym(fk.kernels, "shim_launch");
   return fk.launch ? 0 : 100;
@@ -64,13 +81,51 @@ CUresult cuDeviceGetAttribute(int *v, int attr, int dev) {
 }
 CUresult cuDevicePrimaryCtxRetain(void **ctx, int dev) { return *ctx = (void *)(intptr_t)(dev + 1), 0; }
 CUresult cuCtxSetCurrent(void *ctx) { return ctx ? 0 : 1; }
-CUresult cuModuleLoadData(void **mod, const void *image) { return *mod = (void *)image, image ? 0 : 1; }
-CUresult cuModuleGetFunction(Kernel *fn, void *mod, const char *name) {
-  (void)mod;
-  *fn = (Kernel)dlsym(fk.kernels, name);
-  return *fn ? 0 : 500; /* CUDA_ERROR_NOT_FOUND */
+CUresult cuModuleLoadData(Module **mod, const void *image) {
+  Module *m = calloc(1, sizeof *m);
+  m->dl = fk.kernels;
+  m->launch = fk.launch;
+  if (image && !memcmp(image, "LTLFAKSO", 8)) { /* the shared object, through a file for dlopen */
+    uint64_t n;
+    memcpy(&n, (const char *)image + 8, 8);
+    char path[] = "/tmp/ltl-fake-module-XXXXXX";
+    int fd = mkstemp(path);
+    bool ok = fd >= 0 && write(fd, (const char *)image + 16, n) == (ssize_t)n;
+    if (fd >= 0)
+      close(fd);
+    m->dl = ok ? dlopen(path, RTLD_NOW | RTLD_LOCAL) : NULL;
+    unlink(path);
+    m->launch = m->dl ? (LaunchFn)dlsym(m->dl, "shim_launch") : NULL;
+  }
+  if (!m->dl || !m->launch) {
+    free(m);
+    return 200; /* CUDA_ERROR_INVALID_IMAGE */
+  }
+  *mod = m;
+  return 0;
 }
-CUresult cuModuleUnload(void *mod) { return (void)mod, 0; }
+CUresult cuModuleGetFunction(Fn **fn, Module *m, const char *name) {
+  Kernel k = (Kernel)dlsym(m->dl, name);
+  if (!k)
+    return 500; /* CUDA_ERROR_NOT_FOUND */
+  m->fns = realloc(m->fns, (size_t)(m->nfns + 1) * sizeof *m->fns);
+  *fn = m->fns[m->nfns++] = malloc(sizeof **fn);
+  **fn = (Fn){k, m->launch};
+  return 0;
+}
+CUresult cuModuleUnload(Module *m) {
+  for (int i = 0; i < m->nfns; i++)
+    free(m->fns[i]);
+  free(m->fns);
+  if (m->dl != fk.kernels) {
+    void (*release)(void) = (void (*)(void))dlsym(m->dl, "shim_release");
+    if (release)
+      release();
+    dlclose(m->dl);
+  }
+  free(m);
+  return 0;
+}
 CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t n) {
   fk.allocs++;
   return (*p = (CUdeviceptr)(uintptr_t)calloc(1, n ? n : 1)) ? 0 : 2;
@@ -113,12 +168,15 @@ CUresult cuStreamCreate(void **st, unsigned flags) { return (void)flags, *st = (
 CUresult cuStreamDestroy_v2(void *st) { return (void)st, 0; }
 CUresult cuStreamSynchronize(void *st) { return (void)st, 0; }
 
-/* A stream operation of another fake library: run now, or recorded while capturing. */
+/* A stream operation of another fake library: run now, or recorded while capturing. arg
+ * (malloc'd) is ours: freed once run, or with the graph that replays it. */
 void fake_cuda_host_op(void (*fn)(void *), void *arg) {
-  if (fk.capturing)
+  if (fk.capturing) {
     record((Op){.host = fn, .arg = arg});
-  else
+  } else {
     fn(arg);
+    free(arg);
+  }
 }
 
 static CUresult run(const Op *op) {
@@ -132,19 +190,19 @@ static CUresult run(const Op *op) {
   fk.launches++;
   /* at most 4 blocks: the kernels' grid-stride loops cover the rest */
   int grid = op->grid < 4 ? (int)op->grid : 4;
-  if (fk.launch(op->fn, grid, (int)op->block, op->bases, 2 /* random order */, (unsigned)fk.launches, err, sizeof err)) {
+  if (op->launch(op->fn, grid, (int)op->block, op->bases, 2 /* random order */, (unsigned)fk.launches, err, sizeof err)) {
     fprintf(stderr, "fake libcuda: %s\n", err);
     return 719; /* CUDA_ERROR_LAUNCH_FAILED */
   }
   return 0;
 }
 
-CUresult cuLaunchKernel(Kernel f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+CUresult cuLaunchKernel(const Fn *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                         unsigned shmem, void *st, void **params, void **extra) {
   (void)st, (void)extra;
   if (gy != 1 || gz != 1 || by != 1 || bz != 1 || shmem)
     return 1; /* CUDA_ERROR_INVALID_VALUE: the generated code is 1-D */
-  Op op = {.fn = f, .grid = gx, .block = bx, .bases = *(char *const **)params[0]};
+  Op op = {.fn = f->fn, .launch = f->launch, .grid = gx, .block = bx, .bases = *(char *const **)params[0]};
   if (fk.capturing) {
     record(op);
     return 0;
@@ -152,32 +210,55 @@ CUresult cuLaunchKernel(Kernel f, unsigned gx, unsigned gy, unsigned gz, unsigne
   return run(&op);
 }
 
+/* a graph and its executable: the operations recorded by one capture (each step has its own) */
+typedef struct {
+  Op *ops;
+  int nops;
+  bool owns; /* the host operations' arguments (the executable takes them from the graph) */
+} Graph;
+
 CUresult cuStreamBeginCapture_v2(void *st, int mode) {
   (void)st, (void)mode;
   fk.capturing = 1;
+  fk.ops = NULL;
   fk.nops = 0;
   return 0;
 }
-CUresult cuStreamEndCapture(void *st, void **graph) {
+CUresult cuStreamEndCapture(void *st, Graph **graph) {
   (void)st;
   fk.capturing = 0;
-  *graph = (void *)1;
+  *graph = malloc(sizeof **graph);
+  **graph = (Graph){fk.ops, fk.nops, true};
+  fk.ops = NULL;
   return 0;
 }
-CUresult cuGraphInstantiateWithFlags(void **exec, void *graph, unsigned long long flags) {
-  (void)graph, (void)flags;
-  *exec = (void *)2;
+CUresult cuGraphInstantiateWithFlags(Graph **exec, Graph *graph, unsigned long long flags) {
+  (void)flags;
+  *exec = malloc(sizeof **exec);
+  (*exec)->nops = graph->nops;
+  (*exec)->owns = graph->owns;
+  graph->owns = false;
+  (*exec)->ops = malloc((size_t)(graph->nops + 1) * sizeof *graph->ops);
+  if (graph->nops)
+    memcpy((*exec)->ops, graph->ops, (size_t)graph->nops * sizeof *graph->ops);
   return 0;
 }
-CUresult cuGraphLaunch(void *exec, void *st) {
-  (void)exec, (void)st;
+CUresult cuGraphLaunch(const Graph *exec, void *st) {
+  (void)st;
   fk.graph_launches++;
-  for (int i = 0; i < fk.nops; i++) {
-    CUresult r = run(&fk.ops[i]);
+  for (int i = 0; i < exec->nops; i++) {
+    CUresult r = run(&exec->ops[i]);
     if (r)
       return r;
   }
   return 0;
 }
-CUresult cuGraphExecDestroy(void *e) { return (void)e, 0; }
-CUresult cuGraphDestroy(void *g) { return (void)g, 0; }
+static CUresult graph_free(Graph *g) {
+  for (int i = 0; g->owns && i < g->nops; i++)
+    free(g->ops[i].arg);
+  free(g->ops);
+  free(g);
+  return 0;
+}
+CUresult cuGraphExecDestroy(Graph *e) { return graph_free(e); }
+CUresult cuGraphDestroy(Graph *g) { return graph_free(g); }

@@ -159,6 +159,9 @@ Test(build, program_usage_and_missing_steps) {
     cr_assert_eq(sh(out, sizeof out, "./small"), 2, "%s", out);
     cr_assert_eq(sh(out, sizeof out, "./small --help"), 0, "%s", out);
     cr_assert(strstr(out, "fit, validate, test, predict"), "%s", out);
+    /* the CUDA executor is not linked into programs: "cuda" says so, "auto" is the CPU */
+    cr_assert_eq(sh(out, sizeof out, "./small fit --trainer.accelerator=cuda"), 1, "%s", out);
+    cr_assert(strstr(out, "programs made by `ltlc build` train on the CPU only"), "%s", out);
     /* the build's --trainer.max_epochs=1 is built in (one epoch of 10 batches); PROG's own flags
      * win; the sources live in a private directory removed at exit */
     cr_assert_eq(sh(out, sizeof out, "mkdir t && TMPDIR=$PWD/t ./small fit && ls t | wc -l"), 0, "%s", out);
