@@ -73,6 +73,7 @@ bool llvm_cache_dir(char *out, size_t n) {
   const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
   int w;
   if (xdg && xdg[0] == '/') {
+    mkdir(xdg, 0755); /* the XDG spec: create it when missing */
     w = snprintf(out, n, "%s/ltl", xdg);
   } else if (home && home[0] == '/') {
     char dot[4096];

@@ -371,6 +371,21 @@ Test(cache, ltl_cache_0_writes_nothing) {
   sema_step_free(st);
 }
 
+/* A missing $XDG_CACHE_HOME is created (the XDG spec), not a reason to leave the cache off. */
+Test(cache, missing_xdg_cache_home_is_created) {
+  StepGraph *st = lower("fashion_mlp.ltl", 64);
+  char missing[512];
+  snprintf(missing, sizeof missing, "%s/fresh", cache_home);
+  setenv("XDG_CACHE_HOME", missing, 1);
+  LlvmStep *s = compile(st, 2);
+  cr_expect_eq(llvm_step_cache_state(s), LLVM_CACHE_MISS);
+  llvm_step_free(s);
+  s = compile(st, 2);
+  cr_expect_eq(llvm_step_cache_state(s), LLVM_CACHE_HIT);
+  llvm_step_free(s);
+  sema_step_free(st);
+}
+
 Test(cache, unusable_cache_dir_still_compiles) {
   StepGraph *st = lower("fashion_mlp.ltl", 64);
   Inputs in = inputs_new(st->g);
