@@ -787,76 +787,27 @@ static void gen_pair_loss(Em *e, int kid) {
 /* ---- GEMM: 16 x 16 tiles through shared memory (the semantic reference; cuBLASLt is the
  * fast path on a GPU, docs/backend-cuda.md) ---- */
 
-/* How a GEMM reads a matrix of R x C with strides (sr, sc): as stored or transposed
- * (the same rule as the CPU backend's, so both read the same bytes). */
-static bool orient(int64_t R, int64_t C, int64_t sr, int64_t sc, int64_t *ld) {
-  if ((C == 1 || sc == 1) && (R == 1 || sr >= C)) {
-    *ld = R == 1 ? (C > 1 ? C : 1) : sr;
-    if (*ld < C)
-      *ld = C;
-    return false;
-  }
-  *ld = C == 1 ? (R > 1 ? R : 1) : sc;
-  if (*ld < R)
-    *ld = R;
-  return true;
-}
-
 enum { TILE = 16 };
 
 static void gen_gemm(Em *e, int kid) {
   const FusePlan *p = e->p;
   const FuseKernel *k = &p->k[kid];
-  int mm = k->op, a = p->in[mm][0], b = p->in[mm][1];
-  IrShape os = e->g->node[mm].shape, as = e->g->node[a].shape, bs = e->g->node[b].shape;
-  int r = os.rank, nb = r - 2;
-  int64_t M = os.d[r - 2], N = os.d[r - 1], K = as.d[as.rank - 1];
-  const int64_t *sa = p->val[a].stride, *sb = p->val[b].stride;
-  int64_t sar = sa[as.rank - 2], sac = sa[as.rank - 1], sbr = sb[bs.rank - 2], sbc = sb[bs.rank - 1];
-  int64_t m, n, kk, lda, ldb, ldc;
-  bool ta, tb;
-  if (!k->out_t) {
-    ta = orient(M, K, sar, sac, &lda);
-    tb = orient(K, N, sbr, sbc, &ldb);
-    m = M, n = N, kk = K, ldc = N;
-  } else { /* C^T = B^T A^T */
-    ta = orient(N, K, sbc, sbr, &lda);
-    tb = orient(K, M, sac, sar, &ldb);
-    m = N, n = M, kk = K, ldc = M;
-  }
-  if (e->g->node[mm].dtype != IR_F32)
+  FuseGemm fg = fuse_gemm(p, kid);
+  IrShape os = e->g->node[k->op].shape;
+  int nb = fg.nb;
+  int64_t m = fg.m, n = fg.n, kk = fg.k, batch = fg.batch, lda = fg.lda, ldb = fg.ldb, ldc = fg.ldc;
+  bool ta = fg.ta, tb = fg.tb;
+  if (e->g->node[k->op].dtype != IR_F32)
     fail(e, "kernel %d: the CUDA GEMM is f32 only", kid);
   char ap[96], bp[96], cp[96], biasp[96] = "";
   int64_t ao, bo, co, biaso = 0;
-  ptr_of(e, ap, sizeof ap, a, &ao);
-  ptr_of(e, bp, sizeof bp, b, &bo);
+  ptr_of(e, ap, sizeof ap, fg.a, &ao);
+  ptr_of(e, bp, sizeof bp, fg.b, &bo);
   ptr_of(e, cp, sizeof cp, k->result, &co);
   if (k->bias >= 0)
     ptr_of(e, biasp, sizeof biasp, k->bias, &biaso);
-  int64_t bst[3][IR_MAX_RANK], batch = 1;
-  IrShape bsh = {0};
-  for (int i = 0; i < nb; i++) {
-    bsh.d[bsh.rank++] = os.d[i];
-    batch *= os.d[i];
-    int ja = i - (nb - (as.rank - 2)), jb = i - (nb - (bs.rank - 2));
-    bst[0][i] = ja < 0 || as.d[ja] == 1 ? 0 : sa[ja];
-    bst[1][i] = jb < 0 || bs.d[jb] == 1 ? 0 : sb[jb];
-  }
-  int64_t acc = M * N;
-  for (int i = nb - 1; i >= 0; i--) {
-    bst[2][i] = acc;
-    acc *= os.d[i];
-  }
-  if (k->out_t) { /* A' reads b, B' reads a */
-    char t[96];
-    memcpy(t, ap, sizeof t), memcpy(ap, bp, sizeof t), memcpy(bp, t, sizeof t);
-    int64_t to = ao;
-    ao = bo, bo = to;
-    for (int i = 0; i < nb; i++) {
-      int64_t s = bst[0][i];
-      bst[0][i] = bst[1][i], bst[1][i] = s;
-    }
-  }
+  IrShape bsh = {.rank = nb};
+  memcpy(bsh.d, os.d, sizeof *os.d * (size_t)nb);
   int64_t tm = (m + TILE - 1) / TILE, tn = (n + TILE - 1) / TILE, tiles = batch * tm * tn;
   CudaKernel *ck = add_kernel(e, CUDA_K_DEVICE, kid, "", tiles, true);
   /* the cuBLASLt form: one batch stride per matrix when the batch dims collapse */
@@ -865,11 +816,11 @@ static void gen_gemm(Em *e, int kid) {
                    .lda = lda, .ldb = ldb, .ldc = ldc, .batch = batch};
   int64_t *bs3[3] = {&cg->sa, &cg->sb, &cg->sc};
   for (int j = 0; j < 3; j++) {
-    *bs3[j] = nb ? bst[j][nb - 1] : 0;
+    *bs3[j] = nb ? fg.bst[j][nb - 1] : 0;
     for (int i = nb - 2; i >= 0; i--)
-      cg->ok &= bst[j][i] == bst[j][i + 1] * os.d[i + 1];
+      cg->ok &= fg.bst[j][i] == fg.bst[j][i + 1] * os.d[i + 1];
   }
-  int ab_ = bytes_of(p, k->out_t ? b : a), bb_ = bytes_of(p, k->out_t ? a : b), cb_ = bytes_of(p, k->result);
+  int ab_ = bytes_of(p, fg.a), bb_ = bytes_of(p, fg.b), cb_ = bytes_of(p, k->result);
   cg->abase = p->val[ab_].base, cg->aoff = p->val[ab_].offset + ao * 4;
   cg->bbase = p->val[bb_].base, cg->boff = p->val[bb_].offset + bo * 4;
   cg->cbase = p->val[cb_].base, cg->coff = p->val[cb_].offset + co * 4;
@@ -890,7 +841,7 @@ static void gen_gemm(Em *e, int kid) {
   coords(e, bsh, "bt_", "    ");
   char boff[3][512];
   for (int j = 0; j < 3; j++)
-    offset_expr(boff[j], sizeof boff[j], nb, bst[j], j == 0 ? ao : j == 1 ? bo : co);
+    offset_expr(boff[j], sizeof boff[j], nb, fg.bst[j], j == 0 ? ao : j == 1 ? bo : co);
   out(e, "    const float *A_ = %s + (%s), *B_ = %s + (%s);\n", ap, boff[0], bp, boff[1]);
   out(e, "    float *C_ = %s + (%s);\n", cp, boff[2]);
   out(e, "    const long long i = ti_ * %d + tr_, j = tj_ * %d + tc_;\n", TILE, TILE);

@@ -1303,6 +1303,59 @@ void fuse_free(FusePlan *p) {
   free(p);
 }
 
+/* How a GEMM reads a matrix of R x C with strides (sr, sc): as stored or transposed. */
+static bool orient(int64_t R, int64_t C, int64_t sr, int64_t sc, int64_t *ld) {
+  if ((C == 1 || sc == 1) && (R == 1 || sr >= C)) {
+    *ld = R == 1 ? (C > 1 ? C : 1) : sr;
+    if (*ld < C)
+      *ld = C;
+    return false;
+  }
+  *ld = C == 1 ? (R > 1 ? R : 1) : sc;
+  if (*ld < R)
+    *ld = R;
+  return true;
+}
+
+FuseGemm fuse_gemm(const FusePlan *p, int kid) {
+  const FuseKernel *k = &p->k[kid];
+  int mm = k->op, a = p->in[mm][0], b = p->in[mm][1];
+  IrShape os = p->g->node[mm].shape, as = p->g->node[a].shape, bs = p->g->node[b].shape;
+  int r = os.rank, nb = r - 2;
+  int64_t M = os.d[r - 2], N = os.d[r - 1], K = as.d[as.rank - 1];
+  const int64_t *sa = p->val[a].stride, *sb = p->val[b].stride;
+  int64_t sar = sa[as.rank - 2], sac = sa[as.rank - 1], sbr = sb[bs.rank - 2], sbc = sb[bs.rank - 1];
+  FuseGemm g = {.a = a, .b = b, .k = K, .nb = nb, .batch = 1};
+  if (!k->out_t) {
+    g.ta = orient(M, K, sar, sac, &g.lda);
+    g.tb = orient(K, N, sbr, sbc, &g.ldb);
+    g.m = M, g.n = N, g.ldc = N;
+  } else { /* C^T = B^T A^T: B^T is N x K with strides (sbc, sbr), A^T is K x M */
+    g.ta = orient(N, K, sbc, sbr, &g.lda);
+    g.tb = orient(K, M, sac, sar, &g.ldb);
+    g.m = N, g.n = M, g.ldc = M;
+  }
+  for (int i = 0; i < nb; i++) { /* batch strides of a, b, c over the product's batch dims */
+    g.batch *= os.d[i];
+    int ja = i - (nb - (as.rank - 2)), jb = i - (nb - (bs.rank - 2));
+    g.bst[0][i] = ja < 0 || as.d[ja] == 1 ? 0 : sa[ja];
+    g.bst[1][i] = jb < 0 || bs.d[jb] == 1 ? 0 : sb[jb];
+  }
+  int64_t acc = M * N;
+  for (int i = nb - 1; i >= 0; i--) {
+    g.bst[2][i] = acc;
+    acc *= os.d[i];
+  }
+  if (k->out_t) { /* A' reads b, B' reads a */
+    g.a = b, g.b = a;
+    for (int i = 0; i < nb; i++) {
+      int64_t s = g.bst[0][i];
+      g.bst[0][i] = g.bst[1][i], g.bst[1][i] = s;
+    }
+  }
+  return g;
+}
+
 bool fuse_is_native(const FusePlan *p, int id) {
   const FuseValue *v = &p->val[id];
   return v->kernel < 0 || p->k[v->kernel].kind != FUSE_FALLBACK;

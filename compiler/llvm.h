@@ -258,6 +258,18 @@ const char *fuse_kind_name(FuseKind k);
 void fuse_print(FILE *f, const FusePlan *p);
 // Whether the CPU backend generates code for node `id` (false: the interpreter fallback).
 bool fuse_is_native(const FusePlan *p, int id);
+// The product a FUSE_GEMM kernel computes, read the same way by the CPU and CUDA backends:
+// C' = op(A') op(B') (+ bias) (relu), where A', B' are the matmul's operands (swapped when the
+// kernel computes the product transposed, out_t) and op() transposes when ta / tb; strides in elements.
+typedef struct FuseGemm {
+    int a, b;                      // the values A' and B' read
+    bool ta, tb;
+    int64_t m, n, k, lda, ldb, ldc;
+    int nb;                        // batch dimensions of the product, and their sizes' product
+    int64_t batch;
+    int64_t bst[3][IR_MAX_RANK];   // per batch dimension: the strides of A', B' and C
+} FuseGemm;
+FuseGemm fuse_gemm(const FusePlan *p, int kid);
 
 // ---- llvm_step.c: compile a step once, run it many times ----
 //

@@ -1365,81 +1365,29 @@ static LLVMValueRef fptr(Gen *c, LLVMValueRef base, int64_t elems) {
 }
 static LLVMValueRef bptr(Gen *c, LLVMValueRef base, LLVMValueRef bytes) { return gep(c, c->i8, base, bytes); }
 
-/* How a GEMM reads a matrix of R x C with strides (sr, sc): as stored or transposed. */
-static bool orient(int64_t R, int64_t C, int64_t sr, int64_t sc, int64_t *ld) {
-  if ((C == 1 || sc == 1) && (R == 1 || sr >= C)) {
-    *ld = R == 1 ? (C > 1 ? C : 1) : sr;
-    if (*ld < C)
-      *ld = C;
-    return false;
-  }
-  *ld = C == 1 ? (R > 1 ? R : 1) : sc;
-  if (*ld < R)
-    *ld = R;
-  return true;
-}
-
 static LLVMValueRef gen_gemm(Gen *c, int kid, char *err, size_t errlen) {
   const FusePlan *p = c->p;
   const FuseKernel *k = &p->k[kid];
-  int mm = k->op, a = p->in[mm][0], b = p->in[mm][1];
-  IrShape os = c->g->node[mm].shape, as = c->g->node[a].shape, bs = c->g->node[b].shape;
-  int r = os.rank, nb = r - 2;
-  int64_t M = os.d[r - 2], Nn = os.d[r - 1], K = as.d[as.rank - 1];
-  const int64_t *sa = p->val[a].stride, *sb = p->val[b].stride;
-  int64_t sar = sa[as.rank - 2], sac = sa[as.rank - 1], sbr = sb[bs.rank - 2], sbc = sb[bs.rank - 1];
-  GemmCall g = {0};
-  bool ta, tb;
-  if (!k->out_t) {
-    ta = orient(M, K, sar, sac, &g.lda);
-    tb = orient(K, Nn, sbr, sbc, &g.ldb);
-    g.m = M, g.n = Nn, g.k = K, g.ldc = Nn;
-  } else { /* C^T = B^T A^T: B^T is N x K with strides (sbc, sbr), A^T is K x M */
-    ta = orient(Nn, K, sbc, sbr, &g.lda);
-    tb = orient(K, M, sac, sar, &g.ldb);
-    g.m = Nn, g.n = M, g.k = K, g.ldc = M;
-  }
-  LLVMValueRef gf = gemm16_pays(c, a, b, g.m, g.n, g.k) ? gemm16_fn(c, ta, tb, k->bias >= 0, k->relu)
-                                                         : llvm_step_gemm_fn(c, ta, tb, k->bias >= 0, k->relu);
+  FuseGemm fg = fuse_gemm(p, kid);
+  IrShape os = c->g->node[k->op].shape;
+  GemmCall g = {.m = fg.m, .n = fg.n, .k = fg.k, .lda = fg.lda, .ldb = fg.ldb, .ldc = fg.ldc};
+  LLVMValueRef gf = gemm16_pays(c, fg.a, fg.b, g.m, g.n, g.k) ? gemm16_fn(c, fg.ta, fg.tb, k->bias >= 0, k->relu)
+                                                               : llvm_step_gemm_fn(c, fg.ta, fg.tb, k->bias >= 0, k->relu);
   if (!gf) {
     snprintf(err, errlen, "kernel %d: the GEMM generator refused its blocking", kid);
     return NULL;
   }
   int64_t aoff, boff, coff, biasoff = 0;
-  int ab = value_buf(c, a, &aoff), bb = value_buf(c, b, &boff), cb = value_buf(c, k->result, &coff);
+  int ab = value_buf(c, fg.a, &aoff), bb = value_buf(c, fg.b, &boff), cb = value_buf(c, k->result, &coff);
   int biasb = k->bias >= 0 ? value_buf(c, k->bias, &biasoff) : -1;
   int wb = kbuf(c, FUSE_BASE_ARENA, k->scratch), fb = kbuf(c, FUSE_BASE_FUNCS, 0);
-  /* batch strides of a, b, c over the product's batch dims */
-  int64_t bst[3][IR_MAX_RANK], bd[IR_MAX_RANK], batch = 1;
-  for (int i = 0; i < nb; i++) {
-    bd[i] = os.d[i];
-    batch *= os.d[i];
-    int ja = i - (nb - (as.rank - 2)), jb = i - (nb - (bs.rank - 2));
-    bst[0][i] = ja < 0 || as.d[ja] == 1 ? 0 : sa[ja];
-    bst[1][i] = jb < 0 || bs.d[jb] == 1 ? 0 : sb[jb];
-  }
-  int64_t acc = M * Nn;
-  for (int i = nb - 1; i >= 0; i--) {
-    bst[2][i] = acc;
-    acc *= os.d[i];
-  }
-  if (k->out_t) { /* A' reads b, B' reads a */
-    int t = ab;
-    ab = bb, bb = t;
-    int64_t to = aoff;
-    aoff = boff, boff = to;
-    for (int i = 0; i < nb; i++) {
-      int64_t s = bst[0][i];
-      bst[0][i] = bst[1][i], bst[1][i] = s;
-    }
-  }
   LLVMValueRef fn = body_begin(c, kid, "gemm");
   LLVMValueRef part = LLVMGetParam(fn, (unsigned)c->nbuf), nparts = LLVMGetParam(fn, (unsigned)c->nbuf + 1);
   LLVMValueRef args = LLVMBuildAlloca(c->b, gemm_args_type(c), "gemm.args");
   gf = gemm_ptr(c, fb, gf);
   g.beta = cf(c->f32, 0);
   g.bias = biasb >= 0 ? fptr(c, c->bufp[biasb], biasoff) : NULL;
-  if (batch == 1) {
+  if (fg.batch == 1) {
     g.a = fptr(c, c->bufp[ab], aoff);
     g.b = fptr(c, c->bufp[bb], boff);
     g.c = fptr(c, c->bufp[cb], coff);
@@ -1448,16 +1396,16 @@ static LLVMValueRef gen_gemm(Gen *c, int kid, char *err, size_t errlen) {
     gemm_call(c, gf, args, &g, part, nparts);
   } else {
     LLVMValueRef lo, hi;
-    part_range(c, batch, part, nparts, &lo, &hi);
+    part_range(c, fg.batch, part, nparts, &lo, &hi);
     Loop l;
     LLVMValueRef t = loop_open(c, &l, lo, hi, 0, NULL);
     LLVMValueRef o[3] = {ci(c, aoff), ci(c, boff), ci(c, coff)}, rest = t;
-    for (int i = nb - 1; i >= 0; i--) {
-      LLVMValueRef coord = LLVMBuildSRem(c->b, rest, ci(c, bd[i]), "");
-      rest = sdiv(c, rest, ci(c, bd[i]));
+    for (int i = fg.nb - 1; i >= 0; i--) {
+      LLVMValueRef coord = LLVMBuildSRem(c->b, rest, ci(c, os.d[i]), "");
+      rest = sdiv(c, rest, ci(c, os.d[i]));
       for (int j = 0; j < 3; j++)
-        if (bst[j][i])
-          o[j] = add(c, o[j], mul(c, coord, ci(c, bst[j][i])));
+        if (fg.bst[j][i])
+          o[j] = add(c, o[j], mul(c, coord, ci(c, fg.bst[j][i])));
     }
     g.a = gep(c, c->f32, c->bufp[ab], o[0]);
     g.b = gep(c, c->f32, c->bufp[bb], o[1]);
