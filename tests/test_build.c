@@ -9,7 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "rt.h"
-#include "idx_test.h"
+#include "e2e_test.h"
 
 static char dir[64];
 
@@ -44,22 +44,13 @@ static const char *model_src =
     "}\n";
 
 static void setup(void) {
-    strcpy(dir, "/tmp/ltl_build_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    e2e_tmpdir(dir, "/tmp/ltl_build_XXXXXX");
     idx_write(dir, "x.idx", "y.idx", 190, -1, -1);
     idx_write(dir, "tx.idx", "ty.idx", 48, -1, -1);
-    char p[256];
-    snprintf(p, sizeof p, "%s/small.ltl", dir);
-    FILE *f = fopen(p, "w");
-    fprintf(f, model_src, dir);
-    fclose(f);
+    e2e_write(dir, "small.ltl", model_src, dir);
 }
 
-static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void teardown(void) { e2e_rmdir(dir); }
 
 TestSuite(build, .init = setup, .fini = teardown, .timeout = 120);
 
@@ -67,17 +58,11 @@ TestSuite(build, .init = setup, .fini = teardown, .timeout = 120);
 static int sh(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int sh(char *out, size_t size, const char *fmt, ...) {
     char cmd[2048];
-    int n = snprintf(cmd, sizeof cmd, "cd %s && ", dir);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(cmd + n, sizeof cmd - (size_t)n, fmt, ap);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
     va_end(ap);
-    strncat(cmd, " 2>&1", sizeof cmd - strlen(cmd) - 1);
-    FILE *p = popen(cmd, "r");
-    size_t got = fread(out, 1, size - 1, p);
-    out[got] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return e2e_sh(dir, out, size, cmd);
 }
 
 static bool exists(const char *name) {
@@ -85,27 +70,6 @@ static bool exists(const char *name) {
     struct stat sb;
     snprintf(p, sizeof p, "%s/%s", dir, name);
     return stat(p, &sb) == 0;
-}
-
-/* Every tensor of two checkpoints, byte for byte. */
-static void same_tensors(const char *a, const char *b) {
-    char err[RT_CKPT_ERR_LEN], pa[256], pb[256];
-    snprintf(pa, sizeof pa, "%s/%s", dir, a);
-    snprintf(pb, sizeof pb, "%s/%s", dir, b);
-    RtCkpt *x = rt_ckpt_open(pa, err), *y = x ? rt_ckpt_open(pb, err) : NULL;
-    cr_assert(x && y, "%s", err);
-    cr_assert_eq(rt_ckpt_count(x), rt_ckpt_count(y));
-    for (size_t i = 0; i < rt_ckpt_count(x); i++) {
-        const RtCkptInfo *t = rt_ckpt_tensor(x, i), *u = rt_ckpt_find(y, t->name);
-        cr_assert(u && u->nbytes == t->nbytes, "%s", t->name);
-        void *p = malloc(t->nbytes + 1), *q = malloc(u->nbytes + 1);
-        cr_assert(rt_ckpt_read(x, t, p, err) && rt_ckpt_read(y, u, q, err), "%s", err);
-        cr_assert(!memcmp(p, q, t->nbytes), "%s differs between PROG and ltlc run", t->name);
-        free(p);
-        free(q);
-    }
-    rt_ckpt_close(x);
-    rt_ckpt_close(y);
 }
 
 /* The lines of out from the first "test metrics:" on (the run folder differs). */
@@ -129,11 +93,11 @@ Test(build, program_trains_like_ltlc_run) {
     *strstr(strstr(out, "test metrics:"), "run folder:") = 0;
     *strstr(strstr(ref, "test metrics:"), "run folder:") = 0;
     cr_assert_str_eq(out, ref, "PROG prints what ltlc run prints");
-    const char *ck = "runs/lightning_logs/version_%d/checkpoints/epoch=2-step=30.ckpt";
-    char a[128], b[128];
-    snprintf(a, sizeof a, ck, 0);
-    snprintf(b, sizeof b, ck, 1);
-    same_tensors(a, b);
+    const char *ck = "%s/runs/lightning_logs/version_%d/checkpoints/epoch=2-step=30.ckpt";
+    char a[256], b[256];
+    snprintf(a, sizeof a, ck, dir, 0);
+    snprintf(b, sizeof b, ck, dir, 1);
+    e2e_same_tensors(a, b, "between PROG and ltlc run");
     cr_assert_eq(sh(out, sizeof out, "cmp runs/lightning_logs/version_0/metrics.csv runs/lightning_logs/version_1/metrics.csv"), 0,
                  "same metrics.csv: %s", out);
 

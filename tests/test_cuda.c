@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "e2e_test.h"
 #include "cuda.h"
 #include "sema.h"
 
@@ -142,12 +143,8 @@ Test(cuda, nvrtc_missing) {
 
 static int run_ltlc(const char *args, char *out, size_t n) {
   char cmd[1024];
-  snprintf(cmd, sizeof cmd, "cd /tmp && %s %s 2>&1", LTLC, args);
-  FILE *f = popen(cmd, "r");
-  size_t len = fread(out, 1, n - 1, f);
-  out[len] = 0;
-  int st = pclose(f);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  snprintf(cmd, sizeof cmd, "%s %s", LTLC, args);
+  return e2e_sh("/tmp", out, n, cmd);
 }
 
 Test(cuda, accelerator_cuda_without_gpu, .timeout = 60) {

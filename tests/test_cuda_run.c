@@ -10,30 +10,9 @@
 #include <string.h>
 #include <sys/wait.h>
 #include "rt.h"
+#include "e2e_test.h"
 
 static char dir[64];
-
-/* n images 4x4 of two classes, bright on the left (class 1) or the right (class 0) */
-static void write_idx(const char *name_x, const char *name_y, int n) {
-  char p[256];
-  unsigned char hx[16] = {0, 0, 8, 3, 0, 0, 0, (unsigned char)n, 0, 0, 0, 4, 0, 0, 0, 4}, hy[8] = {0, 0, 8, 1, 0, 0, 0, (unsigned char)n};
-  snprintf(p, sizeof p, "%s/%s", dir, name_x);
-  FILE *fx = fopen(p, "wb");
-  snprintf(p, sizeof p, "%s/%s", dir, name_y);
-  FILE *fy = fopen(p, "wb");
-  fwrite(hx, 1, 16, fx);
-  fwrite(hy, 1, 8, fy);
-  unsigned s = 12345;
-  for (int i = 0; i < n; i++) {
-    for (int k = 0; k < 16; k++) {
-      s = s * 1103515245u + 12345u;
-      fputc(((k % 4 < 2) == i % 2 ? 180 : 40) + (int)(s >> 16) % 60, fx);
-    }
-    fputc(i % 2, fy);
-  }
-  fclose(fx);
-  fclose(fy);
-}
 
 static const char *model_src =
     "use nn\n"
@@ -70,15 +49,11 @@ static const char *model_src =
     "}\n";
 
 static void setup(void) {
-  strcpy(dir, "/tmp/ltl_cudarun_XXXXXX");
-  cr_assert(mkdtemp(dir));
-  write_idx("x.idx", "y.idx", 128);
-  write_idx("tx.idx", "ty.idx", 32);
-  char p[256], cmd[2048];
-  snprintf(p, sizeof p, "%s/tiny.ltl", dir);
-  FILE *f = fopen(p, "w");
-  fprintf(f, model_src, dir, dir);
-  fclose(f);
+  e2e_tmpdir(dir, "/tmp/ltl_cudarun_XXXXXX");
+  idx_write(dir, "x.idx", "y.idx", 128, -1, -1);
+  idx_write(dir, "tx.idx", "ty.idx", 32, -1, -1);
+  e2e_write(dir, "tiny.ltl", model_src, dir, dir);
+  char cmd[2048];
 #if defined(__SANITIZE_ADDRESS__)
   const char *san = "-fsanitize=address,undefined -fno-omit-frame-pointer";
 #else
@@ -93,11 +68,7 @@ static void setup(void) {
   cr_assert_eq(system(cmd), 0, "%s", cmd);
 }
 
-static void teardown(void) {
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  cr_assert_eq(system(cmd), 0);
-}
+static void teardown(void) { e2e_rmdir(dir); }
 
 TestSuite(cuda_run, .init = setup, .fini = teardown, .timeout = 120);
 
@@ -107,16 +78,12 @@ static int ltlc(char *out, size_t size, bool fake, const char *args) {
   char cmd[2048];
   if (fake)
     snprintf(cmd, sizeof cmd,
-             "cd %s && LTL_CACHE=0 LTL_CUDA_LIB=%s/libcuda-fake.so LTL_NVRTC_LIB=%s/libnvrtc-fake.so "
-             "LTL_CUBLASLT_LIB=/nonexistent %s %s 2>&1",
-             dir, dir, dir, LTLC, args);
+             "LTL_CACHE=0 LTL_CUDA_LIB=%s/libcuda-fake.so LTL_NVRTC_LIB=%s/libnvrtc-fake.so "
+             "LTL_CUBLASLT_LIB=/nonexistent %s %s",
+             dir, dir, LTLC, args);
   else
-    snprintf(cmd, sizeof cmd, "cd %s && LTL_CUDA_LIB=/nonexistent/libcuda.so.1 %s %s 2>&1", dir, LTLC, args);
-  FILE *p = popen(cmd, "r");
-  size_t n = fread(out, 1, size - 1, p);
-  out[n] = 0;
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    snprintf(cmd, sizeof cmd, "LTL_CUDA_LIB=/nonexistent/libcuda.so.1 %s %s", LTLC, args);
+  return e2e_sh(dir, out, size, cmd);
 }
 
 /* The values of one column of a run's metrics.csv, in order (empty cells skipped). */

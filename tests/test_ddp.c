@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "rt.h"
-#include "idx_test.h"
+#include "e2e_test.h"
 
 static char dir[64];
 #define MPIRUN "mpirun --allow-run-as-root --oversubscribe"
@@ -61,23 +61,14 @@ static const char *model_src =
     "}\n";
 
 static void setup(void) {
-    strcpy(dir, "/tmp/ltl_ddp_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    e2e_tmpdir(dir, "/tmp/ltl_ddp_XXXXXX");
     idx_write(dir, "x.idx", "y.idx", 256, -1, -1);
     idx_write(dir, "vx.idx", "vy.idx", 64, -1, -1);
     idx_write(dir, "bx.idx", "by.idx", 256, -1, 1);
-    char p[256];
-    snprintf(p, sizeof p, "%s/tiny.ltl", dir);
-    FILE *f = fopen(p, "w");
-    fprintf(f, model_src, dir);
-    fclose(f);
+    e2e_write(dir, "tiny.ltl", model_src, dir);
 }
 
-static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void teardown(void) { e2e_rmdir(dir); }
 
 TestSuite(ddp, .init = setup, .fini = teardown, .timeout = 90);
 
@@ -90,17 +81,13 @@ static double now(void) {
 /* Runs a shell command in dir; stdout+stderr into out. Returns the exit status. */
 static int sh(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int sh(char *out, size_t size, const char *fmt, ...) {
-    char cmd[2048], body[1800];
+    char cmd[2048] = RANK_ENV;
+    size_t n = strlen(cmd);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(body, sizeof body, fmt, ap);
+    vsnprintf(cmd + n, sizeof cmd - n, fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof cmd, "cd %s && " RANK_ENV "%s 2>&1", dir, body);
-    FILE *p = popen(cmd, "r");
-    size_t n = fread(out, 1, size - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return e2e_sh(dir, out, size, cmd);
 }
 
 /* The only checkpoint in ROOT/lightning_logs/version_0/checkpoints. */

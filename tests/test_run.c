@@ -14,7 +14,7 @@
 #include <sys/wait.h>
 #include <cjson/cJSON.h>
 #include "rt.h"
-#include "idx_test.h"
+#include "e2e_test.h"
 
 static char dir[64];
 
@@ -48,34 +48,21 @@ static const char *model_src =
     "}\n";
 
 static void setup(void) {
-    strcpy(dir, "/tmp/ltl_run_XXXXXX");
-    cr_assert(mkdtemp(dir));
+    e2e_tmpdir(dir, "/tmp/ltl_run_XXXXXX");
     idx_write(dir, "x.idx", "y.idx", 200, -1, -1);
     idx_write(dir, "tx.idx", "ty.idx", 64, -1, -1);
-    char p[256];
-    snprintf(p, sizeof p, "%s/tiny.ltl", dir);
-    FILE *f = fopen(p, "w");
-    fprintf(f, model_src, dir, dir);
-    fclose(f);
+    e2e_write(dir, "tiny.ltl", model_src, dir, dir);
 }
 
-static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void teardown(void) { e2e_rmdir(dir); }
 
 TestSuite(run, .init = setup, .fini = teardown, .timeout = 60);
 
 /* Runs ltlc with args; stdout+stderr into out. Returns the exit status. */
 static int ltlc(char *out, size_t size, const char *args) {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", dir, LTLC, args);
-    FILE *p = popen(cmd, "r");
-    size_t n = fread(out, 1, size - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    snprintf(cmd, sizeof cmd, "%s %s", LTLC, args);
+    return e2e_sh(dir, out, size, cmd);
 }
 
 static char *slurp(const char *path) {
@@ -168,25 +155,6 @@ Test(run, bad_data_and_usage_errors) {
     cr_assert(strstr(out, "nonexistent.ckpt"), "%s", out);
 }
 
-/* Every tensor of two checkpoints, byte for byte. */
-static void same_tensors(const char *a, const char *b) {
-    char err[RT_CKPT_ERR_LEN];
-    RtCkpt *x = rt_ckpt_open(a, err), *y = x ? rt_ckpt_open(b, err) : NULL;
-    cr_assert(x && y, "%s", err);
-    cr_assert_eq(rt_ckpt_count(x), rt_ckpt_count(y));
-    for (size_t i = 0; i < rt_ckpt_count(x); i++) {
-        const RtCkptInfo *t = rt_ckpt_tensor(x, i), *u = rt_ckpt_find(y, t->name);
-        cr_assert(u && u->nbytes == t->nbytes, "%s", t->name);
-        void *p = malloc(t->nbytes + 1), *q = malloc(u->nbytes + 1);
-        cr_assert(rt_ckpt_read(x, t, p, err) && rt_ckpt_read(y, u, q, err), "%s", err);
-        cr_assert(!memcmp(p, q, t->nbytes), "%s differs after the resume", t->name);
-        free(p);
-        free(q);
-    }
-    rt_ckpt_close(x);
-    rt_ckpt_close(y);
-}
-
 /* A run stopped in the middle of an epoch and resumed from its checkpoint ends with exactly
  * the weights and optimizer state of the run that never stopped. */
 Test(run, resume_mid_epoch_is_bit_identical) {
@@ -206,7 +174,7 @@ Test(run, resume_mid_epoch_is_bit_identical) {
     char a[256], b[256];
     snprintf(a, sizeof a, "%s/runs/lightning_logs/version_0/checkpoints/epoch=3-step=40.ckpt", dir);
     snprintf(b, sizeof b, "%s/runs/lightning_logs/version_2/checkpoints/epoch=3-step=40.ckpt", dir);
-    same_tensors(a, b);
+    e2e_same_tensors(a, b, "after the resume");
 }
 
 /* checkpoint(monitor =, mode =, save_top_k =, filename =, save_last =) and early_stopping */
@@ -477,7 +445,7 @@ Test(run, sigkill_and_resume_is_bit_identical, .timeout = 120) {
     char a[256], b[256];
     snprintf(a, sizeof a, "%s/ck_whole/last.ckpt", dir);
     snprintf(b, sizeof b, "%s/ck/last.ckpt", dir);
-    same_tensors(a, b);
+    e2e_same_tensors(a, b, "after the resume");
     cr_log_info("killed %d times", kills);
 }
 

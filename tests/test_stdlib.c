@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include "ir.h"
 #include "sema.h"
+#include "e2e_test.h"
 
 static cJSON *fixture(void) {
     FILE *f = fopen(SRCDIR "/tests/fixtures/stdlib.json", "rb");
@@ -359,20 +360,13 @@ Test(stdlib, layer_defaults_are_pytorchs) {
 static char dir[64];
 
 static void text_setup(void) {
-    strcpy(dir, "/tmp/ltl_text_XXXXXX");
-    cr_assert(mkdtemp(dir));
-    char p[128];
-    snprintf(p, sizeof p, "%s/t.txt", dir);
-    FILE *f = fopen(p, "w");
-    for (int i = 0; i < 40; i++) fputs("the cat sat on the mat. ", f);
-    fclose(f);
+    e2e_tmpdir(dir, "/tmp/ltl_text_XXXXXX");
+    char text[40 * 24 + 1] = "";
+    for (int i = 0; i < 40; i++) strcat(text, "the cat sat on the mat. ");
+    e2e_write(dir, "t.txt", "%s", text);
 }
 
-static void text_teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void text_teardown(void) { e2e_rmdir(dir); }
 
 TestSuite(text, .init = text_setup, .fini = text_teardown, .timeout = 120);
 
@@ -452,17 +446,10 @@ static const char *lm_src =
     "}\n";
 
 static int ltlc(char *out, size_t size, const char *prompt) {
-    char p[128], cmd[512];
-    snprintf(p, sizeof p, "%s/lm.ltl", dir);
-    FILE *f = fopen(p, "w");
-    fprintf(f, lm_src, prompt, dir, dir);
-    fclose(f);
-    snprintf(cmd, sizeof cmd, "cd %s && %s run lm.ltl fit 2>&1", dir, LTLC);
-    FILE *pp = popen(cmd, "r");
-    size_t n = fread(out, 1, size - 1, pp);
-    out[n] = 0;
-    int st = pclose(pp);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    char cmd[512];
+    e2e_write(dir, "lm.ltl", lm_src, prompt, dir, dir);
+    snprintf(cmd, sizeof cmd, "%s run lm.ltl fit", LTLC);
+    return e2e_sh(dir, out, size, cmd);
 }
 
 /* A tiny character model trains (the loss falls) and generates text of the requested length
@@ -530,12 +517,9 @@ Test(text, prompt_outside_the_vocabulary_is_an_error) {
 Test(text, char_transformer_example_runs) {
     static char out[1 << 16];
     char cmd[512];
-    snprintf(cmd, sizeof cmd, "cd %s && %s run %s/examples/char_transformer.ltl fit --trainer.max_steps=1 --trainer.limit_val_batches=1 --trainer.enable_progress_bar=false 2>&1", dir,
-             LTLC, SRCDIR);
-    FILE *p = popen(cmd, "r");
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = 0;
-    cr_assert_eq(pclose(p), 0, "%s", out);
+    snprintf(cmd, sizeof cmd, "%s run %s/examples/char_transformer.ltl fit --trainer.max_steps=1 --trainer.limit_val_batches=1 "
+             "--trainer.enable_progress_bar=false", LTLC, SRCDIR);
+    cr_assert_eq(e2e_sh(dir, out, sizeof out, cmd), 0, "%s", out);
     int samples = 0; /* on_train_epoch_end's and on_fit_end's */
     for (const char *s = out; (s = strstr(s, "The ")); s++) samples += s == out || s[-1] == '\n';
     cr_assert_geq(samples, 2, "%s", out);

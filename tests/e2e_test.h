@@ -1,0 +1,103 @@
+/* e2e_test.h — what the end-to-end tests (tests/test_run.c, test_build.c, test_ddp.c,
+ * test_precision.c, test_cuda_run.c, test_stdlib.c) share: a temporary directory with files
+ * in it, commands run there, a small IDX data set, checkpoints compared tensor by tensor. */
+#ifndef LTL_E2E_TEST_H
+#define LTL_E2E_TEST_H
+
+#include <criterion/criterion.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "rt.h"
+
+/* dir (64 bytes) becomes a fresh directory named after tmpl ("/tmp/ltl_run_XXXXXX"). */
+static inline void e2e_tmpdir(char *dir, const char *tmpl) {
+    strcpy(dir, tmpl);
+    cr_assert(mkdtemp(dir), "mkdtemp %s", tmpl);
+}
+
+static inline void e2e_rmdir(const char *dir) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/* dir/name holds the printf-style fmt with its arguments (a model source with its paths). */
+static inline void e2e_write(const char *dir, const char *name, const char *fmt, ...) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    cr_assert(f, "cannot write %s", p);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(f, fmt, ap);
+    va_end(ap);
+    fclose(f);
+}
+
+/* Runs `cd dir && cmd` in the shell; stdout+stderr into out. Returns the exit status. */
+static inline int e2e_sh(const char *dir, char *out, size_t size, const char *cmd) {
+    size_t len = strlen(dir) + strlen(cmd) + 16;
+    char *full = malloc(len);
+    snprintf(full, len, "cd %s && %s 2>&1", dir, cmd);
+    FILE *p = popen(full, "r");
+    free(full);
+    cr_assert(p);
+    size_t n = fread(out, 1, size - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Every tensor of the checkpoints at paths a and b, byte for byte (`what` names the comparison). */
+static inline void e2e_same_tensors(const char *a, const char *b, const char *what) {
+    char err[RT_CKPT_ERR_LEN];
+    RtCkpt *x = rt_ckpt_open(a, err), *y = x ? rt_ckpt_open(b, err) : NULL;
+    cr_assert(x && y, "%s", err);
+    cr_assert_eq(rt_ckpt_count(x), rt_ckpt_count(y));
+    for (size_t i = 0; i < rt_ckpt_count(x); i++) {
+        const RtCkptInfo *t = rt_ckpt_tensor(x, i), *u = rt_ckpt_find(y, t->name);
+        cr_assert(u && u->nbytes == t->nbytes, "%s", t->name);
+        void *p = malloc(t->nbytes + 1), *q = malloc(u->nbytes + 1);
+        cr_assert(rt_ckpt_read(x, t, p, err) && rt_ckpt_read(y, u, q, err), "%s", err);
+        cr_assert(!memcmp(p, q, t->nbytes), "%s differs %s", t->name, what);
+        free(p);
+        free(q);
+    }
+    rt_ckpt_close(x);
+    rt_ckpt_close(y);
+}
+
+static inline void idx_be32(FILE *f, unsigned v) {
+    unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8), (unsigned char)v};
+    fwrite(b, 1, 4, f);
+}
+
+/* dir/name_x, dir/name_y: n 4x4 images of two classes (class 1 bright on the left half, class 0 on
+ * the right, with noise) and their labels. Label `bad_label` is 7, out of range; image `black` is
+ * all zeros (-1: none). */
+static inline void idx_write(const char *dir, const char *name_x, const char *name_y, int n, int bad_label, int black) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", dir, name_x);
+    FILE *fx = fopen(p, "wb");
+    snprintf(p, sizeof p, "%s/%s", dir, name_y);
+    FILE *fy = fopen(p, "wb");
+    idx_be32(fx, 0x803); idx_be32(fx, (unsigned)n); idx_be32(fx, 4); idx_be32(fx, 4);
+    idx_be32(fy, 0x801); idx_be32(fy, (unsigned)n);
+    unsigned s = 12345;
+    for (int i = 0; i < n; i++) {
+        int y = i % 2;
+        for (int k = 0; k < 16; k++) {
+            s = s * 1103515245u + 12345u;
+            fputc(i == black ? 0 : ((k % 4 < 2) == y ? 180 : 40) + (int)(s >> 16) % 60, fx);
+        }
+        fputc(i == bad_label ? 7 : y, fy);
+    }
+    fclose(fx);
+    fclose(fy);
+}
+
+#endif
