@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "example_test.h"
 #include "llvm.h"
 #include "rt.h"
 #include "sema.h"
@@ -70,20 +71,6 @@ static int count_files(const char *prefix) {
 static long file_size(const char *path) {
   struct stat st;
   return stat(path, &st) == 0 ? (long)st.st_size : -1;
-}
-
-static StepGraph *lower(const char *file, int64_t batch) {
-  static Ast ast;
-  char *text = NULL, path[512];
-  snprintf(path, sizeof path, "%s/examples/%s", SRCDIR, file);
-  Node *root = parse_file(&ast, path, &text);
-  cr_assert(root && diag_error_count() == 0, "parse %s", path);
-  sema_check_config(root);
-  SemaOptions opt = {.batch = batch, .backward = true, .seed = 42};
-  StepGraph *s = sema_lower(root, path, "training_step", &opt, true);
-  cr_assert(s, "lower %s", path);
-  sema_simplify(s);
-  return s;
 }
 
 /* ---- inputs: deterministic flat buffers and data, copied for every run ---- */
@@ -207,7 +194,7 @@ static After reference(const StepGraph *st, const Inputs *in, int threads) {
 TestSuite(cache, .init = fresh_cache_home, .fini = cleanup, .timeout = 120);
 
 Test(cache, miss_then_hit) {
-  StepGraph *st = lower("fashion_mlp.ltl", 64);
+  StepGraph *st = lower_example("fashion_mlp.ltl", 64, NULL, 0);
   Inputs in = inputs_new(st->g);
   After ref = reference(st, &in, 2);
   cr_expect_eq(count_files(""), 0, "the cache off writes nothing");
@@ -245,7 +232,7 @@ Test(cache, miss_then_hit) {
 }
 
 Test(cache, key_depends_on_graph_and_options) {
-  StepGraph *a = lower("fashion_mlp.ltl", 64), *b = lower("fashion_mlp.ltl", 32);
+  StepGraph *a = lower_example("fashion_mlp.ltl", 64, NULL, 0), *b = lower_example("fashion_mlp.ltl", 32, NULL, 0);
   LlvmStep *sa = compile(a, 2), *sb = compile(b, 2), *sc = compile(a, 1);
   cr_expect_eq(llvm_step_cache_state(sa), LLVM_CACHE_MISS);
   cr_expect_eq(llvm_step_cache_state(sb), LLVM_CACHE_MISS, "batch 32: another key");
@@ -330,7 +317,7 @@ static void garbage(const char *path, long size) {
 }
 
 Test(cache, corrupt_files_are_detected_and_rewritten) {
-  StepGraph *st = lower("fashion_mlp.ltl", 64);
+  StepGraph *st = lower_example("fashion_mlp.ltl", 64, NULL, 0);
   Inputs in = inputs_new(st->g);
   After ref = reference(st, &in, 2);
   llvm_step_free(compile(st, 2)); /* fills the cache */
@@ -350,7 +337,7 @@ Test(cache, corrupt_files_are_detected_and_rewritten) {
 
 Test(cache, ltl_cache_0_writes_nothing) {
   setenv("LTL_CACHE", "0", 1);
-  StepGraph *st = lower("fashion_mlp.ltl", 64);
+  StepGraph *st = lower_example("fashion_mlp.ltl", 64, NULL, 0);
   LlvmStep *s = compile(st, 2);
   cr_expect_eq(llvm_step_cache_state(s), LLVM_CACHE_OFF);
   cr_expect_null(llvm_step_cache_file(s));
@@ -373,7 +360,7 @@ Test(cache, ltl_cache_0_writes_nothing) {
 
 /* A missing $XDG_CACHE_HOME is created (the XDG spec), not a reason to leave the cache off. */
 Test(cache, missing_xdg_cache_home_is_created) {
-  StepGraph *st = lower("fashion_mlp.ltl", 64);
+  StepGraph *st = lower_example("fashion_mlp.ltl", 64, NULL, 0);
   char missing[512];
   snprintf(missing, sizeof missing, "%s/fresh", cache_home);
   setenv("XDG_CACHE_HOME", missing, 1);
@@ -387,7 +374,7 @@ Test(cache, missing_xdg_cache_home_is_created) {
 }
 
 Test(cache, unusable_cache_dir_still_compiles) {
-  StepGraph *st = lower("fashion_mlp.ltl", 64);
+  StepGraph *st = lower_example("fashion_mlp.ltl", 64, NULL, 0);
   Inputs in = inputs_new(st->g);
   After ref = reference(st, &in, 2);
   /* XDG_CACHE_HOME is a regular file: $XDG_CACHE_HOME/ltl cannot be created */
@@ -467,7 +454,7 @@ static double child_compile(const StepGraph *st, bool *hit) {
 }
 
 Test(cache, cold_and_warm_process) {
-  StepGraph *st = lower("fashion_mlp.ltl", 64);
+  StepGraph *st = lower_example("fashion_mlp.ltl", 64, NULL, 0);
   bool hit;
   double cold = child_compile(st, &hit);
   cr_expect_not(hit);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "example_test.h"
 #include "llvm.h"
 #include "rt.h"
 #include "sema.h"
@@ -763,20 +764,6 @@ Test(cpu, attention_block, .timeout = 60) {
 
 /* ---- whole training steps from the examples ---- */
 
-static StepGraph *lower(const char *file, int64_t batch, const char *const *ov, int nov) {
-  static Ast ast;
-  char *text = NULL, path[512];
-  snprintf(path, sizeof path, "%s/examples/%s", SRCDIR, file);
-  Node *root = parse_file(&ast, path, &text);
-  cr_assert(root && diag_error_count() == 0, "parse %s", path);
-  sema_check_config(root);
-  SemaOptions opt = {.batch = batch, .backward = true, .seed = 42, .overrides = ov, .noverrides = nov};
-  StepGraph *s = sema_lower(root, path, "training_step", &opt, true);
-  cr_assert(s, "lower %s", path);
-  sema_simplify(s);
-  return s;
-}
-
 /* Loss and every UPDATE output, JIT vs interpreter.  Parameter updates are compared in units
  * of the learning rate: Adam divides by sqrt(v), so an f32 rounding difference in a gradient
  * near zero can move its parameter by a visible fraction of lr. */
@@ -863,7 +850,7 @@ static void check_step(const StepGraph *st, const char *what, double grad_tol) {
 }
 
 Test(cpu, mlp_training_step, .timeout = 60) {
-  StepGraph *st = lower("fashion_mlp.ltl", 64, NULL, 0);
+  StepGraph *st = lower_example("fashion_mlp.ltl", 64, NULL, 0);
   char err[256];
   LlvmGemmBlocking blk = llvm_gemm_blocking(LLVM_ISA_AVX512, true);
   FuseOptions fo = {.nthreads = 2, .blk = &blk};
@@ -889,11 +876,11 @@ Test(cpu, mlp_training_step, .timeout = 60) {
 Test(cpu, cnn_training_step, .timeout = 120) {
   /* batch 8 keeps the interpreter's naive convolutions quick; dropout stays on: both
    * engines draw the same Philox numbers */
-  StepGraph *st = lower("fashion_cnn.ltl", 8, NULL, 0);
+  StepGraph *st = lower_example("fashion_cnn.ltl", 8, NULL, 0);
   check_step(st, "cnn", 2e-3); /* relu masks may flip where a pre-activation rounds near 0 */
   sema_step_free(st);
   const char *ov[] = {"p1=0.0", "p2=0.0"};
-  st = lower("fashion_cnn.ltl", 4, ov, 2);
+  st = lower_example("fashion_cnn.ltl", 4, ov, 2);
   check_step(st, "cnn without dropout", 2e-3);
   sema_step_free(st);
 }

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "example_test.h"
 #include "e2e_test.h"
 #include "cuda.h"
 #include "sema.h"
@@ -28,27 +29,13 @@
     v_;                                                                                         \
   })
 
-static StepGraph *lower(const char *file, int64_t batch) {
-  static Ast ast;
-  char *text = NULL, path[512];
-  snprintf(path, sizeof path, "%s/examples/%s", SRCDIR, file);
-  Node *root = parse_file(&ast, path, &text);
-  cr_assert(root && diag_error_count() == 0, "parse %s", path);
-  sema_check_config(root);
-  SemaOptions opt = {.batch = batch, .backward = true, .seed = 42};
-  StepGraph *s = sema_lower(root, path, "training_step", &opt, true);
-  cr_assert(s, "lower %s", path);
-  sema_simplify(s);
-  return s;
-}
-
 /* ---- NVRTC ---- */
 
 static void nvrtc_check(const char *file, int64_t batch) {
   char err[2048];
   if (!cuda_nvrtc_available(err, sizeof err))
     cr_skip_test("%s", err);
-  StepGraph *st = lower(file, batch);
+  StepGraph *st = lower_example(file, batch, NULL, 0);
   FusePlan *p = cuda_plan(st->g, false, err, sizeof err);
   cr_assert(p, "%s", err);
   CudaProgram prog;
@@ -484,13 +471,13 @@ Test(cuda, shim_gemm, .timeout = 120) {
 /* whole training steps: MLP (GEMMs, cross-entropy, Adam), CNN (convolutions and their
  * gradients, pooling, dropout), on the shim vs the interpreter */
 Test(cuda, shim_mlp_step, .timeout = 180) {
-  StepGraph *st = lower("fashion_mlp.ltl", 16);
+  StepGraph *st = lower_example("fashion_mlp.ltl", 16, NULL, 0);
   check_graph(st->g, 1e-4, 1, 4, "mlp step");
   sema_step_free(st);
 }
 
 Test(cuda, shim_cnn_step, .timeout = 300) {
-  StepGraph *st = lower("fashion_cnn.ltl", 2);
+  StepGraph *st = lower_example("fashion_cnn.ltl", 2, NULL, 0);
   check_graph(st->g, 2e-3, 1, 3, "cnn step");
   sema_step_free(st);
 }
@@ -711,7 +698,7 @@ Test(cuda, executor_mlp_generated_gemm, .timeout = 180) {
   char err[2048];
   if (!cuda_nvrtc_available(err, sizeof err))
     cr_skip_test("%s", err);
-  StepGraph *st = lower("fashion_mlp.ltl", 8);
+  StepGraph *st = lower_example("fashion_mlp.ltl", 8, NULL, 0);
   executor_check(st->g, false, "0 of 8 GEMMs through cuBLASLt; the others generated: LTL_CUDA_GEMM=generated");
   sema_step_free(st);
 }
@@ -720,7 +707,7 @@ Test(cuda, executor_mlp_cublaslt, .timeout = 180) {
   char err[2048];
   if (!cuda_nvrtc_available(err, sizeof err))
     cr_skip_test("%s", err);
-  StepGraph *st = lower("fashion_mlp.ltl", 8);
+  StepGraph *st = lower_example("fashion_mlp.ltl", 8, NULL, 0);
   executor_check(st->g, true, "8 of 8 GEMMs through cuBLASLt");
   sema_step_free(st);
 }
