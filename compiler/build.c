@@ -11,6 +11,7 @@
 #include "driver.h"
 #include "front.h"
 #include "llvm.h"
+#include "sema.h"
 #include "util.h"
 
 #include <errno.h>
@@ -119,16 +120,8 @@ static bool gemm_object(LlvmJit *jit, const char *dir, int i) {
 
 typedef struct { char *name, *path; } Module;
 
-static const char *stdlib_dir(void) {
-    const char *d = getenv("LTL_STDLIB");
-#ifdef LTL_STDLIB_DIR
-    if (!d) d = LTL_STDLIB_DIR;
-#endif
-    return d ? d : "stdlib";
-}
-
-/* The `use`s of the file at path, resolved as lower.c does (next to the file, then the
- * standard library), added to mods under their relative names. */
+/* The `use`s of the file at path, resolved as `ltlc run` resolves them (sema_use_path), added
+ * to mods under their relative names. */
 static void collect_modules(const char *path, Module *mods, int *n, int depth) {
     Ast ast = {0};
     char *text = NULL;
@@ -136,13 +129,9 @@ static void collect_modules(const char *path, Module *mods, int *n, int depth) {
     for (int i = 0; root && i < root->nkids; i++) {
         const Node *it = root->kids[i];
         if (it->kind != N_USE) continue;
-        char *rel = xasprintf("%s.ltl", it->name);
+        char *rel = xasprintf("%s.ltl", it->name), *local, *lib;
         for (char *c = rel; c < rel + strlen(it->name); c++) if (*c == '.') *c = '/';
-        char *dir = xstrdup(path), *slash = strrchr(dir, '/');
-        if (slash) slash[1] = 0; else dir[0] = 0;
-        char *local = xasprintf("%s%s", dir, rel), *lib = xasprintf("%s/%s", stdlib_dir(), rel);
-        free(dir);
-        const char *found = access(local, R_OK) == 0 ? local : access(lib, R_OK) == 0 ? lib : NULL;
+        const char *found = sema_use_path(path, it->name, &local, &lib);
         bool seen = !found || *n == 64;
         for (int k = 0; k < *n && !seen; k++) seen = !strcmp(mods[k].name, rel);
         if (!seen) {

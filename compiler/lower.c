@@ -1635,6 +1635,17 @@ static const char *stdlib_dir(void) {
     return d ? d : "stdlib";
 }
 
+const char *sema_use_path(const char *from, const char *name, char **local, char **lib) {
+    char *rel = xstrdup(name), *dir = xstrdup(from), *slash = strrchr(dir, '/');
+    for (char *c = rel; *c; c++) if (*c == '.') *c = '/';
+    if (slash) slash[1] = 0; else dir[0] = 0;
+    *local = xasprintf("%s%s.ltl", dir, rel);
+    *lib = xasprintf("%s/%s.ltl", stdlib_dir(), rel);
+    free(rel);
+    free(dir);
+    return access(*local, R_OK) == 0 ? *local : access(*lib, R_OK) == 0 ? *lib : NULL;
+}
+
 static File *load_file(Lower *L, const char *path, const char *name, const Node *root, Span site);
 
 static bool load_items(Lower *L, File *f) {
@@ -1643,17 +1654,12 @@ static bool load_items(Lower *L, File *f) {
         Value *v;
         switch (it->kind) {
         case N_USE: {
-            char *rel = xstrdup(it->name);
-            for (char *c = rel; *c; c++) if (*c == '.') *c = '/';
-            char *dir = xstrdup(f->path), *slash = strrchr(dir, '/');
-            if (slash) slash[1] = 0; else dir[0] = 0;
-            char *local = xasprintf("%s%s.ltl", dir, rel), *lib = xasprintf("%s/%s.ltl", stdlib_dir(), rel);
-            const char *path = access(local, R_OK) == 0 ? local : lib;
+            char *local, *lib;
+            const char *path = sema_use_path(f->path, it->name, &local, &lib);
             const char *last = strrchr(it->name, '.');
-            File *dep = access(path, R_OK) == 0 ? load_file(L, path, it->name, NULL, it->span) : NULL;
-            if (access(path, R_OK) != 0)
-                diag_error(it->span, "no module '%s' (looked for %s and %s)", it->name, local, lib);
-            free(rel); free(dir); free(local); free(lib);
+            File *dep = path ? load_file(L, path, it->name, NULL, it->span) : NULL;
+            if (!path) diag_error(it->span, "no module '%s' (looked for %s and %s)", it->name, local, lib);
+            free(local); free(lib);
             if (!dep) return false;
             v = val(L, VK_NAMESPACE);
             v->file = dep;

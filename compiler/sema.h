@@ -83,6 +83,11 @@ char *sema_render(const StepGraph *s, const char *text);
 /* Every step of the root model, lowered in check mode: the shape check of `ltlc check`. */
 void sema_check_steps(const Node *program, const char *path);
 
+/* Where `use NAME` (dots for folders) in the file at `from` is found: next to that file, else
+ * in the standard library ($LTL_STDLIB or the built-in folder). Sets *local and *lib to both
+ * candidates (malloc'd, for messages) and returns the readable one of them, or NULL. */
+const char *sema_use_path(const char *from, const char *name, char **local, char **lib);
+
 /* The trainer block (with top-level constants evaluated) and `trainer.FLAG=VALUE`
  * overrides, into the runtime's configuration. false after errors (reported). */
 bool sema_trainer_config(const Node *program, const char *path, const char *const *overrides,
