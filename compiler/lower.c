@@ -781,6 +781,16 @@ static Flow run_stmts(Lower *L, const Node *seq, Scope *sc);
 static bool bind_targets(Lower *L, const Node *targets, Value *v, Scope *sc, Span sp) {
     if (targets->nkids == 1) { scope_set(sc, targets->kids[0]->name, v); return true; }
     if (v->k == VK_OPAQUE) { /* train, val = split(...): part i of the source */
+        if (strcmp(v->s, "split")) {
+            fail(L, sp, "only split(...) can be unpacked into several data sets; %s(...) is one", v->s);
+            return false;
+        }
+        for (int i = 0; i < v->n; i++)
+            if (v->keys[i] && !strcmp(v->keys[i], "sizes") && v->items[i]->n != targets->nkids) {
+                fail(L, sp, "split(...) makes %d data set%s, one per size, but %d names receive them", v->items[i]->n, v->items[i]->n == 1 ? "" : "s",
+                     targets->nkids);
+                return false;
+            }
         for (int i = 0; i < targets->nkids; i++) {
             Value *part = val(L, VK_OPAQUE);
             part->s = "part";
@@ -907,8 +917,15 @@ static Value *run_body(Lower *L, const Node *body, Scope *sc) {
     X(loader, "batch|shuffle|workers|drop_last|prefetch")
 
 /* Data sources and transforms: values the runtime computes when it reads the data. */
-#define DATA_FNS(X) X(idx) X(csv) X(raw) X(split) X(read_text) X(chars) X(encode) X(decode)     \
-    X(windows) X(normalize) X(random_crop) X(hflip) X(random_erasing)
+/* X(name, signature, kinds): one letter per parameter, checked where the call is written so
+ * that `ltlc check` reports a bad data module at its line: s a file name, S one or a list,
+ * d another data source, n a number, l a list of numbers, . anything. */
+#define DATA_FNS(X)                                                                              \
+    X(idx, "images,labels=none", "ss") X(csv, "path,label=none", "s.") X(raw, "*args", ".")      \
+    X(split, "source,sizes,seed=none", "dln") X(read_text, "paths", "S") X(chars, "text", "d")   \
+    X(encode, "text", ".") X(decode, "ids", ".") X(windows, "source,length,stride=1", "dnn")     \
+    X(normalize, "x,mean=0,std=1", "...") X(random_crop, "x,size,padding=0", "...")              \
+    X(hflip, "x,p=0.5", "..") X(random_erasing, "x,p=0.5", "..")
 
 enum {
 #define X(n, s) B_##n,
@@ -926,8 +943,8 @@ static const struct { const char *name, *keys; } configs[] = {
     CONFIGS(X)
 #undef X
 };
-static const char *const data_fns[] = {
-#define X(n) #n,
+static const struct { const char *name, *sig, *kinds; } data_fns[] = {
+#define X(n, s, k) {#n, s, k},
     DATA_FNS(X)
 #undef X
 };
@@ -1041,14 +1058,36 @@ static Value *b_random(Lower *L, int which, Value **a, Span sp) {
                                         : ir_rand_uniform(L->g, s, IR_F32, 0, 1, seed, step), sp);
 }
 
+/* A data source's argument against its kind letter (DATA_FNS). */
+static bool data_kind(Lower *L, const Value *v, char kind, const char *fn, const char *param, Span sp) {
+    bool list = v->k == VK_LIST || v->k == VK_TUPLE;
+    bool ok = kind == '.' || (kind == 's' && v->k == VK_STR) || (kind == 'S' && (v->k == VK_STR || list)) ||
+              (kind == 'd' && v->k == VK_OPAQUE) || (kind == 'n' && is_num(v)) || (kind == 'l' && list);
+    const char *want = kind == 's' ? "a file name" : kind == 'S' ? "a file name or a list of them"
+                     : kind == 'd' ? "a data source such as idx(...)" : kind == 'n' ? "a number" : "a list of numbers";
+    if (!ok) fail(L, sp, "%s: '%s' must be %s, not %s", fn, param, want, describe(L, v));
+    return ok;
+}
+
 static Value *builtin(Lower *L, int which, const Node *call, Value **pos, int npos, const char **kwn,
                       Value **kwv, int nkw) {
     Span sp = call ? call->span : (Span){0};
     if (which >= BASE_DATA) { /* a description of a data source, built by the runtime */
+        const char *fn = data_fns[which - BASE_DATA].name, *kinds = data_fns[which - BASE_DATA].kinds;
+        Sig sig[4];
+        Value *a[4];
+        int ns = parse_sig(L, data_fns[which - BASE_DATA].sig, sig);
+        if (!bind_args(L, sig, ns, a, pos, npos, kwn, kwv, nkw, fn, sp)) return NULL;
         Value *v = val(L, VK_OPAQUE);
-        v->s = data_fns[which - BASE_DATA];
-        for (int i = 0; i < npos; i++) v_push(v, NULL, pos[i]);
-        for (int i = 0; i < nkw; i++) v_push(v, kwn[i], kwv[i]);
+        v->s = fn;
+        for (int i = 0; i < ns; i++) {
+            if (sig[i].star) {
+                for (int j = 0; j < a[i]->n; j++) v_push(v, NULL, a[i]->items[j]);
+            } else if (a[i]->k != VK_NONE) {
+                if (!data_kind(L, a[i], kinds[i], fn, sig[i].name, sp)) return NULL;
+                v_push(v, sig[i].name, a[i]);
+            }
+        }
         return v;
     }
     if (which >= BASE_CONFIG) {
@@ -1725,7 +1764,7 @@ static void builtin_scope(Lower *L) {
         Value *v = val(L, VK_BUILTIN);
         v->id = i < B_COUNT ? i : i < B_COUNT + NCONFIGS ? BASE_CONFIG + i - B_COUNT : BASE_DATA + i - B_COUNT - NCONFIGS;
         scope_set(bs, i < B_COUNT ? builtins[i].name : i < B_COUNT + NCONFIGS ? configs[i - B_COUNT].name
-                                                                             : data_fns[i - B_COUNT - NCONFIGS], v);
+                                                                             : data_fns[i - B_COUNT - NCONFIGS].name, v);
     }
 }
 
@@ -2516,7 +2555,12 @@ bool sema_data_plan(const Node *program, const char *path, const SemaOptions *op
                 double d = 0;
                 Value *v = ld->items[i];
                 const char *k = ld->keys[i];
-                if (v->k == VK_BOOL) { if (!strcmp(k, "shuffle")) dp->shuffle = v->i; else if (!strcmp(k, "drop_last")) dp->drop_last = v->i; continue; }
+                bool flag = !strcmp(k, "shuffle") || !strcmp(k, "drop_last");
+                if (flag != (v->k == VK_BOOL)) {
+                    fail(&L, dm->span, "the loader's %s must be %s, not %s", k, flag ? "true or false" : "a number", describe(&L, v));
+                    break;
+                }
+                if (flag) { *(!strcmp(k, "shuffle") ? &dp->shuffle : &dp->drop_last) = v->i; continue; }
                 if (!want_num(&L, v, dm->span, k, &d)) break;
                 if (!strcmp(k, "batch")) dp->batch = (int64_t)d;
                 else if (!strcmp(k, "workers")) dp->workers = (int)d;

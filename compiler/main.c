@@ -32,7 +32,8 @@ static const char check_help[] =
     "\n"
     "Parses and checks each FILE: the syntax, the trainer's flags, callbacks and loggers, and\n"
     "every step of the model traced with symbolic dimensions (names, types, shapes, the\n"
-    "gradient and optimizer graph). Errors are printed as file:line:col: error: message, with\n"
+    "gradient and optimizer graph), and the data module (its sources' arguments, transforms\n"
+    "and loader; no data file is opened). Errors are printed as file:line:col: error: message, with\n"
     "the source line and a caret; up to 20 per file. Exit 0 when every file is clean, 1 otherwise.\n";
 
 static const char emit_help[] =
@@ -71,10 +72,16 @@ static Node *front(Ast *ast, const char *path, char **text) {
     return diag_error_count() ? NULL : root;
 }
 
-/* ltlc check: the front end, then every step traced with symbolic dimensions. */
+/* ltlc check: the front end, every step traced with symbolic dimensions, then the data
+ * module as `ltlc run` reads it (its sources, transforms and loader; no file is opened). */
 static bool check_file(Ast *ast, const char *path, char **text) {
     Node *root = front(ast, path, text);
     if (root) sema_check_steps(root, path);
+    if (root && diag_error_count() == 0) {
+        DataPlan dp;
+        sema_data_plan(root, path, &(SemaOptions){0}, &dp);
+        sema_data_free(&dp);
+    }
     return root && diag_error_count() == 0;
 }
 

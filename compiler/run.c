@@ -138,9 +138,10 @@ static int error(const char *fmt, ...) {
 
 typedef struct { const DataExpr *e; RtDataset *parts[8]; int nparts; RtDataset *ds; } Built;
 
-static const DataArg *arg(const DataExpr *e, int pos, const char *key) {
+/* A data source's argument by its parameter's name (lower.c's DATA_FNS binds them), or NULL. */
+static const DataArg *arg(const DataExpr *e, const char *key) {
     for (int i = 0; i < e->n; i++)
-        if (e->keys[i] ? !strcmp(e->keys[i], key) : i == pos) return &e->args[i];
+        if (e->keys[i] && !strcmp(e->keys[i], key)) return &e->args[i];
     return NULL;
 }
 
@@ -158,19 +159,19 @@ static RtDataset *build(Run *r, const DataExpr *e, Built *memo, int *nmemo, int6
         error("%s: only a split can be unpacked into several data sets", r->path);
         return NULL;
     }
-    const DataArg *a0 = arg(e, 0, "images"), *a1 = arg(e, 1, "labels");
     if (!strcmp(e->fn, "idx")) {
+        const DataArg *a0 = arg(e, "images"), *a1 = arg(e, "labels");
         if (!a0 || a0->kind != DA_STR || (a1 && a1->kind != DA_STR)) { error("%s: idx(images, labels) takes file names", r->path); return NULL; }
         ds = rt_data_idx(a0->str, a1 ? a1->str : NULL, num_classes, &err);
     } else if (!strcmp(e->fn, "csv")) {
-        const DataArg *lab = arg(e, 1, "label");
+        const DataArg *a0 = arg(e, "path"), *lab = arg(e, "label");
         RtCsvOptions o = {.header = true, .label_col = -1, .num_classes = num_classes};
         if (!a0 || a0->kind != DA_STR) { error("%s: csv(path, label = COLUMN) takes a file name", r->path); return NULL; }
         if (lab && lab->kind == DA_STR) o.label_name = lab->str;
         else if (lab && lab->kind == DA_NUM) o.label_col = (int64_t)lab->num;
         ds = rt_data_csv(a0->str, &o, &err);
     } else if (!strcmp(e->fn, "split")) {
-        const DataArg *sizes = arg(e, 1, "sizes"), *seed = arg(e, 2, "seed");
+        const DataArg *a0 = arg(e, "source"), *sizes = arg(e, "sizes"), *seed = arg(e, "seed");
         if (!a0 || a0->kind != DA_EXPR || !sizes || sizes->kind != DA_LIST) {
             error("%s: split(source, [n1, n2, ...], seed = S) takes a source and a list of sizes", r->path);
             return NULL;
@@ -183,7 +184,7 @@ static RtDataset *build(Run *r, const DataExpr *e, Built *memo, int *nmemo, int6
         for (int i = 0; i < b.nparts && r->nowned < 16; i++) r->owned[r->nowned++] = b.parts[i];
         ds = src;
     } else if (!strcmp(e->fn, "windows") && r->text) {
-        const DataArg *len = arg(e, 1, "length"), *stride = arg(e, 2, "stride");
+        const DataArg *len = arg(e, "length"), *stride = arg(e, "stride");
         if (!len || len->kind != DA_NUM) { error("%s: windows(encode(text), length = N, stride = 1) needs a length", r->path); return NULL; }
         ds = rt_text_windows(r->text, (int64_t)len->num, stride && stride->kind == DA_NUM ? (int64_t)stride->num : 1, &err);
     } else {
@@ -272,14 +273,14 @@ static bool text_data(Run *r) {
         if (!strcmp(r->dp.exprs[i].fn, "windows")) win = &r->dp.exprs[i];
     }
     if (!rd) return true;
-    const DataArg *a = arg(rd, 0, "paths");
+    const DataArg *a = arg(rd, "paths");
     if (!a || (a->kind != DA_STR && a->kind != DA_STRS)) return !error("%s: read_text takes a file name or a list of them", r->path);
     char *err = NULL;
     r->text = a->kind == DA_STR ? rt_text_read(&a->str, 1, &err) : rt_text_read(a->strs, a->nlist, &err);
     if (!r->text) { error("%s", err ? err : "cannot read the text"); free(err); return false; }
     for (int i = 0; i < r->dp.nsizes && r->opt.nbinds < 8; i++)
         r->opt.binds[r->opt.nbinds++] = (Sym){r->dp.sizes[i], r->text->nvocab};
-    const DataArg *len = win ? arg(win, 1, "length") : NULL;
+    const DataArg *len = win ? arg(win, "length") : NULL;
     if (len && len->kind == DA_NUM) {
         int64_t n = (int64_t)len->num - r->dp.next_token;
         for (int k = 0; k < 2; k++) r->opt.sample[k].rank = 1, r->opt.sample[k].d[0] = n;
