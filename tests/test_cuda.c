@@ -18,6 +18,7 @@
 #include "example_test.h"
 #include "e2e_test.h"
 #include "cuda.h"
+#include "cuda_test.h"
 #include "sema.h"
 
 
@@ -792,4 +793,9 @@ Test(cuda, emit_marks_fallbacks) {
   cuda_program_free(&prog);
   fuse_free(p);
   ir_free(g);
+}
+
+/* for tests/test_cuda_conv.c (cuda_test.h) */
+void cuda_test_check_graph(const IrGraph *g, double tol, double scale, int maxgrid, const char *what) {
+  check_graph(g, tol, scale, maxgrid, what);
 }
