@@ -13,9 +13,10 @@
  * registers (rows tm + 16 i, columns tn + 16 j), K in chunks of 16 (8 when K is that small)
  * staged through two shared-memory buffers, the next chunk's global loads in flight while
  * the current one is multiplied. Every shape, stride, padding and dilation is a constant of
- * the code. The weight gradient has few tiles and a long K, so K is split over blocks that
- * write partial tiles to the kernel's scratch, summed in a fixed order by a second kernel:
- * no float atomics, the same bits every run. Accumulation is f32, as the CPU's GEMM.
+ * the code. When there are few tiles and a long K (always the weight gradient; the data
+ * GEMMs of a small batch of small images), K is split over blocks that write partial
+ * results to the kernel's scratch, summed in a fixed order by a second kernel (which then
+ * adds the bias and applies the ReLU): no float atomics, the same bits every run. Accumulation is f32, as the CPU's GEMM.
  * docs/backend-cuda.md ("Convolution: implicit GEMM") has the layout and why. */
 #include "cuda.h"
 
@@ -24,8 +25,8 @@
 
 enum {
   CV_TILE = 64,            /* block tile, both dimensions */
-  CV_SPLIT_TARGET = 264,   /* bwd_filter: blocks wanted (2 per SM of a 132-SM H100) */
-  CV_SPLIT_MIN_CHUNKS = 4, /* bwd_filter: K chunks per split at least */
+  CV_SPLIT_TARGET = 264,   /* split K below this many tiles (2 blocks per SM of an H100) */
+  CV_SPLIT_MIN_CHUNKS = 4, /* K chunks per split at least */
 };
 _Static_assert(CUDA_BLOCK == 256, "the tiles assume 256 threads: 16 x 16 threads of 4 x 4 outputs");
 
@@ -184,18 +185,17 @@ int cuda_conv_emit(FILE *f, const FusePlan *p, int kid, CudaConvLaunch l[2], cha
     c.M = c.O, c.NN = CKK, c.K = c.N * c.OH * c.OW;
   c.bk = c.K <= 8 ? 8 : 16;
   long long tiles = ((c.M + CV_TILE - 1) / CV_TILE) * ((c.NN + CV_TILE - 1) / CV_TILE);
-  long long ntn = (c.NN + CV_TILE - 1) / CV_TILE, chunks = (c.K + c.bk - 1) / c.bk, split = 1;
-  if (c.op == IR_CONV2D_BWD_FILTER) { /* partial tiles of the weight gradient in the scratch */
-    long long want = (CV_SPLIT_TARGET + tiles - 1) / tiles, most = chunks / CV_SPLIT_MIN_CHUNKS;
-    long long fits = k->scratch_bytes / (c.O * CKK * 4);
-    split = want < most ? want : most;
-    split = split < fits ? split : fits;
-    split = split < 1 ? 1 : split;
-  }
+  long long ntn = (c.NN + CV_TILE - 1) / CV_TILE, chunks = (c.K + c.bk - 1) / c.bk, cnt = c.M * c.NN;
+  /* partial results (each the output's size and layout) in the kernel's scratch: fuse.c
+   * sizes it for the CPU's im2col columns, room for min(N, 8) weight gradients at least */
+  long long want = (CV_SPLIT_TARGET + tiles - 1) / tiles, most = chunks / CV_SPLIT_MIN_CHUNKS;
+  long long fits = k->scratch_bytes / (cnt * 4), split = want < most ? want : most;
+  split = split < fits ? split : fits;
+  split = split < 1 ? 1 : split;
   long long ks = (chunks + split - 1) / split * c.bk; /* K per split, whole chunks */
   split = (c.K + ks - 1) / ks;
   long long work = tiles * split, big = 0;
-  long long sizes[] = {c.N * c.C * c.H * c.W, c.N * c.O * c.OH * c.OW, c.O * CKK * split, c.M + 2 * CV_TILE,
+  long long sizes[] = {c.N * c.C * c.H * c.W, c.N * c.O * c.OH * c.OW, cnt * split, c.M + 2 * CV_TILE,
                        c.K + 2 * c.bk, work + CUDA_MAX_GRID};
   for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
     big = sizes[i] > big ? sizes[i] : big;
@@ -265,30 +265,36 @@ int cuda_conv_emit(FILE *f, const FusePlan *p, int kid, CudaConvLaunch l[2], cha
     put(&c, "      const %s ro_ = m_ / %lld * %lld + m_ %% %lld;\n", I, OHOW, c.O * OHOW, OHOW), colst = OHOW;
   else if (c.op == IR_CONV2D_BWD_DATA)
     put(&c, "      const %s ro_ = m_ / %lld * %lld + m_ %% %lld;\n", I, HW, c.C * HW, HW), colst = HW;
-  else if (split > 1) /* partial tile sp_ of the scratch */
-    put(&c, "      const %s ro_ = sp_ * %lld + m_ * %lld;\n", I, c.O * CKK, CKK), colst = 1;
   else
     put(&c, "      const %s ro_ = m_ * %lld;\n", I, CKK), colst = 1;
+  if (split > 1) /* into partial sp_ of the scratch */
+    put(&c, "      const %s po_ = ro_ + sp_ * %lld;\n", I, cnt);
+  else
+    put(&c, "      const %s po_ = ro_;\n", I);
   put(&c, "      LTL_UNROLL for (int j = 0; j < 4; j++) {\n");
   put(&c, "        const %s n_ = n0_ + tn_ + 16 * j;\n        if (n_ >= %lld) continue;\n", I, c.NN);
   put(&c, "        float v_ = acc_[i][j];\n");
-  if (k->bias >= 0)
+  if (k->bias >= 0 && split == 1)
     put(&c, "        v_ += %s[n_ * %lldLL];\n", pb, bstride);
-  if (k->relu)
+  if (k->relu && split == 1)
     put(&c, "        v_ = v_ <= 0 ? 0.0f : v_;\n");
-  put(&c, "        PO_[ro_ + n_ * %lld] = v_;\n      }\n    }\n  }\n}\n\n", colst);
+  put(&c, "        PO_[po_ + n_ * %lld] = v_;\n      }\n    }\n  }\n}\n\n", colst);
   l[0] = (CudaConvLaunch){.blocks = work};
   if (split == 1)
     return 1;
   snprintf(l[0].suffix, sizeof l[0].suffix, "_part");
-  /* the split's partial tiles summed in split order: deterministic */
-  long long cnt = c.O * CKK;
-  put(&c, "/* k%d conv2d_bwd_filter 2/2: the sum of %lld partial weight gradients, in order */\n", kid, split);
+  /* the partials summed in split order (deterministic), then the epilogue */
+  put(&c, "/* k%d %s 2/2: the sum of %lld partial results, in order */\n", kid, what, split);
   put(&c, "LTL_KERNEL ltl_k%d(char *const *B) {\n", kid);
-  put(&c, "  const float *P_ = (const float *)(B[%d] + %lldLL);\n  float *GW_ = %s;\n", FUSE_BASE_ARENA,
+  put(&c, "  const float *P_ = (const float *)(B[%d] + %lldLL);\n  float *Y_ = %s;\n", FUSE_BASE_ARENA,
       (long long)k->scratch, po);
   put(&c, "  for (long long i = LTL_TID; i < %lldLL; i += LTL_NTH) {\n    float s_ = 0.0f;\n", cnt);
-  put(&c, "    for (int s = 0; s < %lld; s++) s_ += P_[s * %lldLL + i];\n    GW_[i] = s_;\n  }\n}\n\n", split, cnt);
+  put(&c, "    for (int s = 0; s < %lld; s++) s_ += P_[s * %lldLL + i];\n", split, cnt);
+  if (k->bias >= 0) /* output channel (i / OH OW) % O */
+    put(&c, "    s_ += %s[i / %lldLL %% %lldLL * %lldLL];\n", pb, OHOW, c.O, bstride);
+  if (k->relu)
+    put(&c, "    s_ = s_ <= 0 ? 0.0f : s_;\n");
+  put(&c, "    Y_[i] = s_;\n  }\n}\n\n");
   l[1] = (CudaConvLaunch){.blocks = (cnt + CUDA_BLOCK - 1) / CUDA_BLOCK};
   return 2;
 }

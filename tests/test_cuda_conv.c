@@ -3,7 +3,8 @@
  * 1. The host shim runs conv2d (plain, +bias, +bias +relu), conv2d_bwd_data and
  *    conv2d_bwd_filter over a table of geometries (1x1 / 3x3 / 5x5 kernels, strides 1 and 2,
  *    padding 0..2, dilation 2, per-axis attributes, channel counts that are not multiples
- *    of the tiles, batch 1 and 3, 1x1 images) in three thread orders vs the interpreter.
+ *    of the tiles, batch 1 and 3, 1x1 images, K split over blocks) in three thread orders
+ *    vs the interpreter.
  * 2. The launches: tiles, the weight gradient split over blocks with a deterministic sum.
  * 3. NVRTC builds every convolution kernel of the CNN step (and of the table, and of a
  *    shape too large for 32-bit indices) for sm_80 and sm_90 within the register, stack and
@@ -41,6 +42,8 @@ static const Geo geos[] = {
     {3, 6, 10, 7, 12, 3, 2, 2, 1, 1, 0, 1, 2},   /* every attribute different per axis */
     {3, 4, 16, 16, 6, 3, 3, 1, 1, 1, 1, 1, 1},   /* weight gradient K = 768: split */
     {2, 20, 5, 5, 33, 3, 3, 1, 1, 1, 1, 1, 1},   /* K = 180: chunks and a tail */
+    {1, 5, 3, 3, 70, 3, 3, 1, 1, 1, 1, 1, 1},    /* bwd_data: one tile, K = 630: split */
+    {1, 70, 3, 3, 5, 3, 3, 1, 1, 1, 1, 1, 1},    /* conv2d +bias +relu: one tile, K = 630: split */
 };
 enum { NGEO = sizeof geos / sizeof *geos };
 
@@ -96,6 +99,18 @@ Test(cuda_conv, shim_geometries, .timeout = 120) {
   cr_expect_eq(convs, 3 * NGEO, "one kernel per convolution");
   cr_expect_eq(biases, want_bias, "every bias in its convolution's epilogue");
   cr_expect_eq(relus, NGEO / 3, "every relu in its convolution's epilogue");
+  /* K split over blocks (partials, then their sum) happens for each of the three ops */
+  CudaProgram prog;
+  cr_assert(cuda_emit(p, &prog, err, sizeof err), "%s", err);
+  int split[3] = {0};
+  for (int i = 0; i < prog.nk; i++)
+    if (strstr(prog.k[i].name, "_part")) {
+      IrOp op = g->node[p->k[prog.k[i].plan_kernel].op].op;
+      split[op == IR_CONV2D ? 0 : op == IR_CONV2D_BWD_DATA ? 1 : 2]++;
+    }
+  cr_expect(split[0] >= 1 && split[1] >= 1 && split[2] >= 2, "splits: %d conv2d, %d bwd_data, %d bwd_filter",
+            split[0], split[1], split[2]);
+  cuda_program_free(&prog);
   fuse_free(p);
   cuda_test_check_graph(g, 1e-5, 1, 3, "convolutions");
   ir_free(g);
@@ -128,7 +143,7 @@ Test(cuda_conv, launches) {
       filt++;
       cr_expect_geq(k->grid, 132, "%s: at least a block per SM of an H100", k->name);
       cr_expect(i + 1 < prog.nk && prog.k[i + 1].plan_kernel == k->plan_kernel, "the sum follows");
-      cr_expect(strstr(prog.source, "partial weight gradients, in order"));
+      cr_expect(strstr(prog.source, "partial results, in order"));
     }
   }
   cr_expect_eq(fwd, 2);
