@@ -21,6 +21,7 @@
 #include "cuda.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum {
@@ -160,6 +161,25 @@ static void store(Cv *c, const char *buf) {
   }
 }
 
+/* Runs emit(c, arg) with every line it writes shifted right by `shift` spaces (negative:
+ * left), so load() and store() read well in the prologue and inside the K loop alike. */
+static void shifted(Cv *c, int shift, void (*emit)(Cv *, const char *), const char *arg) {
+  FILE *real = c->f;
+  char *text = NULL;
+  size_t len = 0;
+  c->f = open_memstream(&text, &len);
+  emit(c, arg);
+  fclose(c->f);
+  c->f = real;
+  for (char *line = text; line < text + len;) {
+    char *end = strchr(line, '\n');
+    int lead = (int)strspn(line, " "), keep = lead + shift < 0 ? 0 : lead + shift;
+    fprintf(real, "%*s%.*s\n", keep, "", (int)(end - line - lead), line + lead);
+    line = end + 1;
+  }
+  free(text);
+}
+
 int cuda_conv_emit(FILE *f, const FusePlan *p, int kid, CudaConvLaunch l[2], char *err, size_t errlen) {
   const FuseKernel *k = &p->k[kid];
   const IrGraph *g = p->g;
@@ -238,15 +258,15 @@ int cuda_conv_emit(FILE *f, const FusePlan *p, int kid, CudaConvLaunch l[2], cha
   setup(&c);
   put(&c, "    float acc_[4][4], ra_[%d], rb_[%d];\n", c.bk / 4, c.bk / 4);
   put(&c, "    LTL_UNROLL for (int i = 0; i < 4; i++) {\n      LTL_UNROLL for (int j = 0; j < 4; j++) acc_[i][j] = 0.0f;\n    }\n");
-  load(&c, "kb_");
-  store(&c, "0");
+  shifted(&c, -2, load, "kb_");
+  shifted(&c, -2, store, "0");
   put(&c, "    __syncthreads();\n");
   put(&c, "    for (%s k0_ = kb_; k0_ < ke_; k0_ += %d) {\n", I, c.bk);
   put(&c, "      const int cur_ = (int)((k0_ - kb_) / %d) & 1, more_ = k0_ + %d < ke_;\n", c.bk, c.bk);
   put(&c, "      if (more_) { /* the next chunk's loads in flight during the multiply */\n");
   char next[32];
   snprintf(next, sizeof next, "(k0_ + %d)", c.bk);
-  load(&c, next);
+  shifted(&c, 2, load, next);
   put(&c, "      }\n");
   put(&c, "      LTL_UNROLL for (int kk_ = 0; kk_ < %d; kk_++) {\n", c.bk);
   put(&c, "        float a_[4], b_[4];\n");
@@ -254,7 +274,7 @@ int cuda_conv_emit(FILE *f, const FusePlan *p, int kid, CudaConvLaunch l[2], cha
   put(&c, "        LTL_UNROLL for (int i = 0; i < 4; i++) {\n"
           "          LTL_UNROLL for (int j = 0; j < 4; j++) acc_[i][j] += a_[i] * b_[j];\n        }\n      }\n");
   put(&c, "      if (more_) {\n");
-  store(&c, "cur_ ^ 1");
+  shifted(&c, 2, store, "cur_ ^ 1");
   put(&c, "      }\n      __syncthreads(); /* the stores visible; every read of cur_ done before it is refilled */\n    }\n");
   /* epilogue: C[m][n] into its tensor; rows are contiguous along M for the two data GEMMs */
   long long OHOW = c.OH * c.OW, HW = c.H * c.W;
