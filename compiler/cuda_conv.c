@@ -16,8 +16,9 @@
  * the code. When there are few tiles and a long K (always the weight gradient; the data
  * GEMMs of a small batch of small images), K is split over blocks that write partial
  * results to the kernel's scratch, summed in a fixed order by a second kernel (which then
- * adds the bias and applies the ReLU): no float atomics, the same bits every run. Accumulation is f32, as the CPU's GEMM.
- * docs/backend-cuda.md ("Convolution: implicit GEMM") has the layout and why. */
+ * adds the bias and applies the ReLU): no float atomics, the same bits every run.
+ * Accumulation is f32, as the CPU's GEMM. docs/backend-cuda.md ("Convolution: implicit
+ * GEMM") has the layout and the reasons. */
 #include "cuda.h"
 
 #include <stdarg.h>
