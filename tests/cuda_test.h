@@ -8,5 +8,8 @@
  * thread orders, at most maxgrid blocks) vs the interpreter, inputs uniform in
  * [-scale, scale]; relative error <= tol. */
 void cuda_test_check_graph(const IrGraph *g, double tol, double scale, int maxgrid, const char *what);
+/* Runs g's generated CUDA on the shim once per configuration {maxgrid, thread order} on the
+ * same inputs; returns how many outputs differ in any bit from the first configuration's. */
+int cuda_test_bit_differences(const IrGraph *g, const int (*cfg)[2], int ncfg);
 
 #endif

@@ -5,7 +5,8 @@
  *    padding 0..2, dilation 2, per-axis attributes, channel counts that are not multiples
  *    of the tiles, batch 1 and 3, 1x1 images, K split over blocks) in three thread orders
  *    vs the interpreter.
- * 2. The launches: tiles, the weight gradient split over blocks with a deterministic sum.
+ * 2. The launches: tiles, the weight gradient split over blocks with a deterministic sum,
+ *    the same bits from any grid.
  * 3. NVRTC builds every convolution kernel of the CNN step (and of the table, and of a
  *    shape too large for 32-bit indices) for sm_80 and sm_90 within the register, stack and
  *    shared-memory budget. */
@@ -113,6 +114,16 @@ Test(cuda_conv, shim_geometries, .timeout = 120) {
   cuda_program_free(&prog);
   fuse_free(p);
   cuda_test_check_graph(g, 1e-5, 1, 3, "convolutions");
+  ir_free(g);
+}
+
+/* Deterministic whatever the grid: K splits and tiles land on other blocks, the partials
+ * are summed in the same order, so 1, 2, 5 or 64 blocks in any thread order give the same
+ * bits (the geometries with splits, and a few without). */
+Test(cuda_conv, same_bits_on_any_grid, .timeout = 60) {
+  IrGraph *g = conv_graph(geos + NGEO - 5, 5);
+  static const int cfg[][2] = {{1, 0}, {2, 1}, {5, 2}, {64, 1}};
+  cr_expect_eq(cuda_test_bit_differences(g, cfg, 4), 0, "outputs differ between grids");
   ir_free(g);
 }
 
