@@ -814,7 +814,8 @@ int cuda_test_bit_differences(const IrGraph *g, const int (*cfg)[2], int ncfg) {
     Run r = run_shim(&sh, &prog, &in, cfg[c][1], cfg[c][0]);
     for (int o = 0; o < g->nout; o++) {
       const IrNode *n = &g->node[g->out[o].value];
-      diff += memcmp(run_output(&r, p, o), run_output(&first, p, o), (size_t)(ir_numel(n->shape) * ir_dtype_size(n->dtype))) != 0;
+      size_t bytes = (size_t)(ir_numel(n->shape) * ir_dtype_size(n->dtype));
+      diff += memcmp(run_output(&r, p, o), run_output(&first, p, o), bytes) != 0;
     }
     run_free(&r);
   }
