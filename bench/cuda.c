@@ -1,5 +1,6 @@
 // bench/cuda.c — training steps of the MLP and CNN examples on the GPU through the CUDA
-// executor (compiler/cuda_rt.c: CUDA-graph replay), batch 64: steps per second. Exits 0
+// executor (compiler/cuda_rt.c: CUDA-graph replay), batch 64: steps per second; then each of
+// the CNN's convolutions alone (us per run, GFLOP/s). Exits 0
 // with "no GPU: ..." where cuda_rt_probe finds none. A benchmark, not a test.
 //   cuda OUT.md [seconds]
 #include <math.h>
@@ -67,6 +68,43 @@ static double bench(const char *file, double seconds, FILE *md) {
     return rate;
 }
 
+// One convolution of the CNN (batch 64) alone in a step: its operands resident PARAMs, its
+// output summed to one VALUE so nothing large crosses the bus. Microseconds per run (graph
+// replay + the sum + one synchronisation) and GFLOP/s of the convolution itself.
+static int conv_bench(const char *name, IrOp op, int64_t c, int64_t o, int64_t hw, double seconds, FILE *md) {
+    IrGraph *g = ir_new();
+    int64_t st[2] = {1, 1}, pd[2] = {0, 0}, dl[2] = {1, 1}, ohw = hw - 2;
+    IrShape xs = IR_SHAPE(64, c, hw, hw), ws = IR_SHAPE(o, c, 3, 3), ys = IR_SHAPE(64, o, ohw, ohw);
+    int x = ir_input(g, IR_IN_PARAM, "x", IR_F32, xs), w = ir_input(g, IR_IN_PARAM, "w", IR_F32, ws);
+    int gy = ir_input(g, IR_IN_PARAM, "gy", IR_F32, ys), r;
+    IrAttr a = {.groups = 1, .stride = {1, 1}, .dil = {1, 1}};
+    if (op == IR_CONV2D) r = ir_conv2d(g, x, w, st, pd, dl, 1);
+    else if (op == IR_CONV2D_BWD_DATA) a.shape = xs, r = ir_make(g, op, (int[]){gy, w}, 2, &a);
+    else a.shape = ws, r = ir_make(g, op, (int[]){x, gy}, 2, &a);
+    ir_output(g, ir_reduce(g, IR_SUM, r, NULL, 0, false), IR_OUT_VALUE, -1, "sum");
+    char err[2048];
+    CudaStep *s = cuda_step_compile(g, false, err, sizeof err);
+    if (!s) return fprintf(stderr, "%s: %s\n", name, err), -1;
+    IrLayout l = ir_layout(g, IR_IN_PARAM);
+    float *flat = calloc(1, (size_t)l.bytes + 64);
+    philox_fill_normal(flat, l.bytes / 4, 42, 1, 0, 1);
+    cuda_step_bind(s, IR_IN_PARAM, flat);
+    const char *e = NULL;
+    for (int i = 0; i < 5 && !e; i++) e = cuda_step_run(s);
+    int n = 0;
+    double start = now();
+    while (!e && now() - start < seconds) e = cuda_step_run(s), n++;
+    double us = 1e6 * (now() - start) / (n ? n : 1);
+    double flops = 2.0 * 64 * (double)o * (double)c * 9 * (double)(ohw * ohw);
+    if (e) fprintf(stderr, "%s: %s\n", name, e);
+    else fprintf(md, "| %s | %.1f | %.0f |\n", name, us, flops / us * 1e-3);
+    cuda_step_free(s);
+    free(flat);
+    ir_layout_free(&l);
+    ir_free(g);
+    return e ? -1 : 0;
+}
+
 int main(int argc, char **argv) {
     char why[512];
     int cc = 0;
@@ -80,6 +118,14 @@ int main(int argc, char **argv) {
             cc / 10, cc % 10);
     int bad = bench("examples/fashion_mlp.ltl", seconds, md) < 0;
     bad |= bench("examples/fashion_cnn.ltl", seconds, md) < 0;
+    // the CNN's convolutions one by one (implicit GEMMs, compiler/cuda_conv.c); the PyTorch
+    // peer (cuDNN) prints the same rows
+    fprintf(md, "\n| LTL convolution, batch 64 | us/run | GFLOP/s |\n|---|---|---|\n");
+    bad |= conv_bench("conv1 forward", IR_CONV2D, 1, 32, 28, seconds / 3, md);
+    bad |= conv_bench("conv2 forward", IR_CONV2D, 32, 64, 26, seconds / 3, md);
+    bad |= conv_bench("conv2 bwd_data", IR_CONV2D_BWD_DATA, 32, 64, 26, seconds / 3, md);
+    bad |= conv_bench("conv1 bwd_filter", IR_CONV2D_BWD_FILTER, 1, 32, 28, seconds / 3, md);
+    bad |= conv_bench("conv2 bwd_filter", IR_CONV2D_BWD_FILTER, 32, 64, 26, seconds / 3, md);
     fclose(md);
     return bad;
 }

@@ -67,6 +67,19 @@ FusePlan *cuda_plan(const IrGraph *g, bool grads, char *err, size_t errlen);
 // `ltlc emit cuda`: the generated source of g's step. false with a message.
 bool cuda_emit_step(FILE *out, const IrGraph *g, char *err, size_t errlen);
 
+// ---- cuda_conv.c: convolutions as implicit GEMMs (docs/backend-cuda.md) ----
+
+// A launch of a generated convolution kernel: symbol "ltl_k<kid>" + suffix, and the blocks
+// of CUDA_BLOCK threads it wants (any grid computes the same result).
+typedef struct CudaConvLaunch {
+    char suffix[8];
+    int64_t blocks;
+} CudaConvLaunch;
+// Writes the CUDA C of plan kernel kid (FUSE_CONV: conv2d with its bias / relu epilogue,
+// conv2d_bwd_data or conv2d_bwd_filter) to f and its launches, in order, to l; returns
+// their number (1, or 2 for a weight gradient split over blocks), -1 with a message.
+int cuda_conv_emit(FILE *f, const FusePlan *p, int kid, CudaConvLaunch l[2], char *err, size_t errlen);
+
 // ---- cuda_nvrtc.c: run-time compilation (libnvrtc, dlopen'ed) ----
 
 // The NVRTC library: $LTL_NVRTC_LIB if set (tests point it at a missing file), else

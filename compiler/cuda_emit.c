@@ -2,9 +2,9 @@
  *
  * The plan is the CPU backend's (fuse.c): the same kernels, the same arena offsets, the
  * same views and strides, so the two backends cannot disagree on what a kernel computes.
- * Only the loops differ: one CUDA thread per element (elementwise, pooling, take,
- * convolution outputs) or one block per row / output (reductions, softmax, argmax, the
- * weight gradient of a convolution), always as grid-stride loops so the grid size never
+ * Only the loops differ: one CUDA thread per element (elementwise, pooling, take) or one
+ * block per row / output (reductions, softmax, argmax) or per tile (GEMMs; convolutions as
+ * implicit GEMMs in cuda_conv.c), always as grid-stride loops so the grid size never
  * changes a result. Block reductions go through warp shuffles and shared memory in a fixed
  * order, so a run is deterministic except take_grad (float atomics, as on every GPU).
  *
@@ -867,94 +867,6 @@ static void gen_gemm(Em *e, int kid) {
   out(e, "      C_[i * %lldLL + j] = s_;\n    }\n  }\n}\n\n", (long long)ldc);
 }
 
-/* ---- convolution (NCHW, OIHW, groups 1): direct loops, one thread per output element;
- * the weight gradient one block per weight (a block sum over images and positions) ---- */
-
-static void gen_conv(Em *e, int kid) {
-  const FusePlan *p = e->p;
-  const FuseKernel *k = &p->k[kid];
-  const IrNode *n = &e->g->node[k->op];
-  int in0 = p->in[k->op][0], in1 = p->in[k->op][1];
-  IrShape s0 = e->g->node[in0].shape, s1 = e->g->node[in1].shape;
-  IrShape xs = n->op == IR_CONV2D_BWD_DATA ? n->shape : s0;
-  IrShape ws = n->op == IR_CONV2D_BWD_FILTER ? n->shape : s1;
-  long long N = xs.d[0], C = xs.d[1], H = xs.d[2], W = xs.d[3], O = ws.d[0], KH = ws.d[2], KW = ws.d[3];
-  long long sh = n->a.stride[0], sw = n->a.stride[1], ph = n->a.pad[0], pw = n->a.pad[1], dh = n->a.dil[0],
-            dw = n->a.dil[1];
-  long long OH = (H + 2 * ph - dh * (KH - 1) - 1) / sh + 1, OW = (W + 2 * pw - dw * (KW - 1) - 1) / sw + 1;
-  char p0[96], p1[96], po[96], pb[96] = "";
-  int64_t o0, o1, oo, bo = 0, bstride = 1;
-  ptr_of(e, p0, sizeof p0, in0, &o0);
-  ptr_of(e, p1, sizeof p1, in1, &o1);
-  ptr_of(e, po, sizeof po, k->result, &oo);
-  if (k->bias >= 0) {
-    ptr_of(e, pb, sizeof pb, k->bias, &bo);
-    bstride = p->val[k->bias].stride[e->g->node[k->bias].shape.rank - 3];
-  }
-  const char *what = n->op == IR_CONV2D ? "conv2d" : n->op == IR_CONV2D_BWD_DATA ? "conv2d_bwd_data" : "conv2d_bwd_filter";
-  out(e, "/* k%d %s: x [%lld, %lld, %lld, %lld], w [%lld, %lld, %lld, %lld], y [.., %lld, %lld] */\n", kid, what, N, C,
-      H, W, O, C, KH, KW, OH, OW);
-  out(e, "LTL_KERNEL ltl_k%d(char *const *B) {\n", kid);
-  if (n->op == IR_CONV2D) {
-    add_kernel(e, CUDA_K_DEVICE, kid, "", N * O * OH * OW, false);
-    out(e, "  const float *X = %s + %lldLL, *Wt = %s + %lldLL;\n  float *Y = %s + %lldLL;\n", p0, (long long)o0, p1,
-        (long long)o1, po, (long long)oo);
-    out(e, "  for (long long i = LTL_TID; i < %lldLL; i += LTL_NTH) {\n", N * O * OH * OW);
-    out(e, "    const long long ow = i %% %lld, oh = (i / %lld) %% %lld, o = (i / %lld) %% %lld, n = i / %lld;\n", OW, OW,
-        OH, OW * OH, O, OW * OH * O);
-    out(e, "    float s_ = 0;\n");
-    out(e, "    for (long long c = 0; c < %lld; c++)\n      for (long long kh = 0; kh < %lld; kh++) {\n", C, KH);
-    out(e, "        const long long ih = oh * %lld - %lld + kh * %lld;\n        if (ih < 0 || ih >= %lld) continue;\n", sh,
-        ph, dh, H);
-    out(e, "        for (long long kw = 0; kw < %lld; kw++) {\n", KW);
-    out(e, "          const long long iw = ow * %lld - %lld + kw * %lld;\n          if (iw < 0 || iw >= %lld) continue;\n",
-        sw, pw, dw, W);
-    out(e, "          s_ += Wt[((o * %lld + c) * %lld + kh) * %lld + kw] * X[((n * %lld + c) * %lld + ih) * %lld + iw];\n",
-        C, KH, KW, C, H, W);
-    out(e, "        }\n      }\n");
-    if (k->bias >= 0)
-      out(e, "    s_ += %s[%lldLL + o * %lldLL];\n", pb, (long long)bo, (long long)bstride);
-    if (k->relu)
-      out(e, "    s_ = s_ <= 0 ? 0.0f : s_;\n");
-    out(e, "    Y[i] = s_;\n  }\n}\n\n");
-  } else if (n->op == IR_CONV2D_BWD_DATA) { /* gx[n, c, h, w] = sum of w[o, c, kh, kw] gy[n, o, oh, ow] */
-    add_kernel(e, CUDA_K_DEVICE, kid, "", N * C * H * W, false);
-    out(e, "  const float *GY = %s + %lldLL, *Wt = %s + %lldLL;\n  float *GX = %s + %lldLL;\n", p0, (long long)o0, p1,
-        (long long)o1, po, (long long)oo);
-    out(e, "  for (long long i = LTL_TID; i < %lldLL; i += LTL_NTH) {\n", N * C * H * W);
-    out(e, "    const long long w = i %% %lld, h = (i / %lld) %% %lld, c = (i / %lld) %% %lld, n = i / %lld;\n", W, W, H,
-        W * H, C, W * H * C);
-    out(e, "    float s_ = 0;\n");
-    out(e, "    for (long long o = 0; o < %lld; o++)\n      for (long long kh = 0; kh < %lld; kh++) {\n", O, KH);
-    out(e, "        const long long th = h + %lld - kh * %lld;\n", ph, dh);
-    out(e, "        if (th < 0 || th %% %lld != 0 || th / %lld >= %lld) continue;\n", sh, sh, OH);
-    out(e, "        for (long long kw = 0; kw < %lld; kw++) {\n", KW);
-    out(e, "          const long long tw = w + %lld - kw * %lld;\n", pw, dw);
-    out(e, "          if (tw < 0 || tw %% %lld != 0 || tw / %lld >= %lld) continue;\n", sw, sw, OW);
-    out(e, "          s_ += Wt[((o * %lld + c) * %lld + kh) * %lld + kw] * GY[((n * %lld + o) * %lld + th / %lld) * %lld + tw / %lld];\n",
-        C, KH, KW, O, OH, sh, OW, sw);
-    out(e, "        }\n      }\n    GX[i] = s_;\n  }\n}\n\n");
-  } else { /* gw[o, c, kh, kw] = sum over n, oh, ow of gy[n, o, oh, ow] x[n, c, ih, iw] */
-    add_kernel(e, CUDA_K_DEVICE, kid, "", O * C * KH * KW, true);
-    out(e, "  __shared__ double sh_[32];\n");
-    out(e, "  const float *X = %s + %lldLL, *GY = %s + %lldLL;\n  float *GW = %s + %lldLL;\n", p0, (long long)o0, p1,
-        (long long)o1, po, (long long)oo);
-    out(e, "  for (long long t = blockIdx.x; t < %lldLL; t += gridDim.x) {\n", O * C * KH * KW);
-    out(e, "    const long long kw = t %% %lld, kh = (t / %lld) %% %lld, c = (t / %lld) %% %lld, o = t / %lld;\n", KW, KW,
-        KH, KW * KH, C, KW * KH * C);
-    out(e, "    double s_ = 0;\n");
-    out(e, "    for (long long j = threadIdx.x; j < %lldLL; j += blockDim.x) {\n", N * OH * OW);
-    out(e, "      const long long ow = j %% %lld, oh = (j / %lld) %% %lld, n = j / %lld;\n", OW, OW, OH, OW * OH);
-    out(e, "      const long long ih = oh * %lld - %lld + kh * %lld, iw = ow * %lld - %lld + kw * %lld;\n", sh, ph, dh, sw,
-        pw, dw);
-    out(e, "      if (ih < 0 || ih >= %lld || iw < 0 || iw >= %lld) continue;\n", H, W);
-    out(e, "      s_ += (double)GY[((n * %lld + o) * %lld + oh) * %lld + ow] * X[((n * %lld + c) * %lld + ih) * %lld + iw];\n",
-        O, OH, OW, C, H, W);
-    out(e, "    }\n    s_ = ltl_block_sum(s_, sh_);\n");
-    out(e, "    if (threadIdx.x == 0) GW[t] = (float)s_;\n  }\n}\n\n");
-  }
-}
-
 /* ---- max pooling: the window's first maximum (NaN counts as the maximum) ---- */
 
 static void gen_pool(Em *e, int kid) {
@@ -1068,7 +980,14 @@ static void gen_kernel(Em *e, int kid) {
   case FUSE_CLASS_LOSS: gen_class_loss(e, kid); break;
   case FUSE_PAIR_LOSS: gen_pair_loss(e, kid); break;
   case FUSE_GEMM: gen_gemm(e, kid); break;
-  case FUSE_CONV: gen_conv(e, kid); break;
+  case FUSE_CONV: { /* implicit GEMMs: cuda_conv.c */
+    CudaConvLaunch l[2];
+    int nl = cuda_conv_emit(e->f, e->p, kid, l, e->err, e->errlen);
+    e->ok = nl > 0;
+    for (int i = 0; i < nl; i++)
+      add_kernel(e, CUDA_K_DEVICE, kid, l[i].suffix, l[i].blocks, true);
+    break;
+  }
   case FUSE_POOL: gen_pool(e, kid); break;
   case FUSE_TAKE: gen_take(e, kid); break;
   case FUSE_COPY: {

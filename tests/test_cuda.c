@@ -18,6 +18,7 @@
 #include "example_test.h"
 #include "e2e_test.h"
 #include "cuda.h"
+#include "cuda_test.h"
 #include "sema.h"
 
 
@@ -792,4 +793,36 @@ Test(cuda, emit_marks_fallbacks) {
   cuda_program_free(&prog);
   fuse_free(p);
   ir_free(g);
+}
+
+/* for tests/test_cuda_conv.c (cuda_test.h) */
+void cuda_test_check_graph(const IrGraph *g, double tol, double scale, int maxgrid, const char *what) {
+  check_graph(g, tol, scale, maxgrid, what);
+}
+
+int cuda_test_bit_differences(const IrGraph *g, const int (*cfg)[2], int ncfg) {
+  char err[512];
+  Inputs in = inputs_new(g, 1);
+  FusePlan *p = cuda_plan(g, true, err, sizeof err);
+  cr_assert(p, "%s", err);
+  CudaProgram prog;
+  cr_assert(cuda_emit(p, &prog, err, sizeof err), "%s", err);
+  Shim sh = shim_build(prog.source);
+  Run first = run_shim(&sh, &prog, &in, cfg[0][1], cfg[0][0]);
+  int diff = 0;
+  for (int c = 1; c < ncfg; c++) {
+    Run r = run_shim(&sh, &prog, &in, cfg[c][1], cfg[c][0]);
+    for (int o = 0; o < g->nout; o++) {
+      const IrNode *n = &g->node[g->out[o].value];
+      size_t bytes = (size_t)(ir_numel(n->shape) * ir_dtype_size(n->dtype));
+      diff += memcmp(run_output(&r, p, o), run_output(&first, p, o), bytes) != 0;
+    }
+    run_free(&r);
+  }
+  run_free(&first);
+  shim_free(&sh);
+  cuda_program_free(&prog);
+  fuse_free(p);
+  inputs_free(g, &in);
+  return diff;
 }
