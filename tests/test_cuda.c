@@ -977,3 +977,64 @@ Test(cuda, executor_f16_gemm_gets_fast_16f, .timeout = 120) {
 Test(cuda, executor_f32_gemm_stays_f32, .timeout = 120) { /* unrounded operands: no tensor cores */
   mode_gemm("32-true", 0x1p-20, "2 of 2 GEMMs through cuBLASLt", 2, 0, 0);
 }
+
+/* 16-mixed's loss scaler on the shim when the scaled gradients overflow (a scale of 2^100:
+ * f16 GEMM operands become inf): found_inf holds, so every weight and Adam moment keeps its
+ * bytes, the scale halves and the growth count restarts -- as the interpreter says. */
+Test(cuda, shim_f16_mixed_overflow_skips_the_step, .timeout = 120) {
+  StepGraph *st = lower_example_precision("fashion_mlp.ltl", 8, NULL, 0, "16-mixed");
+  const IrGraph *g = st->g;
+  Inputs in = inputs_new(g, 1);
+  int scale = -1, tracker = -1;
+  for (int i = 0; i < g->n; i++)
+    if (g->node[i].op == IR_INPUT && g->node[i].name) {
+      if (!strcmp(g->node[i].name, "opt.scaler.scale"))
+        scale = i;
+      if (!strcmp(g->node[i].name, "opt.scaler.growth_tracker"))
+        tracker = i;
+    }
+  cr_assert(scale >= 0 && tracker >= 0, "the scaler's state inputs");
+  ir_store(IR_F32, (void *)input_ptr(g, &in, scale), 0, 0x1p100);
+  ir_store(IR_F32, (void *)input_ptr(g, &in, tracker), 0, 5);
+  IrInterp *ip = interp_new(g, false);
+  for (int i = 0; i < g->n; i++)
+    if (g->node[i].op == IR_INPUT)
+      interp_set(ip, i, input_ptr(g, &in, i));
+  cr_assert_null(interp_run(ip));
+  char err[512];
+  FusePlan *p = cuda_plan(g, true, err, sizeof err);
+  cr_assert(p, "%s", err);
+  CudaProgram prog;
+  cr_assert(cuda_emit(p, &prog, err, sizeof err), "%s", err);
+  Shim sh = shim_build(prog.source);
+  Run r = run_shim(&sh, &prog, &in, 2, 4);
+  int kept = 0;
+  for (int o = 0; o < g->nout; o++) {
+    const IrOutput *out = &g->out[o];
+    if (out->kind != IR_OUT_UPDATE)
+      continue;
+    const IrNode *t = &g->node[out->target];
+    const unsigned char *got = run_output(&r, p, o), *before = input_ptr(g, &in, out->target);
+    const double *ref = interp_data(ip, out->value);
+    double v = ir_load(t->dtype, got, 0);
+    if (out->target == scale) {
+      cr_expect(v == 0x1p99 && ref[0] == 0x1p99, "scale: shim %g, interpreter %g", v, ref[0]);
+    } else if (out->target == tracker) {
+      cr_expect(v == 0 && ref[0] == 0, "growth tracker: shim %g, interpreter %g", v, ref[0]);
+    } else {
+      size_t bytes = (size_t)(ir_numel(t->shape) * ir_dtype_size(t->dtype));
+      cr_expect(!memcmp(got, before, bytes), "%s changed on a skipped step", t->name);
+      for (int64_t i = 0; i < ir_numel(t->shape); i++)
+        cr_assert_eq(ref[i], ir_load(t->dtype, before, i), "the interpreter keeps %s too", t->name);
+      kept++;
+    }
+  }
+  cr_expect_gt(kept, 6, "weights and moments kept: %d", kept);
+  run_free(&r);
+  shim_free(&sh);
+  cuda_program_free(&prog);
+  fuse_free(p);
+  interp_free(ip);
+  inputs_free(g, &in);
+  sema_step_free(st);
+}

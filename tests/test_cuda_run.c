@@ -273,3 +273,4 @@ static void mixed_fit(const char *precision, double tol) {
 
 Test(cuda_run, fit_bf16_mixed_matches_the_cpu) { mixed_fit("bf16-mixed", 1e-4); }
 Test(cuda_run, fit_16_mixed_matches_the_cpu) { mixed_fit("16-mixed", 1e-4); }
+Test(cuda_run, fit_bf16_true_matches_the_cpu) { mixed_fit("bf16-true", 1e-4); }
