@@ -172,10 +172,11 @@ static const char *ctype(Em *e, IrDtype t) {
 }
 
 static bool is_float(IrDtype t) { return t == IR_F32 || t == IR_F64; }
+static bool is16(IrDtype t) { return t == IR_BF16 || t == IR_F16; }
 
 /* A literal of dtype t (exact: hex floats; infinities through the prelude's macros). */
 static void lit(char *buf, size_t n, IrDtype t, double v) {
-  if (t == IR_BF16 || t == IR_F16) /* a 16-bit value lives in a float register */
+  if (is16(t)) /* a 16-bit value lives in a float register */
     v = ir_round(t, v), t = IR_F32;
   if (is_float(t)) {
     const char *inf = t == IR_F32 ? "LTL_INFF" : "LTL_INF";
@@ -414,8 +415,6 @@ static const char prelude16[] =
     "  return ltl_u2f(s | ((e + 112u) << 23) | (m << 13));\n"
     "}\n\n";
 
-static bool is16(IrDtype t) { return t == IR_BF16 || t == IR_F16; }
-
 /* the type of a register holding a value of dtype t */
 static const char *rtype(Em *e, IrDtype t) { return is16(t) ? "float" : ctype(e, t); }
 
@@ -448,9 +447,7 @@ static int rounded16(const IrGraph *g, int x) {
 static bool convert16(Em *e, char *buf, size_t n, const char *x, IrDtype from, IrDtype to) {
   if (!is16(from) && !is16(to))
     return false;
-  if (is16(to) && from == to)
-    snprintf(buf, n, "%s", x);
-  else if (is16(to)) /* from a float, an integer or the other 16-bit format (exact in float) */
+  if (is16(to)) /* from a float, an integer or the other 16-bit format (exact in float) */
     snprintf(buf, n, "ltl_%s((float)(%s))", to == IR_BF16 ? "bf16" : "f16", x);
   else if (to == IR_BOOL)
     snprintf(buf, n, "(unsigned char)((%s) != 0)", x);

@@ -808,7 +808,8 @@ Test(cuda, emit_marks_fallbacks) {
 /* ---- mixed precision (docs/precision.md): the 16-bit casts, the mixed steps, tensor cores ---- */
 
 /* bf16-mixed and 16-mixed steps (the casts around every GEMM and convolution operand, and
- * 16-mixed's loss scaler) compile for sm_80 and sm_90 like the 32-true ones */
+ * 16-mixed's loss scaler) and bf16-true (every result rounded) compile for sm_80 and sm_90
+ * like the 32-true ones */
 static void nvrtc_mixed(const char *file, const char *precision, const char *cast) {
   char *src = NULL;
   nvrtc_check_precision(file, 64, precision, &src);
@@ -819,6 +820,7 @@ Test(cuda, nvrtc_bf16_mixed_mlp, .timeout = 120) { nvrtc_mixed("fashion_mlp.ltl"
 Test(cuda, nvrtc_f16_mixed_mlp, .timeout = 120) { nvrtc_mixed("fashion_mlp.ltl", "16-mixed", "ltl_f16((float)("); }
 Test(cuda, nvrtc_bf16_mixed_cnn, .timeout = 120) { nvrtc_mixed("fashion_cnn.ltl", "bf16-mixed", "ltl_bf16((float)("); }
 Test(cuda, nvrtc_f16_mixed_cnn, .timeout = 120) { nvrtc_mixed("fashion_cnn.ltl", "16-mixed", "ltl_f16((float)("); }
+Test(cuda, nvrtc_bf16_true_cnn, .timeout = 120) { nvrtc_mixed("fashion_cnn.ltl", "bf16-true", "ltl_bf16((float)("); }
 
 /* The casts alone, on the shim, against the interpreter bit for bit: f32 -> bf16 / f16
  * stored as 16 bits (ir_store's bits), the round trip back to f32 in registers, and bf16 /
