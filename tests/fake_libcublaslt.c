@@ -7,8 +7,10 @@
  * CUBLAS_COMPUTE_32F_FAST_16BF / _FAST_16F, whose documented licence -- inputs may be
  * down-converted to bfloat16 / half -- the fake takes: it rounds both inputs to that format
  * (ties to even), so a wrong compute type for a mode shows in the results; it counts the
- * matmuls run per compute type (fake_cublaslt_computes). */
+ * matmuls run per compute type (fake_cublaslt_computes). With $LTL_FAKE_CUBLASLT_NO_FAST set
+ * it refuses the 16-bit compute types, as a cuBLASLt without such an algorithm would. */
 #include <dlfcn.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +24,9 @@ typedef struct { Algo algo; size_t workspaceSize; int state; float wavesCount; i
 int cublasLtCreate(void **h) { return *h = (void *)1, 0; }
 int cublasLtDestroy(void *h) { return (void)h, 0; }
 int cublasLtMatmulDescCreate(Desc **d, int compute, int scale) {
-  if ((compute != COMPUTE_32F && compute != COMPUTE_32F_FAST_16F && compute != COMPUTE_32F_FAST_16BF) || scale != 0)
-    return 15; /* NOT_SUPPORTED: fp32 data only */
+  bool fast = compute == COMPUTE_32F_FAST_16F || compute == COMPUTE_32F_FAST_16BF;
+  if ((compute != COMPUTE_32F && !fast) || scale != 0 || (fast && getenv("LTL_FAKE_CUBLASLT_NO_FAST")))
+    return 15; /* NOT_SUPPORTED: fp32 data only (and, if asked, no tensor-core compute type) */
   *d = calloc(1, sizeof **d);
   (*d)->epi = 1;
   (*d)->compute = compute;

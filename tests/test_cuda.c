@@ -1040,3 +1040,12 @@ Test(cuda, shim_f16_mixed_overflow_skips_the_step, .timeout = 120) {
   inputs_free(g, &in);
   sema_step_free(st);
 }
+
+/* a cuBLASLt that refuses the 16-bit compute types: the same GEMMs in f32 (the same values),
+ * none on tensor cores */
+Test(cuda, executor_mixed_without_fast_16bf_falls_back_to_f32, .timeout = 180) {
+  setenv("LTL_FAKE_CUBLASLT_NO_FAST", "1", 1);
+  StepGraph *st = lower_example_precision("fashion_mlp.ltl", 8, NULL, 0, "bf16-mixed");
+  executor_mixed(st->g, "8 of 8 GEMMs through cuBLASLt", 8, 0, 0);
+  sema_step_free(st);
+}
