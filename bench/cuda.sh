@@ -1,6 +1,7 @@
 #!/bin/sh
-# bench/cuda.sh — the MLP and CNN training steps on the GPU (CUDA executor, graph replay)
-# against PyTorch eager CUDA on the same models, batch 64. Writes $BUILD/bench/CUDA.md.
+# bench/cuda.sh — the MLP and CNN training steps on the GPU (CUDA executor, graph replay),
+# fp32 and bf16-mixed, against PyTorch eager CUDA on the same models, fp32 and autocast bf16,
+# batch 64. Writes $BUILD/bench/CUDA.md.
 # Without a usable GPU it says "no GPU" and exits 0. A benchmark, not a test.
 #   bench/cuda.sh [seconds]
 set -eu
@@ -30,18 +31,22 @@ dev = torch.device("cuda")
 mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 10))
 cnn = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
                     nn.Dropout(0.25), nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10))
-print("\n| PyTorch eager CUDA | steps/s |\n|---|---|")
+print("\n| PyTorch eager CUDA | precision | steps/s |\n|---|---|---|")
 for name, m in (("mlp", mlp), ("cnn", cnn)):
     m = m.to(dev)
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     x = torch.randn(64, 1, 28, 28, device=dev); y = torch.arange(64, device=dev) % 10
-    def step():
-        opt.zero_grad(set_to_none=True); F.cross_entropy(m(x), y).backward(); opt.step()
-    for _ in range(10): step()
-    torch.cuda.synchronize(); n = 0; t = time.perf_counter()
-    while time.perf_counter() - t < float(sys.argv[1]): step(); n += 1
-    torch.cuda.synchronize()
-    print(f"| {name} | {n / (time.perf_counter() - t):.0f} |")
+    for prec in ("fp32", "autocast bf16"):
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=prec != "fp32"):
+                loss = F.cross_entropy(m(x), y)
+            loss.backward(); opt.step()
+        for _ in range(10): step()
+        torch.cuda.synchronize(); n = 0; t = time.perf_counter()
+        while time.perf_counter() - t < float(sys.argv[1]): step(); n += 1
+        torch.cuda.synchronize()
+        print(f"| {name} | {prec} | {n / (time.perf_counter() - t):.0f} |")
 # the CNN's convolutions one by one through cuDNN (its fastest algorithm), summed as LTL's are
 torch.backends.cudnn.benchmark = True
 print("\n| PyTorch convolution (cuDNN), batch 64 | us/run | GFLOP/s |\n|---|---|---|")

@@ -35,6 +35,8 @@ typedef struct CudaGemm {
     int64_t m, n, k, lda, ldb, ldc, batch, sa, sb, sc;
     int abase, bbase, cbase, biasbase;
     int64_t aoff, boff, coff, biasoff;
+    int fast16;             // IR_BF16 / IR_F16: both operands hold such values (the mixed modes'
+                            // casts), so tensor cores compute it exactly (FAST_16BF / 16F); else 0
 } CudaGemm;
 
 typedef struct CudaKernel {
@@ -118,9 +120,12 @@ typedef struct CudaBlas CudaBlas;
 // /usr/local/cuda/lib64) and creates a handle; NULL with a message.
 CudaBlas *cuda_blas_create(char *err, size_t errlen);
 void cuda_blas_destroy(CudaBlas *b);
-// Prepares kernel g's descriptors, epilogue and algorithm once (heuristic, fp32 compute);
+// Prepares kernel g's descriptors, epilogue and algorithm once (heuristic; fp32 compute, or
+// g->fast16's tensor-core compute type, falling back to fp32 when it has no algorithm);
 // returns a plan index >= 0, or -1 with a message (then the generated kernel is used).
 int cuda_blas_prepare(CudaBlas *b, const CudaGemm *g, char *err, size_t errlen);
+// Whether plan runs on tensor cores (a CUBLAS_COMPUTE_32F_FAST_16BF / 16F compute type).
+bool cuda_blas_fast16(const CudaBlas *b, int plan);
 // Enqueues GEMM `plan` on stream with the device addresses of its bases. false + message.
 bool cuda_blas_run(CudaBlas *b, int plan, const unsigned long long *bases, void *stream, char *err, size_t errlen);
 

@@ -28,6 +28,8 @@ typedef struct {
 enum {
   R_32F = 0,                 /* cudaDataType CUDA_R_32F */
   COMPUTE_32F = 68,          /* cublasComputeType_t CUBLAS_COMPUTE_32F */
+  COMPUTE_32F_FAST_16F = 74, /* ... f32 accumulation, inputs may be down-converted to half (or TF32) */
+  COMPUTE_32F_FAST_16BF = 75,/* ... to bfloat16 (or TF32) */
   OP_N = 0, OP_T = 1,        /* cublasOperation_t */
   DESC_TRANSA = 3, DESC_TRANSB = 4, DESC_EPILOGUE = 7, DESC_BIAS_POINTER = 8,
   EPI_DEFAULT = 1, EPI_RELU = 2, EPI_BIAS = 4,
@@ -41,6 +43,7 @@ typedef struct {
   Algo algo;
   size_t work;
   CudaGemm g;
+  bool fast16;   /* a tensor-core compute type */
 } Plan;
 
 struct CudaBlas {
@@ -111,16 +114,22 @@ CudaBlas *cuda_blas_create(char *err, size_t errlen) {
   return b;
 }
 
+static void plan_destroy(CudaBlas *b, Plan *p) {
+  if (p->a)
+    b->layout_destroy(p->a);
+  if (p->b)
+    b->layout_destroy(p->b);
+  if (p->c)
+    b->layout_destroy(p->c);
+  if (p->desc)
+    b->desc_destroy(p->desc);
+}
+
 void cuda_blas_destroy(CudaBlas *b) {
   if (!b)
     return;
-  for (int i = 0; i < b->nplan; i++) {
-    Plan *p = &b->plan[i];
-    b->layout_destroy(p->a);
-    b->layout_destroy(p->b);
-    b->layout_destroy(p->c);
-    b->desc_destroy(p->desc);
-  }
+  for (int i = 0; i < b->nplan; i++)
+    plan_destroy(b, &b->plan[i]);
   free(b->plan);
   b->destroy(b->h);
   dlclose(b->lib);
@@ -140,16 +149,12 @@ static cublasStatus_t layout(CudaBlas *b, Layout *l, int64_t rows, int64_t cols,
   return st;
 }
 
-int cuda_blas_prepare(CudaBlas *b, const CudaGemm *g, char *err, size_t errlen) {
-  if (!g->ok) {
-    snprintf(err, errlen, "%s", "batch dimensions with more than one stride");
-    return -1;
-  }
-  Plan p = {.g = *g};
+static int plan_try(CudaBlas *b, const CudaGemm *g, int compute, char *err, size_t errlen) {
+  Plan p = {.g = *g, .fast16 = compute != COMPUTE_32F};
   /* C^T (n x m) = X Y with X = op(B)^T (n x k), Y = op(A)^T (k x m), all column-major */
   int32_t opx = g->tb ? OP_T : OP_N, opy = g->ta ? OP_T : OP_N;
   uint32_t epi = g->bias ? (g->relu ? EPI_RELU | EPI_BIAS : EPI_BIAS) : g->relu ? EPI_RELU : EPI_DEFAULT;
-  cublasStatus_t st = b->desc_create(&p.desc, COMPUTE_32F, R_32F);
+  cublasStatus_t st = b->desc_create(&p.desc, compute, R_32F);
   if (!st)
     st = b->desc_set(p.desc, DESC_TRANSA, &opx, sizeof opx);
   if (!st)
@@ -177,6 +182,7 @@ int cuda_blas_prepare(CudaBlas *b, const CudaGemm *g, char *err, size_t errlen) 
   if (st || found < 1 || h.state) {
     snprintf(err, errlen, "cuBLASLt has no algorithm for %lld x %lld x %lld (status %d)", (long long)g->m,
              (long long)g->n, (long long)g->k, st ? st : h.state);
+    plan_destroy(b, &p);
     return -1;
   }
   p.algo = h.algo;
@@ -185,6 +191,23 @@ int cuda_blas_prepare(CudaBlas *b, const CudaGemm *g, char *err, size_t errlen) 
   b->plan[b->nplan] = p;
   return b->nplan++;
 }
+
+/* Operands that both hold bf16 (f16) values -- the mixed modes round every GEMM operand --
+ * run with CUBLAS_COMPUTE_32F_FAST_16BF (16F): cuBLASLt may convert the f32 inputs to 16 bits
+ * (or TF32), which is exact for such values, multiply on tensor cores (exact products) and
+ * accumulate in f32: the f32 GEMM of the same values up to summation order. If no algorithm
+ * takes that compute type, the plain f32 one computes the same. */
+int cuda_blas_prepare(CudaBlas *b, const CudaGemm *g, char *err, size_t errlen) {
+  if (!g->ok) {
+    snprintf(err, errlen, "%s", "batch dimensions with more than one stride");
+    return -1;
+  }
+  int compute = g->fast16 == IR_BF16 ? COMPUTE_32F_FAST_16BF : g->fast16 == IR_F16 ? COMPUTE_32F_FAST_16F : COMPUTE_32F;
+  int idx = plan_try(b, g, compute, err, errlen);
+  return idx < 0 && compute != COMPUTE_32F ? plan_try(b, g, COMPUTE_32F, err, errlen) : idx;
+}
+
+bool cuda_blas_fast16(const CudaBlas *b, int plan) { return b->plan[plan].fast16; }
 
 bool cuda_blas_run(CudaBlas *b, int i, const unsigned long long *bases, void *stream, char *err, size_t errlen) {
   Plan *p = &b->plan[i];

@@ -26,6 +26,7 @@ typedef struct {
   char *err;
   size_t errlen;
   bool ok;
+  bool elem16; /* in an elementwise kernel: bf16 / f16 values allowed (see convert16) */
 } Em;
 
 static const char prelude[] =
@@ -160,6 +161,10 @@ static const char *ctype(Em *e, IrDtype t) {
   case IR_I64: return "long long";
   case IR_I32: return "int";
   case IR_U8: case IR_BOOL: return "unsigned char";
+  case IR_BF16: case IR_F16:
+    if (e->elem16)
+      return "unsigned short"; /* their bits in memory; registers are float (rtype) */
+    /* fallthrough */
   default:
     fail(e, "the CUDA backend does not support %s tensors yet", ir_dtype_name(t));
     return "float";
@@ -167,9 +172,12 @@ static const char *ctype(Em *e, IrDtype t) {
 }
 
 static bool is_float(IrDtype t) { return t == IR_F32 || t == IR_F64; }
+static bool is16(IrDtype t) { return t == IR_BF16 || t == IR_F16; }
 
 /* A literal of dtype t (exact: hex floats; infinities through the prelude's macros). */
 static void lit(char *buf, size_t n, IrDtype t, double v) {
+  if (is16(t)) /* a 16-bit value lives in a float register */
+    v = ir_round(t, v), t = IR_F32;
   if (is_float(t)) {
     const char *inf = t == IR_F32 ? "LTL_INFF" : "LTL_INF";
     if (isnan(v))
@@ -350,8 +358,110 @@ static void operand(Em *e, Elem *x, int id, int j, char *buf, size_t n) {
   snprintf(buf, n, "a%d", a);
 }
 
+/* ---- 16-bit floats (bf16, f16): the mixed-precision casts (docs/precision.md) ----
+ *
+ * As in the CPU loops (llvm_step_kern.c), a bf16 / f16 value lives in a float register and
+ * takes 2 bytes in memory. Rounding is done with integer operations on the float's bits:
+ * no cuda_bf16.h / cuda_fp16.h, and the same text runs on the host shim. The results are
+ * the interpreter's (ir_round / ir_store): ties to even, subnormals, overflow to infinity,
+ * the sign of zero kept, NaN the quiet NaN (bits 0x7fc0 / 0x7e00 in memory). */
+
+static const char prelude16[] =
+    "/* 16-bit floats in float registers: rounding with integer operations (cuda_emit.c) */\n"
+    "#if defined(__CUDACC__) || defined(__CUDACC_RTC__)\n"
+    "LTL_DEV unsigned int ltl_f2u(float x) { return __float_as_uint(x); }\n"
+    "LTL_DEV float ltl_u2f(unsigned int u) { return __uint_as_float(u); }\n"
+    "#else\n"
+    "LTL_DEV unsigned int ltl_f2u(float x) { union { float f; unsigned int u; } c; c.f = x; return c.u; }\n"
+    "LTL_DEV float ltl_u2f(unsigned int u) { union { float f; unsigned int u; } c; c.u = u; return c.f; }\n"
+    "#endif\n"
+    "/* the nearest bf16 (the top half of a float): add 0x7fff plus the lowest kept bit, cut */\n"
+    "LTL_DEV float ltl_bf16(float x) {\n"
+    "  const unsigned int u = ltl_f2u(x);\n"
+    "  if ((u & 0x7fffffffu) > 0x7f800000u) return ltl_u2f(0x7fc00000u);\n"
+    "  return ltl_u2f((u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u);\n"
+    "}\n"
+    "/* the nearest f16 (1 + 5 + 10 bits; subnormals are multiples of 2^-24, 65520 and up overflow) */\n"
+    "LTL_DEV float ltl_f16(float x) {\n"
+    "  const unsigned int u = ltl_f2u(x), s = u & 0x80000000u, a = u ^ s;\n"
+    "  if (a > 0x7f800000u) return ltl_u2f(0x7fc00000u);\n"
+    "  if (a >= 0x477ff000u) return ltl_u2f(s | 0x7f800000u);\n"
+    "  if (a >= 0x38800000u) return ltl_u2f(s | ((a + 0xfffu + ((a >> 13) & 1u)) & ~0x1fffu));\n"
+    "  const unsigned int sh = 126u - (a >> 23); /* below 2^-14: |x| 2^24 = m / 2^sh */\n"
+    "  unsigned int r = 0;\n"
+    "  if (sh <= 24u) {\n"
+    "    const unsigned int m = (a & 0x7fffffu) | 0x800000u, rem = m & ((1u << sh) - 1u), half = 1u << (sh - 1u);\n"
+    "    r = m >> sh;\n"
+    "    r += rem > half || (rem == half && (r & 1u));\n"
+    "  }\n"
+    "  return ltl_u2f(s | ltl_f2u((float)r * 0x1p-24f));\n"
+    "}\n"
+    "/* memory: a bf16 / f16 value's 16 bits, and back (exact) */\n"
+    "LTL_DEV unsigned short ltl_bf16_bits(float v) {\n"
+    "  return v != v ? (unsigned short)0x7fc0u : (unsigned short)(ltl_f2u(v) >> 16);\n"
+    "}\n"
+    "LTL_DEV float ltl_bf16_value(unsigned short h) { return ltl_u2f((unsigned int)h << 16); }\n"
+    "LTL_DEV unsigned short ltl_f16_bits(float v) {\n"
+    "  const unsigned int u = ltl_f2u(v), s = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;\n"
+    "  if (a > 0x7f800000u) return (unsigned short)0x7e00u;\n"
+    "  if (a >= 0x47800000u) return (unsigned short)(s | 0x7c00u);\n"
+    "  if (a < 0x38800000u) return (unsigned short)(s | (unsigned int)(ltl_u2f(a) * 0x1p24f));\n"
+    "  return (unsigned short)(s | ((a - 0x38000000u) >> 13));\n"
+    "}\n"
+    "LTL_DEV float ltl_f16_value(unsigned short h) {\n"
+    "  const unsigned int s = (unsigned int)(h & 0x8000u) << 16, e = (h >> 10) & 31u, m = h & 1023u;\n"
+    "  if (e == 31u) return ltl_u2f(s | 0x7f800000u | (m << 13));\n"
+    "  if (e == 0u) return ltl_u2f(s | ltl_f2u((float)m * 0x1p-24f));\n"
+    "  return ltl_u2f(s | ((e + 112u) << 23) | (m << 13));\n"
+    "}\n\n";
+
+/* the type of a register holding a value of dtype t */
+static const char *rtype(Em *e, IrDtype t) { return is16(t) ? "float" : ctype(e, t); }
+
+/* the register value of memory expression m of dtype t, and (store) the memory value of
+ * register x */
+static void load_expr(char *buf, size_t n, IrDtype t, const char *m) {
+  if (is16(t))
+    snprintf(buf, n, "ltl_%s_value(%s)", t == IR_BF16 ? "bf16" : "f16", m);
+  else
+    snprintf(buf, n, "%s", m);
+}
+static void store_expr(char *buf, size_t n, IrDtype t, const char *x) {
+  if (is16(t))
+    snprintf(buf, n, "ltl_%s_bits(%s)", t == IR_BF16 ? "bf16" : "f16", x);
+  else
+    snprintf(buf, n, "%s", x);
+}
+
+/* IR_BF16 / IR_F16 when x holds such values as f32 (cast(cast(v, bf16|f16), f32), what the
+ * mixed modes build around GEMM operands), else 0: a GEMM of two of them is exact on tensor
+ * cores with f32 accumulation (cuda_blas.c). */
+static int rounded16(const IrGraph *g, int x) {
+  const IrNode *n = &g->node[x];
+  IrDtype t = n->op == IR_CAST && n->dtype == IR_F32 ? g->node[n->in[0]].dtype : IR_F32;
+  return is16(t) ? (int)t : 0;
+}
+
+/* A cast to or from a 16-bit float (false: neither side is one). A double is rounded to
+ * float first, as the CPU loops do (the mixed modes cast only f32). */
+static bool convert16(Em *e, char *buf, size_t n, const char *x, IrDtype from, IrDtype to) {
+  if (!is16(from) && !is16(to))
+    return false;
+  if (is16(to)) /* from a float, an integer or the other 16-bit format (exact in float) */
+    snprintf(buf, n, "ltl_%s((float)(%s))", to == IR_BF16 ? "bf16" : "f16", x);
+  else if (to == IR_BOOL)
+    snprintf(buf, n, "(unsigned char)((%s) != 0)", x);
+  else if (is_float(to))
+    snprintf(buf, n, "(%s)(%s)", ctype(e, to), x);
+  else
+    snprintf(buf, n, "(%s)ltl_f2i((double)(%s))", ctype(e, to), x);
+  return true;
+}
+
 /* x converted from dtype `from` to `to`, as the interpreter's cast */
 static void convert(Em *e, char *buf, size_t n, const char *x, IrDtype from, IrDtype to) {
+  if (convert16(e, buf, n, x, from, to))
+    return;
   const char *T = ctype(e, to);
   if (from == to)
     snprintf(buf, n, "%s", x);
@@ -366,7 +476,7 @@ static void convert(Em *e, char *buf, size_t n, const char *x, IrDtype from, IrD
 static void elem_op(Em *e, Elem *x, int id) {
   const IrNode *nd = &e->g->node[id];
   IrDtype t = nd->dtype, t0 = nd->nin ? e->g->node[e->p->in[id][0]].dtype : t;
-  const char *T = ctype(e, t);
+  const char *T = rtype(e, t);
   bool fl = is_float(t0), f32 = t0 == IR_F32;
   bool uns = t == IR_U8 || t == IR_BOOL;
   char a[128] = "", b[128] = "", c[128] = "", ex[1024];
@@ -476,6 +586,7 @@ static void gen_elemwise(Em *e, int kid) {
   const FusePlan *p = e->p;
   const FuseKernel *k = &p->k[kid];
   Elem x = {.kid = kid, .S = k->shape};
+  e->elem16 = true;
   x.acc = calloc((size_t)(k->nnode * 3 + 4), sizeof *x.acc);
   x.reg = calloc((size_t)e->g->n + 1, sizeof *x.reg);
   int step_v = -1;
@@ -525,9 +636,13 @@ static void gen_elemwise(Em *e, int kid) {
   for (int a = 0; a < x.nacc; a++) {
     Acc *ac = &x.acc[a];
     offset_expr(off, sizeof off, x.S.rank, ac->st, ac->off);
-    out(e, "      const %s a%d = %s[%s];\n", ctype(e, e->g->node[ac->v].dtype), a, ac->ptr, off);
+    IrDtype at = e->g->node[ac->v].dtype;
+    char mem[768], ld[800];
+    snprintf(mem, sizeof mem, "%s[%s]", ac->ptr, off);
+    load_expr(ld, sizeof ld, at, mem);
+    out(e, "      const %s a%d = %s;\n", rtype(e, at), a, ld);
     if (ac->kind == A_LOAD && is_layout_node(e->g, ac->v) && p->val[ac->v].kernel == kid) {
-      out(e, "      const %s v%d = a%d;\n", ctype(e, e->g->node[ac->v].dtype), ac->v, a);
+      out(e, "      const %s v%d = a%d;\n", rtype(e, at), ac->v, a);
       x.reg[ac->v] = true;
     }
   }
@@ -538,12 +653,16 @@ static void gen_elemwise(Em *e, int kid) {
     char ptr[96];
     int64_t o;
     ptr_of(e, ptr, sizeof ptr, k->out[i], &o);
-    out(e, "      %s[%lldLL + i] = v%d;\n", ptr, (long long)o, k->out[i]);
+    char reg[32], st[64];
+    snprintf(reg, sizeof reg, "v%d", k->out[i]);
+    store_expr(st, sizeof st, e->g->node[k->out[i]].dtype, reg);
+    out(e, "      %s[%lldLL + i] = %s;\n", ptr, (long long)o, st);
   }
   out(e, "    }\n  }\n");
   if (flags)
     out(e, "  if (bad_) ((long long *)B[%d])[0] = %d;\n", FUSE_BASE_STATUS, kid + 1);
   out(e, "}\n\n");
+  e->elem16 = false;
   free(x.acc);
   free(x.reg);
 }
@@ -820,6 +939,7 @@ static void gen_gemm(Em *e, int kid) {
     for (int i = nb - 2; i >= 0; i--)
       cg->ok &= fg.bst[j][i] == fg.bst[j][i + 1] * os.d[i + 1];
   }
+  cg->fast16 = rounded16(e->g, fg.a) == rounded16(e->g, fg.b) ? rounded16(e->g, fg.a) : 0;
   int ab_ = bytes_of(p, fg.a), bb_ = bytes_of(p, fg.b), cb_ = bytes_of(p, k->result);
   cg->abase = p->val[ab_].base, cg->aoff = p->val[ab_].offset + ao * 4;
   cg->bbase = p->val[bb_].base, cg->boff = p->val[bb_].offset + bo * 4;
@@ -1016,6 +1136,7 @@ bool cuda_emit(const FusePlan *p, CudaProgram *prog, char *err, size_t errlen) {
   Em e = {.p = p, .g = p->g, .err = err, .errlen = errlen, .ok = true};
   e.f = open_memstream(&prog->source, &len);
   fputs(prelude, e.f);
+  fputs(prelude16, e.f);
   for (int kid = 0; kid < p->nk && e.ok; kid++)
     gen_kernel(&e, kid);
   fclose(e.f);

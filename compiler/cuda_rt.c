@@ -270,17 +270,19 @@ CudaStep *cuda_step_compile(const IrGraph *g, bool grads, char *err, size_t errl
   char why[256] = "LTL_CUDA_GEMM=generated";
   if ((!mode || strcmp(mode, "generated")) && (s->blas = cuda_blas_create(why, sizeof why)))
     snprintf(why, sizeof why, "%s", "");
-  int ngemm = 0, nblas = 0;
+  int ngemm = 0, nblas = 0, ntc = 0;
   for (int i = 0; i < s->prog.nk; i++) {
     s->blas_plan[i] = -1;
     if (p->k[s->prog.k[i].plan_kernel].kind != FUSE_GEMM || s->prog.k[i].kind != CUDA_K_DEVICE)
       continue;
     ngemm++;
     if (s->blas && (s->blas_plan[i] = cuda_blas_prepare(s->blas, &s->prog.k[i].gemm, why, sizeof why)) >= 0)
-      nblas++;
+      nblas++, ntc += cuda_blas_fast16(s->blas, s->blas_plan[i]);
   }
-  snprintf(s->gemm_path, sizeof s->gemm_path, "%d of %d GEMMs through cuBLASLt%s%s", nblas, ngemm,
-           why[0] ? "; the others generated: " : "", why);
+  int len = snprintf(s->gemm_path, sizeof s->gemm_path, "%d of %d GEMMs through cuBLASLt%s%s", nblas, ngemm,
+                     why[0] ? "; the others generated: " : "", why);
+  if (ntc) /* the mixed modes: operands rounded to 16 bits (cuda_blas.c) */
+    snprintf(s->gemm_path + len, sizeof s->gemm_path - (size_t)len, "; %d of them on tensor cores (16-bit operands)", ntc);
   return s;
 }
 

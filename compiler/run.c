@@ -1202,7 +1202,7 @@ static void warn_unapplied(const RtTrainerConfig *c) {
 
 /* accelerator: "cpu"; "cuda" / "gpu" run every step on the CUDA executor, or exit 1 saying
  * what is missing; "auto" takes the GPU when that path applies and says so, else the CPU.
- * The CUDA path: compiled steps, precision 32-true, one process (docs/backend-cuda.md). */
+ * The CUDA path: compiled steps, any precision but 64-true, one process (docs/backend-cuda.md). */
 static bool accelerator(Run *r) {
     const char *a = r->cfg.accelerator;
     bool want = !strcmp(a, "cuda") || !strcmp(a, "gpu");
@@ -1212,8 +1212,8 @@ static bool accelerator(Run *r) {
     int cc = 0;
     if (!cuda_step_api) snprintf(why, sizeof why, "programs made by `ltlc build` train on the CPU only");
     else if (r->interp) snprintf(why, sizeof why, "--backend=interp runs on the CPU");
-    else if (strcmp(r->cfg.precision, "32-true"))
-        snprintf(why, sizeof why, "precision %s has no CUDA kernels yet (32-true only)", r->cfg.precision);
+    else if (!strcmp(r->cfg.precision, "64-true")) /* f64 is the interpreter's (docs/backend-cuda.md) */
+        snprintf(why, sizeof why, "precision 64-true runs on the reference interpreter, on the CPU");
     else if (r->cfg.devices > 1 || r->cfg.num_nodes > 1 || !strcmp(r->cfg.strategy, "ddp"))
         snprintf(why, sizeof why, "data-parallel training (ddp) does not run on the GPU yet");
     else cuda_step_api->usable(&cc, why, sizeof why);

@@ -2,23 +2,34 @@
  * matmul computes, on the host, what cuBLASLt's documentation specifies for column-major
  * operands (D = epilogue(op(A) op(B)), op = transpose when asked, the BIAS epilogue adding
  * bias[i] to row i of D, RELU last, strided batches), so the executor's row-major mapping
- * (compiler/cuda_blas.c) is checked against that specification. fp32, alpha 1, beta 0 only. */
+ * (compiler/cuda_blas.c) is checked against that specification. fp32, alpha 1, beta 0 only.
+ * Compute types: CUBLAS_COMPUTE_32F, and the tensor-core ones of the mixed modes,
+ * CUBLAS_COMPUTE_32F_FAST_16BF / _FAST_16F, whose documented licence -- inputs may be
+ * down-converted to bfloat16 / half -- the fake takes: it rounds both inputs to that format
+ * (ties to even), so a wrong compute type for a mode shows in the results; it counts the
+ * matmuls run per compute type (fake_cublaslt_computes). With $LTL_FAKE_CUBLASLT_NO_FAST set
+ * it refuses the 16-bit compute types, as a cuBLASLt without such an algorithm would. */
 #include <dlfcn.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef struct { int64_t rows, cols, ld, batch, stride; } Lay;
-typedef struct { int32_t ta, tb; uint32_t epi; const float *bias; } Desc;
+typedef struct { int32_t ta, tb; uint32_t epi; const float *bias; int compute; } Desc;
+enum { COMPUTE_32F = 68, COMPUTE_32F_FAST_16F = 74, COMPUTE_32F_FAST_16BF = 75 };
 typedef struct { uint64_t data[8]; } Algo;
 typedef struct { Algo algo; size_t workspaceSize; int state; float wavesCount; int reserved[4]; } Heuristic;
 
 int cublasLtCreate(void **h) { return *h = (void *)1, 0; }
 int cublasLtDestroy(void *h) { return (void)h, 0; }
 int cublasLtMatmulDescCreate(Desc **d, int compute, int scale) {
-  if (compute != 68 || scale != 0) return 15; /* NOT_SUPPORTED: fp32 only */
+  bool fast = compute == COMPUTE_32F_FAST_16F || compute == COMPUTE_32F_FAST_16BF;
+  if ((compute != COMPUTE_32F && !fast) || scale != 0 || (fast && getenv("LTL_FAKE_CUBLASLT_NO_FAST")))
+    return 15; /* NOT_SUPPORTED: fp32 data only (and, if asked, no tensor-core compute type) */
   *d = calloc(1, sizeof **d);
   (*d)->epi = 1;
+  (*d)->compute = compute;
   return 0;
 }
 int cublasLtMatmulDescDestroy(Desc *d) { return free(d), 0; }
@@ -66,8 +77,25 @@ typedef struct {
   float *D;
 } Call;
 
+static int computes[3]; /* matmuls enqueued with 32F, FAST_16F, FAST_16BF */
+void fake_cublaslt_computes(int *c32, int *c16f, int *c16bf) { *c32 = computes[0], *c16f = computes[1], *c16bf = computes[2]; }
+
+/* an input as the compute type may see it: bf16 (cut the f32 bits with ties to even) or f16 */
+static double input(int compute, float v) {
+  if (compute == COMPUTE_32F_FAST_16F)
+    return (float)(_Float16)v;
+  if (compute != COMPUTE_32F_FAST_16BF || v != v)
+    return v;
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  u = (u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000u;
+  memcpy(&v, &u, 4);
+  return v;
+}
+
 static void matmul(void *arg) {
   const Call *x = arg;
+  int ct = x->d.compute;
   int64_t m = x->c.rows, n = x->c.cols, k = x->d.ta ? x->a.rows : x->a.cols;
   for (int64_t t = 0; t < x->c.batch; t++) {
     const float *A = x->A + t * x->a.stride, *B = x->B + t * x->b.stride;
@@ -76,8 +104,8 @@ static void matmul(void *arg) {
       for (int64_t j = 0; j < n; j++) {
         double s = 0;
         for (int64_t q = 0; q < k; q++)
-          s += (double)(x->d.ta ? A[q + i * x->a.ld] : A[i + q * x->a.ld]) *
-               (x->d.tb ? B[j + q * x->b.ld] : B[q + j * x->b.ld]);
+          s += input(ct, x->d.ta ? A[q + i * x->a.ld] : A[i + q * x->a.ld]) *
+               input(ct, x->d.tb ? B[j + q * x->b.ld] : B[q + j * x->b.ld]);
         if (x->d.epi & 4) s += x->d.bias[i];
         if ((x->d.epi & 2) && s < 0) s = 0;
         D[i + j * x->c.ld] = (float)s;
@@ -92,6 +120,7 @@ int cublasLtMatmul(void *h, Desc *d, const float *alpha, const float *A, Lay *ad
   if (*alpha != 1 || *beta != 0 || C != D || cd != dd) return 15;
   Call *x = malloc(sizeof *x); /* kept: a captured graph replays it (the fake driver frees it) */
   *x = (Call){*d, *ad, *bd, *cd, A, B, D};
+  computes[d->compute == COMPUTE_32F ? 0 : d->compute == COMPUTE_32F_FAST_16F ? 1 : 2]++;
   void *cuda = dlopen(getenv("LTL_CUDA_LIB"), RTLD_NOW | RTLD_NOLOAD);
   void (*host_op)(void (*)(void *), void *) = cuda ? (void (*)(void (*)(void *), void *))dlsym(cuda, "fake_cuda_host_op") : NULL;
   if (!host_op) return 13; /* EXECUTION_FAILED */

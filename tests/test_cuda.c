@@ -32,11 +32,12 @@
 
 /* ---- NVRTC ---- */
 
-static void nvrtc_check(const char *file, int64_t batch) {
+/* precision: the trainer's (NULL: 32-true); the program's source is returned in *source if asked */
+static void nvrtc_check_precision(const char *file, int64_t batch, const char *precision, char **source) {
   char err[2048];
   if (!cuda_nvrtc_available(err, sizeof err))
     cr_skip_test("%s", err);
-  StepGraph *st = lower_example(file, batch, NULL, 0);
+  StepGraph *st = lower_example_precision(file, batch, NULL, 0, precision);
   FusePlan *p = cuda_plan(st->g, false, err, sizeof err);
   cr_assert(p, "%s", err);
   CudaProgram prog;
@@ -65,10 +66,13 @@ static void nvrtc_check(const char *file, int64_t batch) {
     }
     cuda_build_free(&b);
   }
+  if (source)
+    *source = strdup(prog.source);
   cuda_program_free(&prog);
   fuse_free(p);
   sema_step_free(st);
 }
+static void nvrtc_check(const char *file, int64_t batch) { nvrtc_check_precision(file, batch, NULL, NULL); }
 
 Test(cuda, nvrtc_mlp, .timeout = 120) { nvrtc_check("fashion_mlp.ltl", 64); }
 Test(cuda, nvrtc_cnn, .timeout = 120) { nvrtc_check("fashion_cnn.ltl", 64); }
@@ -611,6 +615,7 @@ Test(cuda, executor_without_driver) {
  * exercised; with blas, GEMMs go through tests/fake_libcublaslt.c (cuBLASLt's documented
  * column-major semantics), checking the row-major mapping of compiler/cuda_blas.c. Loss,
  * gradients-free VALUE outputs and parameter updates vs the interpreter. */
+static int blas_computes[3]; /* after executor_check with blas: GEMMs run with 32F, FAST_16F, FAST_16BF */
 static void executor_check(const IrGraph *g, bool blas, const char *expect_path) {
   char err[2048];
   FusePlan *p = cuda_plan(g, false, err, sizeof err);
@@ -680,6 +685,12 @@ static void executor_check(const IrGraph *g, bool blas, const char *expect_path)
   int launches, graphs, live;
   stats(&launches, &graphs, &live);
   cr_expect_eq(graphs, 2, "two runs, two graph launches");
+  void *bd = blas ? dlopen(fblas, RTLD_NOW | RTLD_NOLOAD) : NULL; /* the compute types cuBLASLt was given */
+  void (*computes)(int *, int *, int *) = bd ? (void (*)(int *, int *, int *))dlsym(bd, "fake_cublaslt_computes") : NULL;
+  if (computes)
+    computes(&blas_computes[0], &blas_computes[1], &blas_computes[2]);
+  if (bd)
+    dlclose(bd);
   int nlaunch = 0;
   for (int i = 0; i < prog.nk; i++)
     nlaunch += prog.k[i].kind == CUDA_K_DEVICE && !(blas && prog.k[i].gemm.ok);
@@ -793,6 +804,251 @@ Test(cuda, emit_marks_fallbacks) {
   cuda_program_free(&prog);
   fuse_free(p);
   ir_free(g);
+}
+
+/* ---- mixed precision (docs/precision.md): the 16-bit casts, the mixed steps, tensor cores ---- */
+
+/* bf16-mixed and 16-mixed steps (the casts around every GEMM and convolution operand, and
+ * 16-mixed's loss scaler) and bf16-true (every result rounded) compile for sm_80 and sm_90
+ * like the 32-true ones */
+static void nvrtc_mixed(const char *file, const char *precision, const char *cast) {
+  char *src = NULL;
+  nvrtc_check_precision(file, 64, precision, &src);
+  cr_expect(src && strstr(src, cast), "%s %s: no %s in the generated source", file, precision, cast);
+  free(src);
+}
+Test(cuda, nvrtc_bf16_mixed_mlp, .timeout = 120) { nvrtc_mixed("fashion_mlp.ltl", "bf16-mixed", "ltl_bf16((float)("); }
+Test(cuda, nvrtc_f16_mixed_mlp, .timeout = 120) { nvrtc_mixed("fashion_mlp.ltl", "16-mixed", "ltl_f16((float)("); }
+Test(cuda, nvrtc_bf16_mixed_cnn, .timeout = 120) { nvrtc_mixed("fashion_cnn.ltl", "bf16-mixed", "ltl_bf16((float)("); }
+Test(cuda, nvrtc_f16_mixed_cnn, .timeout = 120) { nvrtc_mixed("fashion_cnn.ltl", "16-mixed", "ltl_f16((float)("); }
+Test(cuda, nvrtc_bf16_true_cnn, .timeout = 120) { nvrtc_mixed("fashion_cnn.ltl", "bf16-true", "ltl_bf16((float)("); }
+
+/* The casts alone, on the shim, against the interpreter bit for bit: f32 -> bf16 / f16
+ * stored as 16 bits (ir_store's bits), the round trip back to f32 in registers, and bf16 /
+ * f16 inputs widened to f32. Edge values first (ties to even both ways, the largest finite
+ * values and the first that overflow, infinities, NaNs with payloads, subnormals of f32 and
+ * of f16 and their ties, signed zeros), then random bit patterns of every exponent. */
+Test(cuda, shim_casts_round_like_the_interpreter) {
+  static const uint32_t edge[] = {
+      0x3f808000, 0x3f818000, 0x3f808001, 0x3f817fff, 0x7f7fffff, 0x7f7f7fff, 0x7f7f8000, 0xff7f8000,
+      0x7f800000, 0xff800000, 0x7fc00000, 0x7f800001, 0xffc00001, 0x00000001, 0x00008000, 0x00018000,
+      0x00400000, 0x807fffff, 0x80000000, 0x00000000, 0x477fe000, 0x477fefff, 0x477ff000, 0xc77ff000,
+      0x38800000, 0x387fe000, 0x387fc000, 0x33800000, 0x33000000, 0x33000001, 0x33400000, 0x33c00000,
+      0x32800000, 0x3f801000, 0x3f803000, 0x3f801001, 0xb2000000, 0x47800000, 0x3eaaaaab, 0xbf7fffff};
+  enum { NEDGE = sizeof edge / sizeof *edge, N = NEDGE + 4000 };
+  IrGraph *g = ir_new();
+  int x = data(g, "x", IR_F32, IR_SHAPE(N));
+  int h16[2] = {data(g, "h", IR_BF16, IR_SHAPE(N)), data(g, "q", IR_F16, IR_SHAPE(N))};
+  IrDtype t16[2] = {IR_BF16, IR_F16};
+  for (int t = 0; t < 2; t++) {
+    int c = OK(ir_cast(g, x, t16[t]));
+    out(g, c);
+    out(g, OK(ir_cast(g, c, IR_F32)));
+    out(g, OK(ir_cast(g, h16[t], IR_F32)));
+  }
+  Inputs in = inputs_new(g, 1);
+  uint32_t *xv = in.data[x];
+  for (int i = 0; i < N; i++) {
+    xv[i] = i < NEDGE ? edge[i] : (uint32_t)(philox_uniform(7, 1, (uint64_t)i) * 4294967296.0);
+    for (int t = 0; t < 2; t++) /* every 16-bit pattern, NaN payloads included */
+      ((uint16_t *)in.data[h16[t]])[i] = (uint16_t)(i * 17 + t);
+  }
+  IrInterp *ip = interp_new(g, false);
+  for (int i = 0; i < g->n; i++)
+    if (g->node[i].op == IR_INPUT)
+      interp_set(ip, i, input_ptr(g, &in, i));
+  cr_assert_null(interp_run(ip));
+  char err[512];
+  FusePlan *p = cuda_plan(g, false, err, sizeof err);
+  cr_assert(p, "%s", err);
+  CudaProgram prog;
+  cr_assert(cuda_emit(p, &prog, err, sizeof err), "%s", err);
+  Shim sh = shim_build(prog.source);
+  Run r = run_shim(&sh, &prog, &in, 0, 3);
+  for (int o = 0; o < g->nout; o++) {
+    const IrNode *n = &g->node[g->out[o].value];
+    const unsigned char *got = run_output(&r, p, o);
+    const double *ref = interp_data(ip, g->out[o].value);
+    int size = ir_dtype_size(n->dtype), bad = 0;
+    for (int i = 0; i < N && bad < 5; i++) {
+      unsigned char want[4];
+      ir_store(n->dtype, want, 0, ref[i]);
+      double v = ir_load(n->dtype, got, i);
+      /* bit-exact; an f32 NaN may differ in its payload (the 16-bit ones are canonical) */
+      if (memcmp(want, got + i * size, (size_t)size) && !(n->dtype == IR_F32 && isnan(v) && isnan(ref[i]))) {
+        bad++;
+        cr_expect(0, "output %d (%s of %s) at %d, input 0x%08x: got %a, want %a", o, ir_dtype_name(n->dtype),
+                  ir_dtype_name(g->node[n->in[0]].dtype), i, xv[i], v, ref[i]);
+      }
+    }
+  }
+  run_free(&r);
+  shim_free(&sh);
+  cuda_program_free(&prog);
+  fuse_free(p);
+  interp_free(ip);
+  inputs_free(g, &in);
+  ir_free(g);
+}
+
+/* The mixed training steps on the shim against the interpreter. The casts are bit-exact, so
+ * only f32 summation order differs, as between the CPU JIT and the interpreter (test_precision.c:
+ * a GEMM result on the other side of a 16-bit rounding boundary moves the next operand by one
+ * 16-bit ulp). 16-mixed includes the loss scaler (scale, inf check, skipped update). */
+Test(cuda, shim_bf16_mixed_mlp_step, .timeout = 180) {
+  StepGraph *st = lower_example_precision("fashion_mlp.ltl", 16, NULL, 0, "bf16-mixed");
+  check_graph(st->g, 1e-3, 1, 4, "bf16-mixed mlp step");
+  sema_step_free(st);
+}
+
+Test(cuda, shim_f16_mixed_mlp_step, .timeout = 180) {
+  StepGraph *st = lower_example_precision("fashion_mlp.ltl", 16, NULL, 0, "16-mixed");
+  check_graph(st->g, 1e-3, 1, 4, "16-mixed mlp step");
+  sema_step_free(st);
+}
+
+Test(cuda, shim_bf16_mixed_cnn_step, .timeout = 300) {
+  StepGraph *st = lower_example_precision("fashion_cnn.ltl", 2, NULL, 0, "bf16-mixed");
+  check_graph(st->g, 2e-3, 1, 3, "bf16-mixed cnn step");
+  sema_step_free(st);
+}
+
+/* Tensor cores through the executor: in a mixed step every GEMM reads two 16-bit-rounded
+ * operands, so cuda_blas.c asks cuBLASLt for CUBLAS_COMPUTE_32F_FAST_16BF (bf16 modes) or
+ * _FAST_16F (16-mixed), and the fake cuBLASLt -- which then rounds its inputs to that format,
+ * as the compute type allows -- must see exactly those, and match the interpreter. */
+static void executor_mixed(IrGraph *g, const char *path, int c32, int c16f, int c16bf) {
+  char err[2048];
+  if (!cuda_nvrtc_available(err, sizeof err))
+    cr_skip_test("%s", err);
+  memset(blas_computes, 0, sizeof blas_computes);
+  executor_check(g, true, path);
+  cr_expect(blas_computes[0] == c32 && blas_computes[1] == c16f && blas_computes[2] == c16bf,
+            "cuBLASLt saw %d 32F, %d FAST_16F, %d FAST_16BF GEMMs; expected %d, %d, %d", blas_computes[0],
+            blas_computes[1], blas_computes[2], c32, c16f, c16bf);
+}
+
+Test(cuda, executor_bf16_mixed_mlp_tensor_cores, .timeout = 180) {
+  StepGraph *st = lower_example_precision("fashion_mlp.ltl", 8, NULL, 0, "bf16-mixed");
+  executor_mixed(st->g, "8 of 8 GEMMs through cuBLASLt; 8 of them on tensor cores", 0, 0, 8);
+  sema_step_free(st);
+}
+
+Test(cuda, executor_f16_mixed_mlp_tensor_cores, .timeout = 180) {
+  StepGraph *st = lower_example_precision("fashion_mlp.ltl", 8, NULL, 0, "16-mixed");
+  executor_mixed(st->g, "8 of 8 GEMMs through cuBLASLt; 8 of them on tensor cores", 0, 8, 0);
+  sema_step_free(st);
+}
+
+/* GEMMs whose results tell the formats apart: loss = sum((x s) w t) / s under the mode's rule,
+ * and its gradient w.r.t. w (a second GEMM, with t / s as an operand). bf16-mixed with
+ * s = 2^-20 puts the operands where f16 has only subnormals or overflows (FAST_16F would
+ * lose them); 16-mixed with s = 1 keeps 11 significant bits that bf16 (FAST_16BF) would cut
+ * to 8. Either swap moves the loss and the update far beyond the executor check's bounds.
+ * (Each case is its own test: the fake libraries are loaded once per process.) */
+static IrGraph *mode_gemm_graph(const char *mode, double s) {
+  IrGraph *g = ir_new();
+  ir_precision_begin(g, mode);
+  int x = data(g, "x", IR_F32, IR_SHAPE(32, 48)), lr = data(g, "lr", IR_F32, IR_SCALAR);
+  int t = data(g, "t", IR_F32, IR_SHAPE(32, 40));
+  int w = OK(ir_input(g, IR_IN_PARAM, "w", IR_F32, IR_SHAPE(48, 40)));
+  int y = OK(ir_mul(g, OK(ir_matmul(g, OK(ir_mul(g, x, OK(ir_scalar(g, s, IR_F32)))), w)), t));
+  int loss = OK(ir_mul(g, OK(ir_sum(g, y, NULL, 0, false)), OK(ir_scalar(g, 1 / s, IR_F32))));
+  int grad;
+  cr_assert_eq(ad_grad(g, loss, &w, 1, &grad), 0, "%s", ir_error(g));
+  IrSgd sgd = ir_sgd_defaults(lr);
+  cr_assert_eq(ir_sgd(g, "opt", &sgd, &w, &grad, 1), 0, "%s", ir_error(g));
+  ir_precision_end(g, mode);
+  ir_output(g, loss, IR_OUT_VALUE, -1, "loss");
+  int map[256];
+  cr_assert_lt(g->n, 256);
+  ir_simplify(g, map);
+  return g;
+}
+
+static void mode_gemm(const char *mode, double s, const char *path, int c32, int c16f, int c16bf) {
+  IrGraph *g = mode_gemm_graph(mode, s);
+  executor_mixed(g, path, c32, c16f, c16bf);
+  ir_free(g);
+}
+Test(cuda, executor_bf16_gemm_gets_fast_16bf, .timeout = 120) {
+  mode_gemm("bf16-mixed", 0x1p-20, "2 of 2 GEMMs through cuBLASLt; 2 of them on tensor cores", 0, 0, 2);
+}
+Test(cuda, executor_f16_gemm_gets_fast_16f, .timeout = 120) {
+  mode_gemm("16-mixed", 1, "2 of 2 GEMMs through cuBLASLt; 2 of them on tensor cores", 0, 2, 0);
+}
+Test(cuda, executor_f32_gemm_stays_f32, .timeout = 120) { /* unrounded operands: no tensor cores */
+  mode_gemm("32-true", 0x1p-20, "2 of 2 GEMMs through cuBLASLt", 2, 0, 0);
+}
+
+/* 16-mixed's loss scaler on the shim when the scaled gradients overflow (a scale of 2^100:
+ * f16 GEMM operands become inf): found_inf holds, so every weight and Adam moment keeps its
+ * bytes, the scale halves and the growth count restarts -- as the interpreter says. */
+Test(cuda, shim_f16_mixed_overflow_skips_the_step, .timeout = 120) {
+  StepGraph *st = lower_example_precision("fashion_mlp.ltl", 8, NULL, 0, "16-mixed");
+  const IrGraph *g = st->g;
+  Inputs in = inputs_new(g, 1);
+  int scale = -1, tracker = -1;
+  for (int i = 0; i < g->n; i++)
+    if (g->node[i].op == IR_INPUT && g->node[i].name) {
+      if (!strcmp(g->node[i].name, "opt.scaler.scale"))
+        scale = i;
+      if (!strcmp(g->node[i].name, "opt.scaler.growth_tracker"))
+        tracker = i;
+    }
+  cr_assert(scale >= 0 && tracker >= 0, "the scaler's state inputs");
+  ir_store(IR_F32, (void *)input_ptr(g, &in, scale), 0, 0x1p100);
+  ir_store(IR_F32, (void *)input_ptr(g, &in, tracker), 0, 5);
+  IrInterp *ip = interp_new(g, false);
+  for (int i = 0; i < g->n; i++)
+    if (g->node[i].op == IR_INPUT)
+      interp_set(ip, i, input_ptr(g, &in, i));
+  cr_assert_null(interp_run(ip));
+  char err[512];
+  FusePlan *p = cuda_plan(g, true, err, sizeof err);
+  cr_assert(p, "%s", err);
+  CudaProgram prog;
+  cr_assert(cuda_emit(p, &prog, err, sizeof err), "%s", err);
+  Shim sh = shim_build(prog.source);
+  Run r = run_shim(&sh, &prog, &in, 2, 4);
+  int kept = 0;
+  for (int o = 0; o < g->nout; o++) {
+    const IrOutput *out = &g->out[o];
+    if (out->kind != IR_OUT_UPDATE)
+      continue;
+    const IrNode *t = &g->node[out->target];
+    const unsigned char *got = run_output(&r, p, o), *before = input_ptr(g, &in, out->target);
+    const double *ref = interp_data(ip, out->value);
+    double v = ir_load(t->dtype, got, 0);
+    if (out->target == scale) {
+      cr_expect(v == 0x1p99 && ref[0] == 0x1p99, "scale: shim %g, interpreter %g", v, ref[0]);
+    } else if (out->target == tracker) {
+      cr_expect(v == 0 && ref[0] == 0, "growth tracker: shim %g, interpreter %g", v, ref[0]);
+    } else {
+      size_t bytes = (size_t)(ir_numel(t->shape) * ir_dtype_size(t->dtype));
+      cr_expect(!memcmp(got, before, bytes), "%s changed on a skipped step", t->name);
+      for (int64_t i = 0; i < ir_numel(t->shape); i++)
+        cr_assert_eq(ref[i], ir_load(t->dtype, before, i), "the interpreter keeps %s too", t->name);
+      kept++;
+    }
+  }
+  cr_expect_gt(kept, 6, "weights and moments kept: %d", kept);
+  run_free(&r);
+  shim_free(&sh);
+  cuda_program_free(&prog);
+  fuse_free(p);
+  interp_free(ip);
+  inputs_free(g, &in);
+  sema_step_free(st);
+}
+
+/* a cuBLASLt that refuses the 16-bit compute types: the same GEMMs in f32 (the same values),
+ * none on tensor cores */
+Test(cuda, executor_mixed_without_fast_16bf_falls_back_to_f32, .timeout = 180) {
+  setenv("LTL_FAKE_CUBLASLT_NO_FAST", "1", 1);
+  StepGraph *st = lower_example_precision("fashion_mlp.ltl", 8, NULL, 0, "bf16-mixed");
+  executor_mixed(st->g, "8 of 8 GEMMs through cuBLASLt", 8, 0, 0);
+  sema_step_free(st);
 }
 
 /* for tests/test_cuda_conv.c (cuda_test.h) */

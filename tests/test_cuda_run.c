@@ -218,7 +218,7 @@ Test(cuda_run, auto_and_refusals) {
   cr_assert_eq(ltlc(out, sizeof out, false, "run tiny.ltl test --trainer.accelerator=cuda"), 1, "%s", out);
   cr_assert(strstr(out, "accelerator = \"cuda\": no NVIDIA driver: /nonexistent/libcuda.so.1 could not be loaded"), "%s", out);
   static const struct { const char *args, *msg; } bad[] = {
-      {"--trainer.precision=bf16-mixed", "precision bf16-mixed has no CUDA kernels yet"},
+      {"--trainer.precision=64-true", "precision 64-true runs on the reference interpreter"},
       {"--backend=interp", "--backend=interp runs on the CPU"},
       {"--trainer.devices=2", "data-parallel training (ddp) does not run on the GPU yet"},
   };
@@ -229,3 +229,48 @@ Test(cuda_run, auto_and_refusals) {
     cr_assert(strstr(out, bad[i].msg) && !strstr(out, "GPU available"), "%s: %s", args, out);
   }
 }
+
+/* ---- mixed precision on the (fake) GPU: the casts in the generated kernels, 16-mixed's loss
+ * scaler in the step, the GEMMs on "tensor cores" (the fake cuBLASLt, which rounds its inputs
+ * to the compute type's 16-bit format) ---- */
+
+/* fit + test in precision P on the CPU and on the fake GPU with the fake cuBLASLt: the same
+ * losses (loss_scale too), validation and test metrics and final checkpoints (16-mixed's
+ * scaler state included), within tol (the casts are bit-exact; GEMM summation orders differ). */
+static void mixed_fit(const char *precision, double tol) {
+  char args[512], cmd[2048], a[256], b[256];
+  snprintf(cmd, sizeof cmd, "cc -std=gnu17 -O1 -fPIC -shared -Wall -Werror -o %s/libcublaslt-fake.so %s/tests/fake_libcublaslt.c",
+           dir, SRCDIR);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  snprintf(args, sizeof args, "run tiny.ltl fit test --trainer.precision=%s --trainer.accelerator=cpu", precision);
+  cr_assert_eq(ltlc(out, sizeof out, false, args), 0, "%s", out);
+  snprintf(cmd, sizeof cmd,
+           "LTL_CACHE=0 LTL_CUDA_LIB=%s/libcuda-fake.so LTL_NVRTC_LIB=%s/libnvrtc-fake.so "
+           "LTL_CUBLASLT_LIB=%s/libcublaslt-fake.so %s run tiny.ltl fit test --trainer.precision=%s "
+           "--trainer.accelerator=cuda",
+           dir, dir, dir, LTLC, precision);
+  cr_assert_eq(e2e_sh(dir, out, sizeof out, cmd), 0, "%s", out);
+  cr_assert(strstr(out, "GPU available: True (cuda), used: True"), "%s", out);
+  bool f16 = !strcmp(precision, "16-mixed");
+  const char *cols[] = {"train_loss_step", "val_loss", "test_acc", "loss_scale"};
+  for (int c = 0; c < (f16 ? 4 : 3); c++) {
+    double x[64], y[64];
+    int nx = column(0, cols[c], x, 64), ny = column(1, cols[c], y, 64);
+    cr_assert(nx == ny && nx > 0, "%s: %d and %d values", cols[c], nx, ny);
+    for (int i = 0; i < nx; i++)
+      cr_assert(fabs(x[i] - y[i]) <= tol * (1 + fabs(x[i])), "%s %s row %d: cpu %g, cuda %g", precision, cols[c], i,
+                x[i], y[i]);
+  }
+  snprintf(a, sizeof a, "%s/runs/lightning_logs/version_0/checkpoints/epoch=1-step=12.ckpt", dir);
+  snprintf(b, sizeof b, "%s/runs/lightning_logs/version_1/checkpoints/epoch=1-step=12.ckpt", dir);
+  close_ckpts(a, b, tol);
+  char err[RT_CKPT_ERR_LEN];
+  RtCkpt *c = rt_ckpt_open(b, err);
+  cr_assert(c, "%s", err);
+  cr_assert_eq(rt_ckpt_find(c, "opt.scaler.scale") != NULL, f16, "%s: the scaler's state is in the checkpoint", precision);
+  rt_ckpt_close(c);
+}
+
+Test(cuda_run, fit_bf16_mixed_matches_the_cpu) { mixed_fit("bf16-mixed", 1e-4); }
+Test(cuda_run, fit_16_mixed_matches_the_cpu) { mixed_fit("16-mixed", 1e-4); }
+Test(cuda_run, fit_bf16_true_matches_the_cpu) { mixed_fit("bf16-true", 1e-4); }
