@@ -121,6 +121,11 @@ static void busy(const char *what) {
 }
 static void idle(void) { atomic_store(&D.busy_since, 0.0); }
 
+void rt_dist_watch(const char *what) {
+    if (what) busy(what);
+    else idle();
+}
+
 #define SYM(lib, var, name) (*(void **)&(var) = dlsym(lib, name))
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

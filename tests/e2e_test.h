@@ -1,10 +1,11 @@
 /* e2e_test.h — what the end-to-end tests (tests/test_run.c, test_build.c, test_ddp.c,
- * test_precision.c, test_cuda_run.c, test_stdlib.c) share: a temporary directory with files
+ * test_precision.c, test_cuda_run.c, test_cuda_ddp.c, test_stdlib.c) share: a temporary directory with files
  * in it, commands run there, a small IDX data set, checkpoints compared tensor by tensor. */
 #ifndef LTL_E2E_TEST_H
 #define LTL_E2E_TEST_H
 
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +70,26 @@ static inline void e2e_same_tensors(const char *a, const char *b, const char *wh
     }
     rt_ckpt_close(x);
     rt_ckpt_close(y);
+}
+
+/* The largest difference between the F32 tensors of two checkpoints (the same names). */
+static inline double e2e_max_diff(RtCkpt *a, RtCkpt *b, double *scale) {
+    double worst = 0;
+    *scale = 0;
+    for (size_t i = 0; i < rt_ckpt_count(a); i++) {
+        const RtCkptInfo *ta = rt_ckpt_tensor(a, i), *tb = rt_ckpt_find(b, ta->name);
+        cr_assert(tb, "%s missing", ta->name);
+        if (ta->dtype != RT_CKPT_F32) continue;
+        float *x = malloc(ta->nbytes), *y = malloc(tb->nbytes);
+        cr_assert(rt_ckpt_read(a, ta, x, NULL) && rt_ckpt_read(b, tb, y, NULL));
+        for (uint64_t k = 0; k < ta->numel; k++) {
+            worst = fmax(worst, fabs((double)x[k] - y[k]));
+            *scale = fmax(*scale, fabs((double)x[k]));
+        }
+        free(x);
+        free(y);
+    }
+    return worst;
 }
 
 static inline void idx_be32(FILE *f, unsigned v) {

@@ -107,26 +107,6 @@ static RtCkpt *only_ckpt(const char *root, char *name, size_t size) {
     return ck;
 }
 
-/* The largest difference between the F32 tensors of two checkpoints (the same names). */
-static double max_diff(RtCkpt *a, RtCkpt *b, double *scale) {
-    double worst = 0;
-    *scale = 0;
-    for (size_t i = 0; i < rt_ckpt_count(a); i++) {
-        const RtCkptInfo *ta = rt_ckpt_tensor(a, i), *tb = rt_ckpt_find(b, ta->name);
-        cr_assert(tb, "%s missing", ta->name);
-        if (ta->dtype != RT_CKPT_F32) continue;
-        float *x = malloc(ta->nbytes), *y = malloc(tb->nbytes);
-        cr_assert(rt_ckpt_read(a, ta, x, NULL) && rt_ckpt_read(b, tb, y, NULL));
-        for (uint64_t k = 0; k < ta->numel; k++) {
-            worst = fmax(worst, fabs((double)x[k] - y[k]));
-            *scale = fmax(*scale, fabs((double)x[k]));
-        }
-        free(x);
-        free(y);
-    }
-    return worst;
-}
-
 Test(ddp, two_ranks_of_32_take_the_steps_of_one_rank_of_64) {
     static char out[1 << 16];
     int st = sh(out, sizeof out, MPIRUN " -np 2 %s run tiny.ltl fit --trainer.default_root_dir=two", LTLC);
@@ -139,7 +119,7 @@ Test(ddp, two_ranks_of_32_take_the_steps_of_one_rank_of_64) {
     cr_assert_str_eq(n2, "epoch=1-step=8.ckpt");
     cr_assert_str_eq(n1, "epoch=1-step=8.ckpt");
     cr_assert_str_eq(ns, "epoch=1-step=16.ckpt");
-    double scale, d = max_diff(two, one, &scale), scale2, far = max_diff(two, small, &scale2);
+    double scale, d = e2e_max_diff(two, one, &scale), scale2, far = e2e_max_diff(two, small, &scale2);
     cr_assert(scale > 0.1, "weights of size %g", scale);
     cr_assert(d <= 1e-5 * scale, "2 x 32 vs 1 x 64: weights differ by %g (largest %g)", d, scale);
     cr_assert(far > 1e-3, "a run of batch 32 on one rank should differ (by %g)", far);
@@ -157,7 +137,7 @@ Test(ddp, interpreter_backend_averages_like_the_jit) {
     char n1[256], n2[256];
     RtCkpt *interp = only_ckpt("interp", n1, sizeof n1), *jit = only_ckpt("jit", n2, sizeof n2);
     cr_assert_str_eq(n1, "epoch=1-step=8.ckpt");
-    double scale, d = max_diff(interp, jit, &scale);
+    double scale, d = e2e_max_diff(interp, jit, &scale);
     cr_assert(d <= 1e-5 * scale, "interpreter vs JIT over 2 ranks: %g", d);
     rt_ckpt_close(interp);
     rt_ckpt_close(jit);
@@ -201,7 +181,7 @@ Test(ddp, resumed_two_rank_run_is_bit_identical) {
     snprintf(p, sizeof p, "%s/part/lightning_logs/version_1/checkpoints/epoch=2-step=12.ckpt", dir);
     RtCkpt *resumed = rt_ckpt_open(p, err);
     cr_assert(resumed, "%s\n%s", err, out);
-    double scale, d = max_diff(full, resumed, &scale);
+    double scale, d = e2e_max_diff(full, resumed, &scale);
     cr_assert_eq(d, 0, "the resumed run differs by %g", d);
     rt_ckpt_close(full);
     rt_ckpt_close(resumed);
@@ -332,7 +312,7 @@ Test(ddp, two_ranks_in_two_network_namespaces_train_over_tcp) {
     char n1[256], n2[256];
     RtCkpt *nodes = only_ckpt("nodes", n1, sizeof n1), *local = only_ckpt("local", n2, sizeof n2);
     cr_assert_str_eq(n1, "epoch=1-step=8.ckpt", "two ranks: 4 steps an epoch");
-    double scale, d = max_diff(nodes, local, &scale);
+    double scale, d = e2e_max_diff(nodes, local, &scale);
     cr_assert(d <= 1e-6 * scale, "over TCP the weights differ by %g", d);
     rt_ckpt_close(nodes);
     rt_ckpt_close(local);
