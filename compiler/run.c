@@ -1210,8 +1210,8 @@ static bool accelerator(Run *r) {
     if (!want && strcmp(a, "auto")) return error("unknown accelerator '%s' (cpu, cuda, gpu, auto)", a), false;
     char why[512] = "";
     int cc = 0, rank, world, local;
-    bool ddp = r->cfg.devices > 1 || r->cfg.num_nodes > 1 || !strcmp(r->cfg.strategy, "ddp") ||
-               (rt_dist_env(&rank, &world, &local) && world > 1);
+    bool ddp = (r->cfg.devices > 0 ? r->cfg.devices : 1) * (r->cfg.num_nodes > 0 ? r->cfg.num_nodes : 1) > 1 ||
+               (rt_dist_env(&rank, &world, &local) && world > 1); /* a world of one needs no NCCL */
     if (!cuda_step_api) snprintf(why, sizeof why, "programs made by `ltlc build` train on the CPU only");
     else if (r->interp) snprintf(why, sizeof why, "--backend=interp runs on the CPU");
     else if (strcmp(r->cfg.precision, "32-true"))
@@ -1301,7 +1301,8 @@ static const char run_help[] =
     "  --trainer.accelerator=cuda  every step on the GPU (CUDA executor; \"auto\" when one is\n"
     "                         usable; docs/backend-cuda.md), or exit 1 saying what is missing\n"
     "  --trainer.devices=N    data-parallel training on N processes, started through mpirun\n"
-    "                         (strategy = \"ddp\"; also under mpirun -np N or srun: docs/distributed.md)\n"
+    "                         (strategy = \"ddp\"; also under mpirun -np N or srun: docs/distributed.md);\n"
+    "                         with accelerator=cuda one GPU per rank, gradients through NCCL\n"
     "\n"
     "Runs are written to default_root_dir/NAME/version_N/ (metrics.csv, hparams.yaml,\n"
     "TensorBoard events, curves.svg, checkpoints/). Exit 0 ok, 1 an error, 2 usage.\n";

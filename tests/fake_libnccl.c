@@ -5,7 +5,8 @@
  * for all, sums the slots in rank order (the same bits on every rank) and waits again before
  * the slots are reused. ncclAllReduce is a stream operation of the fake driver
  * (fake_cuda_stream_op): it runs when the driver runs that stream, or at each replay of a
- * captured graph. Only what compiler/cuda_nccl.c calls exists. */
+ * captured graph. $LTL_FAKE_NCCL_HANG=R: rank R never takes part (a peer that hangs). Only what
+ * compiler/cuda_nccl.c calls exists. */
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -89,6 +90,10 @@ int ncclCommInitRank(Comm **out, int n, char id[128], int rank) {
 static void reduce(void *arg) {
   const Call *x = arg;
   Comm *c = x->c;
+  const char *hang = getenv("LTL_FAKE_NCCL_HANG"); /* this rank never takes part: a hung peer */
+  if (hang && atoi(hang) == c->rank)
+    for (;;)
+      pause();
   size_t es = x->f64 ? 8 : 4, per = SLOT / es;
   for (size_t at = 0; at < x->count; at += per) {
     size_t k = x->count - at < per ? x->count - at : per;

@@ -4,8 +4,8 @@
  * really reduces across the rank processes (shared memory). 2 ranks x batch 32 on the fake
  * GPU take the steps of 1 x 64 on the fake GPU and of the CPU's 2 x 32, also when the fake
  * driver runs the collective stream as late, or the compute stream as early, as the events
- * allow (a missing event then reads unreduced or stale gradients); no NCCL and a failing
- * rank end the run with one message. */
+ * allow (a missing event then reads unreduced or stale gradients); no NCCL, a failing rank
+ * and a hung rank end the run with one message. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
@@ -164,4 +164,14 @@ Test(cuda_ddp, a_failing_rank_ends_the_job_with_its_rank_named) {
   cr_assert(time(NULL) - t0 < 60);
   cr_assert(strstr(out, "nan at step 0 (detect_anomaly)"), "%s", out);
   cr_assert(strstr(out, "ltlc: rank 1 of 2: failed (the message above); stopping all ranks"), "%s", out);
+}
+
+/* A rank that hangs inside the NCCL all-reduce of a GPU step (the fake NCCL never answers on
+ * rank 1): the watchdog ends the job after LTL_DDP_TIMEOUT seconds, naming what waited. */
+Test(cuda_ddp, a_hung_rank_ends_the_job_after_the_timeout) {
+  time_t t0 = time(NULL);
+  cr_assert_neq(ltlc(out, sizeof out, "LTL_FAKE_NCCL_HANG=1 LTL_DDP_TIMEOUT=2", NULL, MPIRUN " --timeout 60 ",
+                     "run tiny.ltl fit --trainer.accelerator=cuda"), 0, "%s", out);
+  cr_assert(time(NULL) - t0 < 30, "%lld s", (long long)(time(NULL) - t0));
+  cr_assert(strstr(out, "no answer from the other ranks for 2 s in a GPU step's NCCL all-reduce"), "%s", out);
 }
