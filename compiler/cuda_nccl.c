@@ -16,14 +16,15 @@
 
 enum { NCCL_FLOAT = 7, NCCL_DOUBLE = 8, NCCL_AVG = 4 }; /* ncclFloat32, ncclFloat64, ncclAvg */
 enum { NCCL_MIN_VERSION = 21000 };                      /* 2.10: ncclAvg (graph capture since 2.9) */
+typedef struct { char internal[128]; } NcclId;          /* ncclUniqueId: passed by value */
 
 static struct {
   void *lib;
   char why[512];
   int version;
   int (*get_version)(int *);
-  int (*get_id)(void *);
-  int (*init_rank)(void **, int, char[128], int);
+  int (*get_id)(NcclId *);
+  int (*init_rank)(void **, int, NcclId, int);
   int (*all_reduce)(const void *, void *, size_t, int, int, void *, void *);
   const char *(*error)(int);
   void *comm;
@@ -77,11 +78,11 @@ bool cuda_nccl_init(int rank, int world, char *err, size_t errlen) {
     return true;
   if (!cuda_nccl_available(err, errlen))
     return false;
-  char id[128] = {0};
-  int rc = rank == 0 ? N.get_id(id) : 0;
+  NcclId id = {{0}};
+  int rc = rank == 0 ? N.get_id(&id) : 0;
   if (rc)
     return snprintf(err, errlen, "NCCL: ncclGetUniqueId failed: %s", N.error(rc)), false;
-  rt_dist_broadcast(id, sizeof id, 0); /* aborts the job on failure */
+  rt_dist_broadcast(&id, sizeof id, 0); /* aborts the job on failure */
   if ((rc = N.init_rank(&N.comm, world, id, rank)) != 0) {
     N.comm = NULL;
     return snprintf(err, errlen, "NCCL: ncclCommInitRank (rank %d of %d) failed: %s", rank, world, N.error(rc)), false;

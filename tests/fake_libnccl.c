@@ -22,6 +22,8 @@
 enum { OK = 0, UNHANDLED_CUDA = 1, SYSTEM = 2, INVALID_ARGUMENT = 4 };
 enum { SLOT = 1 << 20 }; /* bytes of one rank's piece */
 
+typedef struct { char internal[128]; } NcclId; /* ncclUniqueId, passed by value as nccl.h says */
+
 typedef struct {
   atomic_int ready; /* rank 0 has set up the barrier */
   pthread_barrier_t bar;
@@ -47,16 +49,18 @@ const char *ncclGetErrorString(int r) {
   return r == SYSTEM ? "system error (fake)" : r == INVALID_ARGUMENT ? "invalid argument (fake)" : "fake NCCL error";
 }
 
-int ncclGetUniqueId(char id[128]) {
+int ncclGetUniqueId(NcclId *u) {
   struct timespec t;
   clock_gettime(CLOCK_REALTIME, &t);
-  memset(id, 0, 128);
-  snprintf(id, 128, "/ltl-fake-nccl-%d-%lld", (int)getpid(), (long long)t.tv_sec * 1000000000LL + t.tv_nsec);
+  memset(u, 0, sizeof *u);
+  snprintf(u->internal, sizeof u->internal, "/ltl-fake-nccl-%d-%lld", (int)getpid(),
+           (long long)t.tv_sec * 1000000000LL + t.tv_nsec);
   return OK;
 }
 
-int ncclCommInitRank(Comm **out, int n, char id[128], int rank) {
-  if (n < 1 || rank < 0 || rank >= n || id[0] != '/')
+int ncclCommInitRank(Comm **out, int n, NcclId u, int rank) {
+  const char *id = u.internal;
+  if (n < 1 || rank < 0 || rank >= n || id[0] != '/' || !memchr(id, 0, sizeof u.internal))
     return INVALID_ARGUMENT;
   Comm *c = calloc(1, sizeof *c);
   c->rank = rank, c->n = n, c->size = HEADER + (size_t)n * SLOT;
