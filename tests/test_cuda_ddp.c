@@ -7,6 +7,7 @@
  * allow (a missing event then reads unreduced or stale gradients); no NCCL, a failing rank
  * and a hung rank end the run with one message. */
 #include <criterion/criterion.h>
+#include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -174,4 +175,21 @@ Test(cuda_ddp, a_hung_rank_ends_the_job_after_the_timeout) {
                      "run tiny.ltl fit --trainer.accelerator=cuda"), 0, "%s", out);
   cr_assert(time(NULL) - t0 < 30, "%lld s", (long long)(time(NULL) - t0));
   cr_assert(strstr(out, "no answer from the other ranks for 2 s in a GPU step's NCCL all-reduce"), "%s", out);
+}
+
+/* The real libnccl.so.2 (when installed) on a machine without a real GPU: loaded, version
+ * checked, the unique id made and broadcast, then ncclCommInitRank fails on every rank with
+ * NCCL's message (NCCL uses the real driver, not the fake one) and the job ends. */
+Test(cuda_ddp, real_nccl_without_a_gpu_fails_cleanly) {
+  void *nccl = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL), *driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (nccl)
+    dlclose(nccl);
+  if (driver)
+    dlclose(driver);
+  if (!nccl || driver)
+    cr_skip_test("needs libnccl.so.2 and no NVIDIA driver");
+  cr_assert_eq(ltlc(out, sizeof out, "", "libnccl.so.2", "", "run tiny.ltl fit --trainer.accelerator=cuda --trainer.devices=2"), 1,
+               "%s", out);
+  cr_assert(strstr(out, "NCCL: ncclCommInitRank (rank 1 of 2) failed: ") && strstr(out, "stopping all ranks"), "%s", out);
+  cr_assert(!strstr(out, "Segmentation") && !strstr(out, "core dumped"), "%s", out);
 }
