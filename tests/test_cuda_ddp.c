@@ -21,42 +21,12 @@ static char dir[64];
 #define RANK_ENV ""
 #endif
 
-/* SGD with momentum and gradient clipping (the global norm of the reduced gradients), a
- * sync_dist training metric. */
-static const char *model_src =
-    "use nn\n"
-    "model Tiny(hidden = 16, lr = 0.2) {\n"
-    "    l1 = nn.Linear(16, hidden)\n"
-    "    l2 = nn.Linear(hidden, 2)\n"
-    "    forward(x: f32[B, 1, 4, 4]) -> f32[B, 2] = l2(relu(l1(flatten(x, 1))))\n"
-    "    training_step(x: f32[B, 1, 4, 4], y: i64[B]) {\n"
-    "        loss = cross_entropy(forward(x), y)\n"
-    "        log(\"train_loss\", loss, on_epoch = true, sync_dist = true)\n"
-    "        return loss\n"
-    "    }\n"
-    "    validation_step(x, y) { log(\"val_acc\", accuracy(forward(x), y)) }\n"
-    "    optimizer = sgd(lr = lr, momentum = 0.9)\n"
-    "}\n"
-    "data Toy(root = \"%s\", batch = 32) {\n"
-    "    train = idx(root + \"/x.idx\", root + \"/y.idx\")\n"
-    "    val = idx(root + \"/vx.idx\", root + \"/vy.idx\")\n"
-    "    transform(x) = x / 255\n"
-    "    loader(batch = batch, shuffle = true)\n"
-    "}\n"
-    "trainer {\n"
-    "    max_epochs = 2\n"
-    "    seed = 3\n"
-    "    gradient_clip_val = 0.5\n"
-    "    enable_progress_bar = false\n"
-    "    enable_model_summary = false\n"
-    "}\n";
-
 static void setup(void) {
   e2e_tmpdir(dir, "/tmp/ltl_cudaddp_XXXXXX");
   idx_write(dir, "x.idx", "y.idx", 256, -1, -1);
   idx_write(dir, "vx.idx", "vy.idx", 64, -1, -1);
   idx_write(dir, "bx.idx", "by.idx", 256, -1, 1);
-  e2e_write(dir, "tiny.ltl", model_src, dir);
+  e2e_write(dir, "tiny.ltl", E2E_DDP_MODEL, dir);
   char cmd[2048];
 #if defined(__SANITIZE_ADDRESS__)
   const char *san = "-fsanitize=address,undefined -fno-omit-frame-pointer";
@@ -144,22 +114,7 @@ Test(cuda_ddp, without_nccl_cuda_exits_1_and_auto_takes_the_cpu) {
 /* Rank 1's first batch holds a black image: loss log(0) * 0 is NaN; detect_anomaly stops rank 1,
  * whose failure stops rank 0 (waiting in the next all-reduce). */
 Test(cuda_ddp, a_failing_rank_ends_the_job_with_its_rank_named) {
-  e2e_write(dir, "bad.ltl",
-            "use nn\n"
-            "model Tiny(lr = 0.1) {\n"
-            "    l1 = nn.Linear(16, 2)\n"
-            "    training_step(x: f32[B, 1, 4, 4], y: i64[B]) {\n"
-            "        h = flatten(x, 1)\n"
-            "        return cross_entropy(l1(h), y) + 0 * mean(log(sum(h, dim = 1)))\n"
-            "    }\n"
-            "    optimizer = sgd(lr = lr)\n"
-            "}\n"
-            "data Bad(root = \"%s\") {\n"
-            "    train = idx(root + \"/bx.idx\", root + \"/by.idx\")\n"
-            "    loader(batch = 32, shuffle = false)\n"
-            "}\n"
-            "trainer {\n    max_epochs = 100\n    detect_anomaly = true\n    enable_progress_bar = false\n}\n",
-            dir);
+  e2e_write(dir, "bad.ltl", E2E_DDP_BAD_MODEL, dir);
   time_t t0 = time(NULL);
   cr_assert_neq(ltlc(out, sizeof out, "", NULL, MPIRUN, "run bad.ltl fit --trainer.accelerator=cuda"), 0, "%s", out);
   cr_assert(time(NULL) - t0 < 60);

@@ -28,44 +28,13 @@ static char dir[64];
 #define RANK_ENV ""
 #endif
 
-/* SGD with momentum and gradient clipping (which must see the reduced gradient), a
- * validation metric averaged over the ranks, a sync_dist training metric. */
-static const char *model_src =
-    "use nn\n"
-    "model Tiny(hidden = 16, lr = 0.2) {\n"
-    "    l1 = nn.Linear(16, hidden)\n"
-    "    l2 = nn.Linear(hidden, 2)\n"
-    "    forward(x: f32[B, 1, 4, 4]) -> f32[B, 2] = l2(relu(l1(flatten(x, 1))))\n"
-    "    training_step(x: f32[B, 1, 4, 4], y: i64[B]) {\n"
-    "        loss = cross_entropy(forward(x), y)\n"
-    "        log(\"train_loss\", loss, on_epoch = true, sync_dist = true)\n"
-    "        return loss\n"
-    "    }\n"
-    "    validation_step(x, y) { log(\"val_acc\", accuracy(forward(x), y)) }\n"
-    "    predict_step(x) { return argmax(forward(x), dim = 1) }\n"
-    "    optimizer = sgd(lr = lr, momentum = 0.9)\n"
-    "}\n"
-    "data Toy(root = \"%s\", batch = 32) {\n"
-    "    train = idx(root + \"/x.idx\", root + \"/y.idx\")\n"
-    "    val = idx(root + \"/vx.idx\", root + \"/vy.idx\")\n"
-    "    predict = idx(root + \"/vx.idx\", root + \"/vy.idx\")\n"
-    "    transform(x) = x / 255\n"
-    "    loader(batch = batch, shuffle = true)\n"
-    "}\n"
-    "trainer {\n"
-    "    max_epochs = 2\n"
-    "    seed = 3\n"
-    "    gradient_clip_val = 0.5\n"
-    "    enable_progress_bar = false\n"
-    "    enable_model_summary = false\n"
-    "}\n";
 
 static void setup(void) {
     e2e_tmpdir(dir, "/tmp/ltl_ddp_XXXXXX");
     idx_write(dir, "x.idx", "y.idx", 256, -1, -1);
     idx_write(dir, "vx.idx", "vy.idx", 64, -1, -1);
     idx_write(dir, "bx.idx", "by.idx", 256, -1, 1);
-    e2e_write(dir, "tiny.ltl", model_src, dir);
+    e2e_write(dir, "tiny.ltl", E2E_DDP_MODEL, dir);
 }
 
 static void teardown(void) { e2e_rmdir(dir); }
@@ -254,24 +223,7 @@ Test(ddp, a_hung_rank_ends_the_job_after_the_timeout) {
  * loss log(0) * 0 is NaN; detect_anomaly stops rank 1, whose failure stops rank 0. */
 Test(ddp, a_rank_failing_on_its_data_ends_the_job_with_its_rank_named) {
     static char out[1 << 16];
-    char p[256];
-    snprintf(p, sizeof p, "%s/bad.ltl", dir);
-    FILE *f = fopen(p, "w");
-    fprintf(f, "use nn\n"
-               "model Tiny(lr = 0.1) {\n"
-               "    l1 = nn.Linear(16, 2)\n"
-               "    training_step(x: f32[B, 1, 4, 4], y: i64[B]) {\n"
-               "        h = flatten(x, 1)\n"
-               "        return cross_entropy(l1(h), y) + 0 * mean(log(sum(h, dim = 1)))\n"
-               "    }\n"
-               "    optimizer = sgd(lr = lr)\n"
-               "}\n"
-               "data Bad(root = \"%s\") {\n"
-               "    train = idx(root + \"/bx.idx\", root + \"/by.idx\")\n"
-               "    loader(batch = 32, shuffle = false)\n"
-               "}\n"
-               "trainer {\n    max_epochs = 100\n    detect_anomaly = true\n    enable_progress_bar = false\n}\n", dir);
-    fclose(f);
+    e2e_write(dir, "bad.ltl", E2E_DDP_BAD_MODEL, dir);
     double t0 = now();
     int st = sh(out, sizeof out, MPIRUN " -np 2 %s run bad.ltl fit", LTLC);
     cr_assert(now() - t0 < 30, "%g s", now() - t0);
