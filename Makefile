@@ -160,6 +160,7 @@ bench: deps
 	BUILD=$(BUILD) bench/step.sh
 	BUILD=$(BUILD) bench/gemm.sh
 	bench/ddp.sh $(LTLC)
+	ACCEL=cuda bench/ddp.sh $(LTLC)
 	BUILD=$(BUILD) bench/cuda.sh
 	bench/compare.sh $(LTLC)
 

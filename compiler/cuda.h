@@ -129,6 +129,19 @@ bool cuda_blas_fast16(const CudaBlas *b, int plan);
 // Enqueues GEMM `plan` on stream with the device addresses of its bases. false + message.
 bool cuda_blas_run(CudaBlas *b, int plan, const unsigned long long *bases, void *stream, char *err, size_t errlen);
 
+// ---- cuda_nccl.c: NCCL (libnccl.so.2, dlopen'ed) for ddp's gradient all-reduce on GPUs ----
+
+// Whether NCCL loads ($LTL_NCCL_LIB, else libnccl.so.2 from the default path, then
+// /usr/local/cuda/lib64) and is 2.10 or newer (ncclAvg). false with a message.
+bool cuda_nccl_available(char *err, size_t errlen);
+// Joins rank of world's communicator on the current device (rank 0's unique id through
+// rt_dist_broadcast); once per process, collective over the ranks. false with a message.
+bool cuda_nccl_init(int rank, int world, char *err, size_t errlen);
+int cuda_nccl_world(void);   // the communicator's size, 0 before cuda_nccl_init
+// Enqueues the in-place average over the ranks of n f32 (f64) elements at device address
+// buf on stream. false with a message.
+bool cuda_nccl_allreduce_avg(unsigned long long buf, int64_t n, bool f64, void *stream, char *err, size_t errlen);
+
 // ---- cuda_rt.c: the driver API (libcuda.so.1, dlopen'ed) ----
 
 // cuda_probe.c: whether a usable GPU is here: the driver library loads, cuInit succeeds and a device with
@@ -175,6 +188,10 @@ typedef struct CudaStepApi {
     const char *(*run)(CudaStep *s);
     const void *(*output)(const CudaStep *s, int i);
     const char *(*error)(const CudaStep *s);
+    // ddp (docs/distributed.md): whether NCCL is usable; once per rank, after rt_dist_init,
+    // the device (local_rank mod the device count) and the NCCL communicator of the world.
+    bool (*nccl_available)(char *err, size_t errlen);
+    bool (*ddp_init)(int rank, int world, int local_rank, char *err, size_t errlen);
 } CudaStepApi;
 extern const CudaStepApi cuda_step_impl;   // cuda_rt.c
 extern const CudaStepApi *cuda_step_api;   // cuda_probe.c: NULL until installed

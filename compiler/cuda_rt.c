@@ -8,8 +8,11 @@
  * PARAM / BUFFER / STATE resident on the device (uploaded by bind, downloaded on request),
  * one device buffer per DATA input filled from pinned staging with asynchronous copies, the
  * bases table on the device, and the kernels' launches captured once into a CUDA graph that
- * every run replays on the one compute stream. */
+ * every run replays on the compute stream. A ddp step's all_reduce nodes are NCCL
+ * all-reduces on a second, high-priority stream (the collectives), ordered by events: after
+ * the kernels that make the bucket, before the first kernel that reads it (docs/distributed.md). */
 #include "cuda.h"
+#include "rt.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -28,6 +31,7 @@ typedef struct CUfunc_st *CUfunction;
 typedef struct CUstream_st *CUstream;
 typedef struct CUgraph_st *CUgraph;
 typedef struct CUgraphExec_st *CUgraphExec;
+typedef struct CUevent_st *CUevent;
 
 static struct {
   void *lib;
@@ -60,7 +64,15 @@ static struct {
   CUresult (*graph_launch)(CUgraphExec, CUstream);
   CUresult (*graph_exec_destroy)(CUgraphExec);
   CUresult (*graph_destroy)(CUgraph);
+  CUresult (*device_count)(int *);
+  CUresult (*stream_create_prio)(CUstream *, unsigned, int);
+  CUresult (*prio_range)(int *, int *);
+  CUresult (*event_create)(CUevent *, unsigned);
+  CUresult (*event_destroy)(CUevent);
+  CUresult (*event_record)(CUevent, CUstream);
+  CUresult (*stream_wait)(CUstream, CUevent, unsigned);
 } drv;
+static int drv_device; /* the device every step uses: 0, or ddp's local rank mod the device count */
 static pthread_once_t drv_once = PTHREAD_ONCE_INIT;
 
 static void drv_load(void) {
@@ -82,6 +94,9 @@ static void drv_load(void) {
       S(capture_begin, "cuStreamBeginCapture_v2"), S(capture_end, "cuStreamEndCapture"),
       S(instantiate, "cuGraphInstantiateWithFlags"), S(graph_launch, "cuGraphLaunch"),
       S(graph_exec_destroy, "cuGraphExecDestroy"), S(graph_destroy, "cuGraphDestroy"),
+      S(device_count, "cuDeviceGetCount"), S(stream_create_prio, "cuStreamCreateWithPriority"),
+      S(prio_range, "cuCtxGetStreamPriorityRange"), S(event_create, "cuEventCreate"),
+      S(event_destroy, "cuEventDestroy_v2"), S(event_record, "cuEventRecord"), S(stream_wait, "cuStreamWaitEvent"),
 #undef S
   };
   for (size_t i = 0; i < sizeof syms / sizeof *syms; i++) {
@@ -117,6 +132,11 @@ struct CudaStep {
   CudaBlas *blas;         /* the GEMMs through cuBLASLt, when it loads */
   int *blas_plan;         /* per program kernel: a cuda_blas plan, or -1 (the generated kernel) */
   CUdeviceptr *tab;       /* the bases table, host copy */
+  /* ddp: per program kernel, for an all_reduce the program kernel before which the compute
+   * stream waits for it (nk: at the end), else -1; its events: bucket ready, bucket reduced */
+  int *wait_at;
+  CUevent *ready, *reduced;
+  CUstream coll;          /* the collective stream (NULL: no all_reduce) */
   char gemm_path[400];
   char err[512];
 };
@@ -141,6 +161,14 @@ void cuda_step_free(CudaStep *s) {
     if (s->stream)
       drv.sync(s->stream);
     cuda_blas_destroy(s->blas);
+    for (int i = 0; s->wait_at && i < s->prog.nk; i++) {
+      if (s->ready[i])
+        drv.event_destroy(s->ready[i]);
+      if (s->reduced[i])
+        drv.event_destroy(s->reduced[i]);
+    }
+    if (s->coll)
+      drv.stream_destroy(s->coll);
     if (s->exec)
       drv.graph_exec_destroy(s->exec);
     for (int b = 0; b < FUSE_BASE_DATA; b++)
@@ -166,6 +194,9 @@ void cuda_step_free(CudaStep *s) {
   free(s->fn);
   free(s->blas_plan);
   free(s->tab);
+  free(s->wait_at);
+  free(s->ready);
+  free(s->reduced);
   free(s->data);
   free(s->data_bytes);
   free(s->staging);
@@ -180,6 +211,112 @@ static CudaStep *fail_step(CudaStep *s, char *err, size_t errlen) {
   snprintf(err, errlen, "%s", s->err);
   cuda_step_free(s);
   return NULL;
+}
+
+/* ---- ddp: the all_reduce nodes on the collective stream ---- */
+
+/* Program kernel i is an all_reduce NCCL runs: a ddp world with its communicator, f32 / f64. */
+static bool is_nccl(const CudaStep *s, int i) {
+  const IrNode *n = &s->g->node[s->plan->k[s->prog.k[i].plan_kernel].op];
+  return s->prog.k[i].kind == CUDA_K_HOST && n->op == IR_ALLREDUCE && (n->dtype == IR_F32 || n->dtype == IR_F64) &&
+         cuda_nccl_world() > 1;
+}
+
+/* The device address of value v (its own bytes, or those it views). */
+static CUdeviceptr value_addr(const CudaStep *s, int v) {
+  const FusePlan *p = s->plan;
+  const FuseValue *fv = &p->val[v];
+  int b = fv->how == FUSE_VIEW ? fv->of : v;
+  return s->base[p->val[b].base] + (CUdeviceptr)(p->val[b].offset + fv->voff * ir_dtype_size(s->g->node[v].dtype));
+}
+
+/* Whether plan kernel kid reads the bytes of stored value v (directly or through a view). */
+static bool reads_value(const FusePlan *p, int kid, int v) {
+#define READS(x) ((x) == v || (p->val[x].how == FUSE_VIEW && p->val[x].of == v))
+  const FuseKernel *k = &p->k[kid];
+  if (k->kind == FUSE_COPY)
+    return READS(k->copy_src);
+  for (int i = 0; i < k->nnode; i++)
+    for (int j = 0; j < p->g->node[k->node[i]].nin; j++)
+      if (READS(p->in[k->node[i]][j]))
+        return true;
+  return false;
+#undef READS
+}
+
+/* For each all_reduce: where the compute stream waits for it (the first kernel reading the
+ * reduced bucket), its two events, and the collective stream, created with the highest
+ * priority so that its kernels start ahead of queued compute kernels. */
+static bool plan_collectives(CudaStep *s) {
+  int nk = s->prog.nk;
+  s->wait_at = malloc((size_t)nk * sizeof *s->wait_at);
+  s->ready = calloc((size_t)nk, sizeof *s->ready);
+  s->reduced = calloc((size_t)nk, sizeof *s->reduced);
+  bool any = false, ok = true;
+  for (int i = 0; i < nk; i++) {
+    s->wait_at[i] = -1;
+    if (!is_nccl(s, i))
+      continue;
+    int v = s->plan->k[s->prog.k[i].plan_kernel].op, j = i + 1;
+    while (j < nk && !reads_value(s->plan, s->prog.k[j].plan_kernel, v))
+      j++;
+    s->wait_at[i] = j;
+    any = true;
+    ok = ok && ck(s, drv.event_create(&s->ready[i], 2 /* DISABLE_TIMING */), "cuEventCreate") &&
+         ck(s, drv.event_create(&s->reduced[i], 2), "cuEventCreate");
+  }
+  int least = 0, greatest = 0;
+  return ok && (!any || (ck(s, drv.prio_range(&least, &greatest), "cuCtxGetStreamPriorityRange") &&
+                         ck(s, drv.stream_create_prio(&s->coll, 1 /* non-blocking */, greatest), "cuStreamCreateWithPriority")));
+}
+
+/* All_reduce kernel i: the operands side by side into the bucket on the compute stream (so
+ * their bytes are free for the kernels after it), then NCCL averages the bucket in place on
+ * the collective stream once the compute stream has got there. */
+static bool enqueue_allreduce(CudaStep *s, int i) {
+  const FusePlan *p = s->plan;
+  int id = p->k[s->prog.k[i].plan_kernel].op;
+  const IrNode *n = &s->g->node[id];
+  CUdeviceptr bucket = value_addr(s, id), at = bucket;
+  for (int j = 0; j < n->nin; j++) {
+    int x = p->in[id][j];
+    size_t bytes = (size_t)ir_numel(s->g->node[x].shape) * ir_dtype_size(n->dtype);
+    if (!ck(s, drv.dtod(at, value_addr(s, x), bytes, s->stream), "cuMemcpyDtoDAsync"))
+      return false;
+    at += bytes;
+  }
+  return ck(s, drv.event_record(s->ready[i], s->stream), "cuEventRecord") &&
+         ck(s, drv.stream_wait(s->coll, s->ready[i], 0), "cuStreamWaitEvent") &&
+         (cuda_nccl_allreduce_avg(bucket, ir_numel(n->shape), n->dtype == IR_F64, s->coll, s->err, sizeof s->err)) &&
+         ck(s, drv.event_record(s->reduced[i], s->coll), "cuEventRecord");
+}
+
+/* The compute stream waits for the all-reduces whose first reader is program kernel j. */
+static bool wait_collectives(CudaStep *s, int j) {
+  for (int i = 0; i < j && i < s->prog.nk; i++)
+    if (s->wait_at[i] == j && !ck(s, drv.stream_wait(s->stream, s->reduced[i], 0), "cuStreamWaitEvent"))
+      return false;
+  return true;
+}
+
+/* ddp: the device of this rank and NCCL's communicator, before any step is compiled. */
+static bool ddp_init(int rank, int world, int local_rank, char *err, size_t errlen) {
+  pthread_once(&drv_once, drv_load);
+  if (!drv.lib)
+    return snprintf(err, errlen, "%s", drv.why), false;
+  CudaStep s = {0}; /* for ck's message */
+  int n = 0;
+  CUdevice dev;
+  CUcontext ctx;
+  bool ok = ck(&s, drv.init(0), "cuInit") && ck(&s, drv.device_count(&n), "cuDeviceGetCount");
+  if (ok && n < 1)
+    return snprintf(err, errlen, "the driver sees no CUDA device"), false;
+  drv_device = ok ? local_rank % n : 0;
+  ok = ok && ck(&s, drv.device_get(&dev, drv_device), "cuDeviceGet") &&
+       ck(&s, drv.ctx_retain(&ctx, dev), "cuDevicePrimaryCtxRetain") && ck(&s, drv.ctx_set(ctx), "cuCtxSetCurrent");
+  if (!ok)
+    return snprintf(err, errlen, "%s", s.err), false;
+  return cuda_nccl_init(rank, world, err, errlen);
 }
 
 CudaStep *cuda_step_compile(const IrGraph *g, bool grads, char *err, size_t errlen) {
@@ -199,17 +336,18 @@ CudaStep *cuda_step_compile(const IrGraph *g, bool grads, char *err, size_t errl
     return fail_step(s, err, errlen);
   const FusePlan *p = s->plan;
   for (int i = 0; i < s->prog.nk; i++)
-    if (s->prog.k[i].kind == CUDA_K_HOST) {
+    if (s->prog.k[i].kind == CUDA_K_HOST && !is_nccl(s, i)) {
       const FuseKernel *k = &p->k[s->prog.k[i].plan_kernel];
-      snprintf(s->err, sizeof s->err, "the CUDA backend has no kernel for %s (node %%%d) yet",
-               ir_op_name(g->node[k->op].op), k->op);
+      snprintf(s->err, sizeof s->err, "the CUDA backend has no kernel for %s (node %%%d) yet%s",
+               ir_op_name(g->node[k->op].op), k->op,
+               g->node[k->op].op == IR_ALLREDUCE ? " (it is NCCL's, set up for ddp runs)" : "");
       return fail_step(s, err, errlen);
     }
   CudaBuild b;
   if (!cuda_nvrtc_compile(s->prog.source, cc, true, &b, s->err, sizeof s->err))
     return fail_step(s, err, errlen);
   CUdevice dev;
-  bool ok = ck(s, drv.device_get(&dev, 0), "cuDeviceGet") && ck(s, drv.ctx_retain(&s->ctx, dev), "cuDevicePrimaryCtxRetain") &&
+  bool ok = ck(s, drv.device_get(&dev, drv_device), "cuDeviceGet") && ck(s, drv.ctx_retain(&s->ctx, dev), "cuDevicePrimaryCtxRetain") &&
             ck(s, drv.ctx_set(s->ctx), "cuCtxSetCurrent") && ck(s, drv.mod_load(&s->mod, b.cubin), "cuModuleLoadData") &&
             ck(s, drv.stream_create(&s->stream, 1 /* non-blocking */), "cuStreamCreate");
   cuda_build_free(&b);
@@ -217,7 +355,7 @@ CudaStep *cuda_step_compile(const IrGraph *g, bool grads, char *err, size_t errl
   for (int i = 0; ok && i < s->prog.nk; i++)
     if (s->prog.k[i].kind == CUDA_K_DEVICE)
       ok = ck(s, drv.mod_fn(&s->fn[i], s->mod, s->prog.k[i].name), "cuModuleGetFunction");
-  if (!ok)
+  if (!ok || !plan_collectives(s))
     return fail_step(s, err, errlen);
   /* device memory, planned once: arena, flat buffers, constants, status, DATA inputs */
   IrInputKind kinds[3] = {IR_IN_PARAM, IR_IN_BUFFER, IR_IN_STATE};
@@ -316,6 +454,13 @@ void cuda_step_set_input(CudaStep *s, int input, const void *data) {
 static bool enqueue(CudaStep *s) {
   for (int i = 0; i < s->prog.nk; i++) {
     const CudaKernel *k = &s->prog.k[i];
+    if (!wait_collectives(s, i))
+      return false;
+    if (s->wait_at[i] >= 0) {
+      if (!enqueue_allreduce(s, i))
+        return false;
+      continue;
+    }
     if (k->kind == CUDA_K_COPY) {
       CUdeviceptr dst = s->base[k->dst_base] + (CUdeviceptr)k->dst_off, src = s->base[k->src_base] + (CUdeviceptr)k->src_off;
       if (!ck(s, drv.dtod(dst, src, (size_t)k->bytes, s->stream), "cuMemcpyDtoDAsync"))
@@ -331,7 +476,25 @@ static bool enqueue(CudaStep *s) {
     if (!ck(s, drv.launch(s->fn[i], (unsigned)k->grid, 1, 1, (unsigned)k->block, 1, 1, 0, s->stream, args, NULL), k->name))
       return false;
   }
-  return true;
+  return wait_collectives(s, s->prog.nk); /* joins the collective stream (a capture needs it) */
+}
+
+/* The step (the graph, or kernel by kernel), then the status word and VALUE outputs into
+ * pinned memory, and one synchronisation. */
+static bool launch_and_sync(CudaStep *s) {
+  const IrGraph *g = s->g;
+  if (s->exec ? !ck(s, drv.graph_launch(s->exec, s->stream), "cuGraphLaunch") : !enqueue(s))
+    return false;
+  if (!ck(s, drv.dtoh(s->out, s->base[FUSE_BASE_STATUS], s->bytes[FUSE_BASE_STATUS], s->stream), "download"))
+    return false;
+  for (int i = 0; i < g->nout; i++) {
+    const IrNode *n = &g->node[g->out[i].value];
+    if (g->out[i].kind == IR_OUT_VALUE &&
+        !ck(s, drv.dtoh(value_host(s, i), value_addr(s, g->out[i].value), (size_t)(ir_numel(n->shape) * ir_dtype_size(n->dtype)),
+                        s->stream), "download"))
+      return false;
+  }
+  return ck(s, drv.sync(s->stream), "cuStreamSynchronize");
 }
 
 const char *cuda_step_run(CudaStep *s) {
@@ -354,25 +517,21 @@ const char *cuda_step_run(CudaStep *s) {
     ok = ok && ck(s, drv.instantiate(&s->exec, graph, 0), "cuGraphInstantiate");
     if (graph)
       drv.graph_destroy(graph);
+    if (s->coll) { /* whether NCCL calls are captured must be the same on every rank */
+      double all = ok;
+      rt_dist_allreduce(&all, 1, RT_DIST_F64, RT_DIST_MIN);
+      if (!all && s->exec)
+        drv.graph_exec_destroy(s->exec), s->exec = NULL;
+      ok = all > 0;
+    }
     s->graph_failed = !ok; /* then launch kernel by kernel */
   }
-  if (s->exec ? !ck(s, drv.graph_launch(s->exec, s->stream), "cuGraphLaunch") : !enqueue(s))
-    return s->err;
-  if (!ck(s, drv.dtoh(s->out, s->base[FUSE_BASE_STATUS], s->bytes[FUSE_BASE_STATUS], s->stream), "download"))
-    return s->err;
-  for (int i = 0; i < g->nout; i++) {
-    const IrOutput *o = &g->out[i];
-    if (o->kind != IR_OUT_VALUE)
-      continue;
-    const FuseValue *fv = &p->val[o->value];
-    int b = fv->how == FUSE_VIEW ? fv->of : o->value;
-    const IrNode *n = &g->node[o->value];
-    CUdeviceptr src = s->base[p->val[b].base] + (CUdeviceptr)(p->val[b].offset + fv->voff * ir_dtype_size(n->dtype));
-    if (!ck(s, drv.dtoh(value_host(s, i), src, (size_t)(ir_numel(n->shape) * ir_dtype_size(n->dtype)), s->stream),
-            "download"))
-      return s->err;
-  }
-  if (!ck(s, drv.sync(s->stream), "cuStreamSynchronize"))
+  if (s->coll) /* a peer that died or hangs would keep the step waiting: the ddp watchdog */
+    rt_dist_watch("a GPU step's NCCL all-reduce");
+  bool ok = launch_and_sync(s);
+  if (s->coll)
+    rt_dist_watch(NULL);
+  if (!ok)
     return s->err;
   const long long *st = s->out;
   if (st[0]) {
@@ -395,4 +554,5 @@ static bool usable(int *cc, char *err, size_t errlen) {
 }
 
 const CudaStepApi cuda_step_impl = {usable,          cuda_step_compile, cuda_step_free,   cuda_step_bind,  cuda_step_download,
-                                    cuda_step_set_input, cuda_step_run, cuda_step_output, cuda_step_error};
+                                    cuda_step_set_input, cuda_step_run, cuda_step_output, cuda_step_error,
+                                    cuda_nccl_available, ddp_init};

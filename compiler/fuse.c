@@ -760,6 +760,10 @@ static void order_kernels(Fz *z) {
       key[k] = p->k[k].node[i] < key[k] ? p->k[k].node[i] : key[k];
     if (p->k[k].kind == FUSE_COPY)
       key[k] = INT32_MAX - 1;
+    /* ddp: a bucket's all_reduce goes as soon as its gradients are made, so that on a GPU the
+     * rest of backward runs while the collective stream reduces it */
+    if (p->k[k].kind == FUSE_FALLBACK && N(z, p->k[k].op)->op == IR_ALLREDUCE)
+      key[k] = -1;
   }
   /* An UPDATE's loop waits while an independent kernel still has to read the old value of
    * its target: then the update can overwrite the target in place (plan_updates). */

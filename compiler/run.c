@@ -66,6 +66,7 @@ typedef struct {
     const char *stage_step[RT_NSTAGES];
     bool interp;                          /* --backend=interp: the reference interpreter */
     bool cuda;                            /* accelerator: the steps run on the CUDA executor */
+    int cc;                               /* ... on a GPU of this compute capability (major*10 + minor) */
     const Compiled *dev;                  /* whose device copy of the state is newer than buf[] */
     RtPool *pool;
     float lrf[8];                         /* the rates as the compiled steps read them */
@@ -1202,24 +1203,24 @@ static void warn_unapplied(const RtTrainerConfig *c) {
 
 /* accelerator: "cpu"; "cuda" / "gpu" run every step on the CUDA executor, or exit 1 saying
  * what is missing; "auto" takes the GPU when that path applies and says so, else the CPU.
- * The CUDA path: compiled steps, any precision but 64-true, one process (docs/backend-cuda.md). */
+  * The CUDA path: compiled steps, any precision but 64-true; ddp with NCCL (docs/backend-cuda.md). */
 static bool accelerator(Run *r) {
     const char *a = r->cfg.accelerator;
     bool want = !strcmp(a, "cuda") || !strcmp(a, "gpu");
     if (!strcmp(a, "cpu")) return true;
     if (!want && strcmp(a, "auto")) return error("unknown accelerator '%s' (cpu, cuda, gpu, auto)", a), false;
     char why[512] = "";
-    int cc = 0;
+    int cc = 0, rank, world, local;
+    bool ddp = (r->cfg.devices > 0 ? r->cfg.devices : 1) * (r->cfg.num_nodes > 0 ? r->cfg.num_nodes : 1) > 1 ||
+               (rt_dist_env(&rank, &world, &local) && world > 1); /* a world of one needs no NCCL */
     if (!cuda_step_api) snprintf(why, sizeof why, "programs made by `ltlc build` train on the CPU only");
     else if (r->interp) snprintf(why, sizeof why, "--backend=interp runs on the CPU");
     else if (!strcmp(r->cfg.precision, "64-true")) /* f64 is the interpreter's (docs/backend-cuda.md) */
         snprintf(why, sizeof why, "precision 64-true runs on the reference interpreter, on the CPU");
-    else if (r->cfg.devices > 1 || r->cfg.num_nodes > 1 || !strcmp(r->cfg.strategy, "ddp"))
-        snprintf(why, sizeof why, "data-parallel training (ddp) does not run on the GPU yet");
-    else cuda_step_api->usable(&cc, why, sizeof why);
+    else if (cuda_step_api->usable(&cc, why, sizeof why) && ddp) cuda_step_api->nccl_available(why, sizeof why);
     if (why[0]) return !want || (error("accelerator = \"%s\": %s", a, why), false);
     r->cuda = true;
-    printf("GPU available: True (cuda), used: True (compute capability %d.%d, accelerator = \"%s\")\n", cc / 10, cc % 10, a);
+    r->cc = cc; /* said once the ranks are known: by rank 0 only */
     return true;
 }
 
@@ -1301,7 +1302,8 @@ static const char run_help[] =
     "  --trainer.accelerator=cuda  every step on the GPU (CUDA executor; \"auto\" when one is\n"
     "                         usable; docs/backend-cuda.md), or exit 1 saying what is missing\n"
     "  --trainer.devices=N    data-parallel training on N processes, started through mpirun\n"
-    "                         (strategy = \"ddp\"; also under mpirun -np N or srun: docs/distributed.md)\n"
+    "                         (strategy = \"ddp\"; also under mpirun -np N or srun: docs/distributed.md);\n"
+    "                         with accelerator=cuda one GPU per rank, gradients through NCCL\n"
     "\n"
     "Runs are written to default_root_dir/NAME/version_N/ (metrics.csv, hparams.yaml,\n"
     "TensorBoard events, curves.svg, checkpoints/). Exit 0 ok, 1 an error, 2 usage.\n";
@@ -1358,7 +1360,15 @@ int run_command(int argc, char **argv) {
         break;
     case DDP_SINGLE: break;
     }
-    if (r.cuda && r.world > 1) { error("accelerator = \"%s\": data-parallel training (ddp) does not run on the GPU yet", r.cfg.accelerator); goto out; }
+    if (r.cuda && r.world > 1) { /* this rank's GPU and the NCCL communicator of the world */
+        char err[512];
+        int rk, sz, local;
+        rt_dist_env(&rk, &sz, &local);
+        if (!cuda_step_api->ddp_init(r.rank, r.world, local, err, sizeof err)) { error("accelerator = \"%s\": %s", r.cfg.accelerator, err); goto out; }
+    }
+    if (r.cuda)
+        printf("GPU available: True (cuda), used: True (compute capability %d.%d, accelerator = \"%s\")\n", r.cc / 10, r.cc % 10,
+               r.cfg.accelerator);
     status = 1;
     if (!r.rank) warn_unapplied(&r.cfg); /* once, by rank 0 (a launching process leaves it to its ranks) */
     if (!strcmp(r.cfg.precision, "64-true") && !r.interp) { /* the JIT's GEMMs and kernels are f32 */

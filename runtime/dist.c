@@ -121,6 +121,11 @@ static void busy(const char *what) {
 }
 static void idle(void) { atomic_store(&D.busy_since, 0.0); }
 
+void rt_dist_watch(const char *what) {
+    if (what) busy(what);
+    else idle();
+}
+
 #define SYM(lib, var, name) (*(void **)&(var) = dlsym(lib, name))
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -159,7 +164,8 @@ static int nccl_init(int local_rank, char *err, size_t errlen) {
     D.cudart_lib = dlopen("/usr/local/cuda/lib/libcudart.so.13", RTLD_NOW);
     if (!D.cudart_lib) D.cudart_lib = dlopen("libcudart.so", RTLD_NOW);
     if (!D.cudart_lib) return fail(err, errlen, "NCCL: cannot load the CUDA runtime libcudart (%s)", dlerror());
-    int (*get_id)(void *), (*init_rank)(void **, int, char[128], int), (*set_device)(int), (*count)(int *);
+    typedef struct { char internal[128]; } NcclId; /* ncclUniqueId: passed by value, not as a pointer */
+    int (*get_id)(NcclId *), (*init_rank)(void **, int, NcclId, int), (*set_device)(int), (*count)(int *);
     int (*stream_create)(void **);
     const char *(*cuda_err)(int);
     bool ok = SYM(D.nccl_lib, get_id, "ncclGetUniqueId") && SYM(D.nccl_lib, init_rank, "ncclCommInitRank") &&
@@ -169,10 +175,10 @@ static int nccl_init(int local_rank, char *err, size_t errlen) {
               SYM(D.cudart_lib, D.cuda_malloc, "cudaMalloc") && SYM(D.cudart_lib, D.cuda_free, "cudaFree") &&
               SYM(D.cudart_lib, D.cuda_memcpy, "cudaMemcpy") && SYM(D.cudart_lib, D.cuda_sync, "cudaStreamSynchronize");
     if (!ok) return fail(err, errlen, "NCCL: libnccl.so.2 or libcudart lacks %s", "a function LTL calls");
-    char id[128] = {0};
-    int rc = D.rank == 0 ? get_id(id) : 0;
+    NcclId id = {{0}};
+    int rc = D.rank == 0 ? get_id(&id) : 0;
     if (rc) return fail(err, errlen, "NCCL: ncclGetUniqueId failed: %s", D.nccl_err(rc));
-    if (rt_dist_broadcast(id, sizeof id, 0) != 0) return fail(err, errlen, "NCCL: broadcasting the unique id failed");
+    if (rt_dist_broadcast(&id, sizeof id, 0) != 0) return fail(err, errlen, "NCCL: broadcasting the unique id failed");
     int ndev = 0;
     if ((rc = count(&ndev)) != 0 || ndev == 0)
         return fail(err, errlen, "NCCL: no CUDA device on this machine (cudaGetDeviceCount: %s)",

@@ -704,6 +704,9 @@ int rt_dist_barrier(void);
 bool rt_dist_agree(bool flag);            // rank 0's flag, on every rank
 // Prints "ltlc: rank R of N: MESSAGE; stopping all ranks" and ends the job (MPI_Abort).
 _Noreturn void rt_dist_abort(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+// The watchdog times `what` (a collective the runtime does not run itself, e.g. a GPU step's
+// NCCL all-reduce) from now, as its own collectives; NULL: it is over.
+void rt_dist_watch(const char *what);
 void rt_dist_finalize(void);
 
 #endif

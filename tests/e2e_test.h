@@ -1,10 +1,11 @@
 /* e2e_test.h — what the end-to-end tests (tests/test_run.c, test_build.c, test_ddp.c,
- * test_precision.c, test_cuda_run.c, test_stdlib.c) share: a temporary directory with files
+ * test_precision.c, test_cuda_run.c, test_cuda_ddp.c, test_stdlib.c) share: a temporary directory with files
  * in it, commands run there, a small IDX data set, checkpoints compared tensor by tensor. */
 #ifndef LTL_E2E_TEST_H
 #define LTL_E2E_TEST_H
 
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +71,77 @@ static inline void e2e_same_tensors(const char *a, const char *b, const char *wh
     rt_ckpt_close(x);
     rt_ckpt_close(y);
 }
+
+/* The largest difference between the F32 tensors of two checkpoints (the same names). */
+static inline double e2e_max_diff(RtCkpt *a, RtCkpt *b, double *scale) {
+    double worst = 0;
+    *scale = 0;
+    for (size_t i = 0; i < rt_ckpt_count(a); i++) {
+        const RtCkptInfo *ta = rt_ckpt_tensor(a, i), *tb = rt_ckpt_find(b, ta->name);
+        cr_assert(tb, "%s missing", ta->name);
+        if (ta->dtype != RT_CKPT_F32) continue;
+        float *x = malloc(ta->nbytes), *y = malloc(tb->nbytes);
+        cr_assert(rt_ckpt_read(a, ta, x, NULL) && rt_ckpt_read(b, tb, y, NULL));
+        for (uint64_t k = 0; k < ta->numel; k++) {
+            worst = fmax(worst, fabs((double)x[k] - y[k]));
+            *scale = fmax(*scale, fabs((double)x[k]));
+        }
+        free(x);
+        free(y);
+    }
+    return worst;
+}
+
+/* The data-parallel suites' model (tests/test_ddp.c, test_cuda_ddp.c; e2e_write it with the data
+ * folder): SGD with momentum and gradient clipping (which must see the reduced gradient), a
+ * validation metric averaged over the ranks, a sync_dist training metric. */
+#define E2E_DDP_MODEL \
+    "use nn\n" \
+    "model Tiny(hidden = 16, lr = 0.2) {\n" \
+    "    l1 = nn.Linear(16, hidden)\n" \
+    "    l2 = nn.Linear(hidden, 2)\n" \
+    "    forward(x: f32[B, 1, 4, 4]) -> f32[B, 2] = l2(relu(l1(flatten(x, 1))))\n" \
+    "    training_step(x: f32[B, 1, 4, 4], y: i64[B]) {\n" \
+    "        loss = cross_entropy(forward(x), y)\n" \
+    "        log(\"train_loss\", loss, on_epoch = true, sync_dist = true)\n" \
+    "        return loss\n" \
+    "    }\n" \
+    "    validation_step(x, y) { log(\"val_acc\", accuracy(forward(x), y)) }\n" \
+    "    predict_step(x) { return argmax(forward(x), dim = 1) }\n" \
+    "    optimizer = sgd(lr = lr, momentum = 0.9)\n" \
+    "}\n" \
+    "data Toy(root = \"%s\", batch = 32) {\n" \
+    "    train = idx(root + \"/x.idx\", root + \"/y.idx\")\n" \
+    "    val = idx(root + \"/vx.idx\", root + \"/vy.idx\")\n" \
+    "    predict = idx(root + \"/vx.idx\", root + \"/vy.idx\")\n" \
+    "    transform(x) = x / 255\n" \
+    "    loader(batch = batch, shuffle = true)\n" \
+    "}\n" \
+    "trainer {\n" \
+    "    max_epochs = 2\n" \
+    "    seed = 3\n" \
+    "    gradient_clip_val = 0.5\n" \
+    "    enable_progress_bar = false\n" \
+    "    enable_model_summary = false\n" \
+    "}\n"
+
+/* ... and one whose rank 1 meets a black image in its first batch (bx.idx / by.idx written by
+ * idx_write with black = 1): loss log(0) * 0 is NaN, and detect_anomaly stops that rank. */
+#define E2E_DDP_BAD_MODEL \
+    "use nn\n" \
+    "model Tiny(lr = 0.1) {\n" \
+    "    l1 = nn.Linear(16, 2)\n" \
+    "    training_step(x: f32[B, 1, 4, 4], y: i64[B]) {\n" \
+    "        h = flatten(x, 1)\n" \
+    "        return cross_entropy(l1(h), y) + 0 * mean(log(sum(h, dim = 1)))\n" \
+    "    }\n" \
+    "    optimizer = sgd(lr = lr)\n" \
+    "}\n" \
+    "data Bad(root = \"%s\") {\n" \
+    "    train = idx(root + \"/bx.idx\", root + \"/by.idx\")\n" \
+    "    loader(batch = 32, shuffle = false)\n" \
+    "}\n" \
+    "trainer {\n    max_epochs = 100\n    detect_anomaly = true\n    enable_progress_bar = false\n}\n"
 
 static inline void idx_be32(FILE *f, unsigned v) {
     unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8), (unsigned char)v};

@@ -220,7 +220,6 @@ Test(cuda_run, auto_and_refusals) {
   static const struct { const char *args, *msg; } bad[] = {
       {"--trainer.precision=64-true", "precision 64-true runs on the reference interpreter"},
       {"--backend=interp", "--backend=interp runs on the CPU"},
-      {"--trainer.devices=2", "data-parallel training (ddp) does not run on the GPU yet"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     char args[256];

@@ -28,44 +28,13 @@ static char dir[64];
 #define RANK_ENV ""
 #endif
 
-/* SGD with momentum and gradient clipping (which must see the reduced gradient), a
- * validation metric averaged over the ranks, a sync_dist training metric. */
-static const char *model_src =
-    "use nn\n"
-    "model Tiny(hidden = 16, lr = 0.2) {\n"
-    "    l1 = nn.Linear(16, hidden)\n"
-    "    l2 = nn.Linear(hidden, 2)\n"
-    "    forward(x: f32[B, 1, 4, 4]) -> f32[B, 2] = l2(relu(l1(flatten(x, 1))))\n"
-    "    training_step(x: f32[B, 1, 4, 4], y: i64[B]) {\n"
-    "        loss = cross_entropy(forward(x), y)\n"
-    "        log(\"train_loss\", loss, on_epoch = true, sync_dist = true)\n"
-    "        return loss\n"
-    "    }\n"
-    "    validation_step(x, y) { log(\"val_acc\", accuracy(forward(x), y)) }\n"
-    "    predict_step(x) { return argmax(forward(x), dim = 1) }\n"
-    "    optimizer = sgd(lr = lr, momentum = 0.9)\n"
-    "}\n"
-    "data Toy(root = \"%s\", batch = 32) {\n"
-    "    train = idx(root + \"/x.idx\", root + \"/y.idx\")\n"
-    "    val = idx(root + \"/vx.idx\", root + \"/vy.idx\")\n"
-    "    predict = idx(root + \"/vx.idx\", root + \"/vy.idx\")\n"
-    "    transform(x) = x / 255\n"
-    "    loader(batch = batch, shuffle = true)\n"
-    "}\n"
-    "trainer {\n"
-    "    max_epochs = 2\n"
-    "    seed = 3\n"
-    "    gradient_clip_val = 0.5\n"
-    "    enable_progress_bar = false\n"
-    "    enable_model_summary = false\n"
-    "}\n";
 
 static void setup(void) {
     e2e_tmpdir(dir, "/tmp/ltl_ddp_XXXXXX");
     idx_write(dir, "x.idx", "y.idx", 256, -1, -1);
     idx_write(dir, "vx.idx", "vy.idx", 64, -1, -1);
     idx_write(dir, "bx.idx", "by.idx", 256, -1, 1);
-    e2e_write(dir, "tiny.ltl", model_src, dir);
+    e2e_write(dir, "tiny.ltl", E2E_DDP_MODEL, dir);
 }
 
 static void teardown(void) { e2e_rmdir(dir); }
@@ -107,26 +76,6 @@ static RtCkpt *only_ckpt(const char *root, char *name, size_t size) {
     return ck;
 }
 
-/* The largest difference between the F32 tensors of two checkpoints (the same names). */
-static double max_diff(RtCkpt *a, RtCkpt *b, double *scale) {
-    double worst = 0;
-    *scale = 0;
-    for (size_t i = 0; i < rt_ckpt_count(a); i++) {
-        const RtCkptInfo *ta = rt_ckpt_tensor(a, i), *tb = rt_ckpt_find(b, ta->name);
-        cr_assert(tb, "%s missing", ta->name);
-        if (ta->dtype != RT_CKPT_F32) continue;
-        float *x = malloc(ta->nbytes), *y = malloc(tb->nbytes);
-        cr_assert(rt_ckpt_read(a, ta, x, NULL) && rt_ckpt_read(b, tb, y, NULL));
-        for (uint64_t k = 0; k < ta->numel; k++) {
-            worst = fmax(worst, fabs((double)x[k] - y[k]));
-            *scale = fmax(*scale, fabs((double)x[k]));
-        }
-        free(x);
-        free(y);
-    }
-    return worst;
-}
-
 Test(ddp, two_ranks_of_32_take_the_steps_of_one_rank_of_64) {
     static char out[1 << 16];
     int st = sh(out, sizeof out, MPIRUN " -np 2 %s run tiny.ltl fit --trainer.default_root_dir=two", LTLC);
@@ -139,7 +88,7 @@ Test(ddp, two_ranks_of_32_take_the_steps_of_one_rank_of_64) {
     cr_assert_str_eq(n2, "epoch=1-step=8.ckpt");
     cr_assert_str_eq(n1, "epoch=1-step=8.ckpt");
     cr_assert_str_eq(ns, "epoch=1-step=16.ckpt");
-    double scale, d = max_diff(two, one, &scale), scale2, far = max_diff(two, small, &scale2);
+    double scale, d = e2e_max_diff(two, one, &scale), scale2, far = e2e_max_diff(two, small, &scale2);
     cr_assert(scale > 0.1, "weights of size %g", scale);
     cr_assert(d <= 1e-5 * scale, "2 x 32 vs 1 x 64: weights differ by %g (largest %g)", d, scale);
     cr_assert(far > 1e-3, "a run of batch 32 on one rank should differ (by %g)", far);
@@ -157,7 +106,7 @@ Test(ddp, interpreter_backend_averages_like_the_jit) {
     char n1[256], n2[256];
     RtCkpt *interp = only_ckpt("interp", n1, sizeof n1), *jit = only_ckpt("jit", n2, sizeof n2);
     cr_assert_str_eq(n1, "epoch=1-step=8.ckpt");
-    double scale, d = max_diff(interp, jit, &scale);
+    double scale, d = e2e_max_diff(interp, jit, &scale);
     cr_assert(d <= 1e-5 * scale, "interpreter vs JIT over 2 ranks: %g", d);
     rt_ckpt_close(interp);
     rt_ckpt_close(jit);
@@ -201,7 +150,7 @@ Test(ddp, resumed_two_rank_run_is_bit_identical) {
     snprintf(p, sizeof p, "%s/part/lightning_logs/version_1/checkpoints/epoch=2-step=12.ckpt", dir);
     RtCkpt *resumed = rt_ckpt_open(p, err);
     cr_assert(resumed, "%s\n%s", err, out);
-    double scale, d = max_diff(full, resumed, &scale);
+    double scale, d = e2e_max_diff(full, resumed, &scale);
     cr_assert_eq(d, 0, "the resumed run differs by %g", d);
     rt_ckpt_close(full);
     rt_ckpt_close(resumed);
@@ -274,24 +223,7 @@ Test(ddp, a_hung_rank_ends_the_job_after_the_timeout) {
  * loss log(0) * 0 is NaN; detect_anomaly stops rank 1, whose failure stops rank 0. */
 Test(ddp, a_rank_failing_on_its_data_ends_the_job_with_its_rank_named) {
     static char out[1 << 16];
-    char p[256];
-    snprintf(p, sizeof p, "%s/bad.ltl", dir);
-    FILE *f = fopen(p, "w");
-    fprintf(f, "use nn\n"
-               "model Tiny(lr = 0.1) {\n"
-               "    l1 = nn.Linear(16, 2)\n"
-               "    training_step(x: f32[B, 1, 4, 4], y: i64[B]) {\n"
-               "        h = flatten(x, 1)\n"
-               "        return cross_entropy(l1(h), y) + 0 * mean(log(sum(h, dim = 1)))\n"
-               "    }\n"
-               "    optimizer = sgd(lr = lr)\n"
-               "}\n"
-               "data Bad(root = \"%s\") {\n"
-               "    train = idx(root + \"/bx.idx\", root + \"/by.idx\")\n"
-               "    loader(batch = 32, shuffle = false)\n"
-               "}\n"
-               "trainer {\n    max_epochs = 100\n    detect_anomaly = true\n    enable_progress_bar = false\n}\n", dir);
-    fclose(f);
+    e2e_write(dir, "bad.ltl", E2E_DDP_BAD_MODEL, dir);
     double t0 = now();
     int st = sh(out, sizeof out, MPIRUN " -np 2 %s run bad.ltl fit", LTLC);
     cr_assert(now() - t0 < 30, "%g s", now() - t0);
@@ -332,7 +264,7 @@ Test(ddp, two_ranks_in_two_network_namespaces_train_over_tcp) {
     char n1[256], n2[256];
     RtCkpt *nodes = only_ckpt("nodes", n1, sizeof n1), *local = only_ckpt("local", n2, sizeof n2);
     cr_assert_str_eq(n1, "epoch=1-step=8.ckpt", "two ranks: 4 steps an epoch");
-    double scale, d = max_diff(nodes, local, &scale);
+    double scale, d = e2e_max_diff(nodes, local, &scale);
     cr_assert(d <= 1e-6 * scale, "over TCP the weights differ by %g", d);
     rt_ckpt_close(nodes);
     rt_ckpt_close(local);
