@@ -98,6 +98,24 @@ Test(cuda_ddp, two_gpus_of_32_take_the_steps_of_one_gpu_of_64) {
   rt_ckpt_close(cpu);
 }
 
+/* The two GPU features together: bf16-mixed (the rounded GEMM operands, on the fake driver
+ * without cuBLASLt) over 2 ranks on the fake GPU ends where the same run over 2 CPU ranks does. */
+Test(cuda_ddp, bf16_mixed_over_two_gpus_matches_the_cpu) {
+  static const char *const accel[2] = {"cuda", "cpu"};
+  for (int i = 0; i < 2; i++) {
+    char args[512];
+    snprintf(args, sizeof args, "run tiny.ltl fit --trainer.precision=bf16-mixed --trainer.accelerator=%s "
+             "--trainer.default_root_dir=bf16%s", accel[i], accel[i]);
+    cr_assert_eq(ltlc(out, sizeof out, "", NULL, MPIRUN, args), 0, "%s: %s", accel[i], out);
+    cr_assert((strstr(out, "GPU available: True") != NULL) == (i == 0), "%s", out);
+  }
+  RtCkpt *gpu = ckpt("bf16cuda", "epoch=1-step=8.ckpt"), *cpu = ckpt("bf16cpu", "epoch=1-step=8.ckpt");
+  double scale, d = e2e_max_diff(gpu, cpu, &scale);
+  cr_assert(scale > 0.1 && d <= 1e-4 * scale, "bf16-mixed, 2 ranks, GPU vs CPU: weights differ by %g (largest %g)", d, scale);
+  rt_ckpt_close(gpu);
+  rt_ckpt_close(cpu);
+}
+
 /* Without NCCL: "cuda" stops before starting any rank, with one message (and every rank under
  * a launcher); "auto" trains on the CPU. */
 Test(cuda_ddp, without_nccl_cuda_exits_1_and_auto_takes_the_cpu) {
