@@ -92,7 +92,7 @@ static inline double e2e_max_diff(RtCkpt *a, RtCkpt *b, double *scale) {
     return worst;
 }
 
-/* The data-parallel suites' model (tests/test_ddp.c, test_cuda_ddp.c; e2e_write it with the data
+/* The data-parallel suites' model (tests/test_ddp.c, test_cuda_ddp.c; e2e_ddp_files writes it with the data
  * folder): SGD with momentum and gradient clipping (which must see the reduced gradient), a
  * validation metric averaged over the ranks, a sync_dist training metric. */
 #define E2E_DDP_MODEL \
@@ -171,5 +171,24 @@ static inline void idx_write(const char *dir, const char *name_x, const char *na
     fclose(fx);
     fclose(fy);
 }
+
+/* The data-parallel suites' folder (tests/test_ddp.c, test_cuda_ddp.c): tiny.ltl (E2E_DDP_MODEL)
+ * with its training (x/y) and validation (vx/vy) data, and bx/by for E2E_DDP_BAD_MODEL. */
+static inline void e2e_ddp_files(char *dir, const char *tmpl) {
+    e2e_tmpdir(dir, tmpl);
+    idx_write(dir, "x.idx", "y.idx", 256, -1, -1);
+    idx_write(dir, "vx.idx", "vy.idx", 64, -1, -1);
+    idx_write(dir, "bx.idx", "by.idx", 256, -1, 1);
+    e2e_write(dir, "tiny.ltl", E2E_DDP_MODEL, dir);
+}
+
+/* The environment of every rank under mpirun: under AddressSanitizer (make asan) no leak check,
+ * as OpenMPI leaks in plugins it has dlclosed by exit, whose frames LSan can neither name nor
+ * suppress. */
+#ifdef __SANITIZE_ADDRESS__
+#define E2E_RANK_ENV "LSAN_OPTIONS=detect_leaks=0 "
+#else
+#define E2E_RANK_ENV ""
+#endif
 
 #endif

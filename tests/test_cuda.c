@@ -182,15 +182,7 @@ static Shim shim_build(const char *source) {
   FILE *f = fopen(path, "w");
   fprintf(f, "#include \"cuda_shim.h\"\n%s", source);
   fclose(f);
-#if defined(__SANITIZE_ADDRESS__)
-  const char *san = "-fsanitize=address,undefined -fno-omit-frame-pointer";
-#else
-  const char *san = "";
-#endif
-  snprintf(cmd, sizeof cmd,
-           "cc -std=gnu17 -O1 -g -fPIC -shared -Wall -Werror -Wno-unused-variable -Wno-unused-function %s -I%s/tests "
-           "-o %s %s -lm 2>&1",
-           san, SRCDIR, so, path);
+  snprintf(cmd, sizeof cmd, CUDA_TEST_SHIM_CC " -o %s %s -lm 2>&1", so, path);
   FILE *p = popen(cmd, "r");
   char log[4096];
   size_t n = fread(log, 1, sizeof log - 1, p);

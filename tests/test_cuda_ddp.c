@@ -12,35 +12,14 @@
 #include <string.h>
 #include <time.h>
 #include "e2e_test.h"
+#include "cuda_test.h"
 
 static char dir[64];
 #define MPIRUN "mpirun --allow-run-as-root --oversubscribe -np 2 "
-#ifdef __SANITIZE_ADDRESS__ /* as tests/test_ddp.c: OpenMPI's dlclosed plugins leak */
-#define RANK_ENV "LSAN_OPTIONS=detect_leaks=0 "
-#else
-#define RANK_ENV ""
-#endif
 
 static void setup(void) {
-  e2e_tmpdir(dir, "/tmp/ltl_cudaddp_XXXXXX");
-  idx_write(dir, "x.idx", "y.idx", 256, -1, -1);
-  idx_write(dir, "vx.idx", "vy.idx", 64, -1, -1);
-  idx_write(dir, "bx.idx", "by.idx", 256, -1, 1);
-  e2e_write(dir, "tiny.ltl", E2E_DDP_MODEL, dir);
-  char cmd[2048];
-#if defined(__SANITIZE_ADDRESS__)
-  const char *san = "-fsanitize=address,undefined -fno-omit-frame-pointer";
-#else
-  const char *san = "";
-#endif
-  snprintf(cmd, sizeof cmd,
-           "cc -std=gnu17 -O1 -fPIC -shared -Wall -Werror -o %s/libcuda-fake.so %s/tests/fake_libcuda.c && "
-           "cc -std=gnu17 -O1 -fPIC -shared -Wall -Werror -o %s/libnccl-fake.so %s/tests/fake_libnccl.c && "
-           "cc -std=gnu17 -O1 -fPIC -shared -Wall -Werror -o %s/libnvrtc-fake.so %s/tests/fake_libnvrtc.c "
-           "-DFAKE_NVRTC_CC='\"cc -std=gnu17 -O1 -g -fPIC -shared -Wall -Werror -Wno-unused-variable "
-           "-Wno-unused-function %s -I%s/tests\"'",
-           dir, SRCDIR, dir, SRCDIR, dir, SRCDIR, san, SRCDIR);
-  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  e2e_ddp_files(dir, "/tmp/ltl_cudaddp_XXXXXX");
+  cuda_test_build_fakes(dir, true);
 }
 
 static void teardown(void) { e2e_rmdir(dir); }
@@ -53,7 +32,7 @@ static int ltlc(char *out, size_t size, const char *env, const char *nccl, const
   char cmd[2048], lib[128];
   snprintf(lib, sizeof lib, "%s/libnccl-fake.so", dir);
   snprintf(cmd, sizeof cmd,
-           RANK_ENV "LTL_CACHE=0 LTL_CUDA_LIB=%s/libcuda-fake.so LTL_NVRTC_LIB=%s/libnvrtc-fake.so "
+           E2E_RANK_ENV "LTL_CACHE=0 LTL_CUDA_LIB=%s/libcuda-fake.so LTL_NVRTC_LIB=%s/libnvrtc-fake.so "
                     "LTL_CUBLASLT_LIB=/nonexistent LTL_NCCL_LIB=%s %s %s%s %s",
            dir, dir, nccl ? nccl : lib, env, prefix, LTLC, args);
   return e2e_sh(dir, out, size, cmd);

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include "rt.h"
 #include "e2e_test.h"
+#include "cuda_test.h"
 
 static char dir[64];
 
@@ -53,19 +54,7 @@ static void setup(void) {
   idx_write(dir, "x.idx", "y.idx", 128, -1, -1);
   idx_write(dir, "tx.idx", "ty.idx", 32, -1, -1);
   e2e_write(dir, "tiny.ltl", model_src, dir, dir);
-  char cmd[2048];
-#if defined(__SANITIZE_ADDRESS__)
-  const char *san = "-fsanitize=address,undefined -fno-omit-frame-pointer";
-#else
-  const char *san = "";
-#endif
-  snprintf(cmd, sizeof cmd,
-           "cc -std=gnu17 -O1 -fPIC -shared -Wall -Werror -o %s/libcuda-fake.so %s/tests/fake_libcuda.c && "
-           "cc -std=gnu17 -O1 -fPIC -shared -Wall -Werror -o %s/libnvrtc-fake.so %s/tests/fake_libnvrtc.c "
-           "-DFAKE_NVRTC_CC='\"cc -std=gnu17 -O1 -g -fPIC -shared -Wall -Werror -Wno-unused-variable "
-           "-Wno-unused-function %s -I%s/tests\"'",
-           dir, SRCDIR, dir, SRCDIR, san, SRCDIR);
-  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  cuda_test_build_fakes(dir, false);
 }
 
 static void teardown(void) { e2e_rmdir(dir); }

@@ -20,22 +20,8 @@
 
 static char dir[64];
 #define MPIRUN "mpirun --allow-run-as-root --oversubscribe"
-/* Under AddressSanitizer (make asan) the ranks do not check leaks: OpenMPI leaks in plugins it
- * has dlclosed by exit, whose frames LSan can neither name nor suppress. */
-#ifdef __SANITIZE_ADDRESS__
-#define RANK_ENV "LSAN_OPTIONS=detect_leaks=0 "
-#else
-#define RANK_ENV ""
-#endif
 
-
-static void setup(void) {
-    e2e_tmpdir(dir, "/tmp/ltl_ddp_XXXXXX");
-    idx_write(dir, "x.idx", "y.idx", 256, -1, -1);
-    idx_write(dir, "vx.idx", "vy.idx", 64, -1, -1);
-    idx_write(dir, "bx.idx", "by.idx", 256, -1, 1);
-    e2e_write(dir, "tiny.ltl", E2E_DDP_MODEL, dir);
-}
+static void setup(void) { e2e_ddp_files(dir, "/tmp/ltl_ddp_XXXXXX"); }
 
 static void teardown(void) { e2e_rmdir(dir); }
 
@@ -50,7 +36,7 @@ static double now(void) {
 /* Runs a shell command in dir; stdout+stderr into out. Returns the exit status. */
 static int sh(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int sh(char *out, size_t size, const char *fmt, ...) {
-    char cmd[2048] = RANK_ENV;
+    char cmd[2048] = E2E_RANK_ENV;
     size_t n = strlen(cmd);
     va_list ap;
     va_start(ap, fmt);
@@ -173,7 +159,7 @@ static int children(pid_t pid, pid_t *out, int max) {
 static double signal_a_rank(int sig, const char *env, char *out, size_t size) {
     char log[256], cmd[1024];
     snprintf(log, sizeof log, "%s/out.txt", dir);
-    snprintf(cmd, sizeof cmd, "cd %s && " RANK_ENV "%s exec " MPIRUN " --timeout 60 -np 2 %s run tiny.ltl fit --trainer.max_epochs=100000 >%s 2>&1",
+    snprintf(cmd, sizeof cmd, "cd %s && " E2E_RANK_ENV "%s exec " MPIRUN " --timeout 60 -np 2 %s run tiny.ltl fit --trainer.max_epochs=100000 >%s 2>&1",
              dir, env, LTLC, log);
     pid_t pid = fork();
     if (pid == 0) { execl("/bin/sh", "sh", "-c", cmd, (char *)NULL); _exit(127); }
