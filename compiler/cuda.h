@@ -142,6 +142,14 @@ int cuda_nccl_world(void);   // the communicator's size, 0 before cuda_nccl_init
 // buf on stream. false with a message.
 bool cuda_nccl_allreduce_avg(unsigned long long buf, int64_t n, bool f64, void *stream, char *err, size_t errlen);
 
+// ---- cuda_probe.c: loading the libraries ----
+
+// A library's functions as a table: each name's address goes to the function pointer at
+// byte offset `off` of a struct (the driver's, cuBLASLt's, NCCL's).
+typedef struct CudaSym { size_t off; const char *name; } CudaSym;
+// Fills every entry of syms from lib; NULL, or the first name lib lacks.
+const char *cuda_dlsyms(void *lib, const CudaSym *syms, size_t n, void *table);
+
 // ---- cuda_rt.c: the driver API (libcuda.so.1, dlopen'ed) ----
 
 // cuda_probe.c: whether a usable GPU is here: the driver library loads, cuInit succeeds and a device with

@@ -84,7 +84,7 @@ CudaBlas *cuda_blas_create(char *err, size_t errlen) {
     free(b);
     return NULL;
   }
-  static const struct { size_t off; const char *name; } syms[] = {
+  static const CudaSym syms[] = {
 #define S(f, n) {offsetof(CudaBlas, f), n}
       S(create, "cublasLtCreate"), S(destroy, "cublasLtDestroy"), S(desc_create, "cublasLtMatmulDescCreate"),
       S(desc_destroy, "cublasLtMatmulDescDestroy"), S(desc_set, "cublasLtMatmulDescSetAttribute"),
@@ -94,15 +94,12 @@ CudaBlas *cuda_blas_create(char *err, size_t errlen) {
       S(heuristic, "cublasLtMatmulAlgoGetHeuristic"), S(matmul, "cublasLtMatmul"),
 #undef S
   };
-  for (size_t i = 0; i < sizeof syms / sizeof *syms; i++) {
-    void *p = dlsym(b->lib, syms[i].name);
-    if (!p) {
-      snprintf(err, errlen, "cuBLASLt lacks %s", syms[i].name);
-      dlclose(b->lib);
-      free(b);
-      return NULL;
-    }
-    memcpy((char *)b + syms[i].off, &p, sizeof p);
+  const char *missing = cuda_dlsyms(b->lib, syms, sizeof syms / sizeof *syms, b);
+  if (missing) {
+    snprintf(err, errlen, "cuBLASLt lacks %s", missing);
+    dlclose(b->lib);
+    free(b);
+    return NULL;
   }
   cublasStatus_t st = b->create(&b->h);
   if (st) {

@@ -43,21 +43,18 @@ static void load(void) {
              name);
     return;
   }
-  static const struct { size_t off; const char *name; } syms[] = {
+  static const CudaSym syms[] = {
 #define S(field, sym) {offsetof(__typeof__(N), field), sym}
       S(get_version, "ncclGetVersion"), S(get_id, "ncclGetUniqueId"), S(init_rank, "ncclCommInitRank"),
       S(all_reduce, "ncclAllReduce"), S(error, "ncclGetErrorString"),
 #undef S
   };
-  for (size_t i = 0; i < sizeof syms / sizeof *syms; i++) {
-    void *p = dlsym(N.lib, syms[i].name);
-    if (!p) {
-      snprintf(N.why, sizeof N.why, "%s is not NCCL: it lacks %s", name, syms[i].name);
-      dlclose(N.lib);
-      N.lib = NULL;
-      return;
-    }
-    memcpy((char *)&N + syms[i].off, &p, sizeof p);
+  const char *missing = cuda_dlsyms(N.lib, syms, sizeof syms / sizeof *syms, &N);
+  if (missing) {
+    snprintf(N.why, sizeof N.why, "%s is not NCCL: it lacks %s", name, missing);
+    dlclose(N.lib);
+    N.lib = NULL;
+    return;
   }
   if (N.get_version(&N.version) != 0 || N.version < NCCL_MIN_VERSION) {
     snprintf(N.why, sizeof N.why, "NCCL %d.%d is too old: 2.10 or newer is needed (ncclAvg)", N.version / 10000,

@@ -6,10 +6,21 @@
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 typedef int CUresult; /* CUDA_SUCCESS = 0 */
 typedef int CUdevice;
 
 const CudaStepApi *cuda_step_api;
+
+const char *cuda_dlsyms(void *lib, const CudaSym *syms, size_t n, void *table) {
+  for (size_t i = 0; i < n; i++) {
+    void *p = dlsym(lib, syms[i].name);
+    if (!p)
+      return syms[i].name;
+    memcpy((char *)table + syms[i].off, &p, sizeof p);
+  }
+  return NULL;
+}
 
 bool cuda_rt_probe(int *cc, char *err, size_t errlen) {
   const char *env = getenv("LTL_CUDA_LIB");

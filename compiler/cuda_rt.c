@@ -82,7 +82,7 @@ static void drv_load(void) {
     snprintf(drv.why, sizeof drv.why, "no NVIDIA driver: %s could not be loaded", name);
     return;
   }
-  static const struct { size_t off; const char *name; } syms[] = {
+  static const CudaSym syms[] = {
 #define S(field, sym) {offsetof(__typeof__(drv), field), sym}
       S(init, "cuInit"), S(error_string, "cuGetErrorString"), S(device_get, "cuDeviceGet"),
       S(attr, "cuDeviceGetAttribute"), S(ctx_retain, "cuDevicePrimaryCtxRetain"), S(ctx_set, "cuCtxSetCurrent"),
@@ -99,15 +99,11 @@ static void drv_load(void) {
       S(event_destroy, "cuEventDestroy_v2"), S(event_record, "cuEventRecord"), S(stream_wait, "cuStreamWaitEvent"),
 #undef S
   };
-  for (size_t i = 0; i < sizeof syms / sizeof *syms; i++) {
-    void *p = dlsym(drv.lib, syms[i].name);
-    if (!p) {
-      snprintf(drv.why, sizeof drv.why, "%s lacks %s (driver too old for CUDA 12+)", name, syms[i].name);
-      dlclose(drv.lib);
-      drv.lib = NULL;
-      return;
-    }
-    memcpy((char *)&drv + syms[i].off, &p, sizeof p);
+  const char *missing = cuda_dlsyms(drv.lib, syms, sizeof syms / sizeof *syms, &drv);
+  if (missing) {
+    snprintf(drv.why, sizeof drv.why, "%s lacks %s (driver too old for CUDA 12+)", name, missing);
+    dlclose(drv.lib);
+    drv.lib = NULL;
   }
 }
 
