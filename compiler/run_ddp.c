@@ -108,9 +108,7 @@ DdpMode ddp_setup(RtTrainerConfig *c, int argc, char **argv, int *status) {
         return DDP_LAUNCHED;
     }
     char err[512];
-    const char *be = getenv("LTL_DIST_BACKEND");
-    bool nccl = be && !strcmp(be, "nccl"); /* on GPUs the executor's NCCL reduces the gradients, MPI the rest */
-    if (rt_dist_init(nccl ? RT_DIST_NCCL : RT_DIST_MPI, err, sizeof err) != 0) {
+    if (rt_dist_init(RT_DIST_MPI, err, sizeof err) != 0) { /* on GPUs the executor's NCCL reduces the gradients */
         if (rt_dist_backend() != RT_DIST_NONE) rt_dist_abort("%s", err); /* the others must not wait */
         fprintf(stderr, "ltlc: error: rank %d: %s\n", rank, err);
         *status = 1;

@@ -2,9 +2,9 @@
  *
  * One process is one rank. The ranks are started by a launcher (mpirun, srun, or `ltlc run`
  * itself through mpirun), which says who is who in the environment. MPI does the
- * collectives on the CPU; NCCL, when asked for, does the all-reduce (unique id broadcast over
- * MPI). Both libraries are loaded with dlopen, so ltlc starts and runs on one process where
- * neither is installed, and a single-process run pays nothing for them (libmpi pulls in
+ * collectives on the CPU (on GPUs the step's gradients go through NCCL in the CUDA executor,
+ * compiler/cuda_nccl.c). libmpi is loaded with dlopen, so ltlc starts and runs on one
+ * process where it is not installed, and a single-process run pays nothing for it (libmpi pulls in
  * hwloc, pmix and libevent: tens of milliseconds of loading). The MPI handles are OpenMPI's
  * (MPI_COMM_WORLD is the address of ompi_mpi_comm_world, and so on): the ABI of Debian's
  * libmpi.so.40.
@@ -28,7 +28,7 @@ typedef void *Handle; /* MPI_Comm, MPI_Datatype, MPI_Op: pointers in OpenMPI */
 static struct {
     RtDistBackend backend;
     int rank, size;
-    void *mpi_lib, *nccl_lib, *cudart_lib;
+    void *mpi_lib;
     int (*init)(int *, char ***);
     int (*initialized)(int *);
     int (*finalize)(void);
@@ -39,15 +39,6 @@ static struct {
     int (*allreduce)(const void *, void *, int, Handle, Handle, Handle);
     int (*barrier)(Handle);
     Handle world, byte, f32, f64, sum, max, min;
-    /* NCCL: a communicator, a stream and a device staging buffer */
-    void *comm, *stream, *dbuf;
-    size_t dbytes;
-    int (*nccl_allreduce)(const void *, void *, size_t, int, int, void *, void *);
-    const char *(*nccl_err)(int);
-    int (*cuda_malloc)(void **, size_t);
-    int (*cuda_free)(void *);
-    int (*cuda_memcpy)(void *, const void *, size_t, int);
-    int (*cuda_sync)(void *);
     /* the watchdog */
     pthread_t dog;
     bool dog_on;
@@ -155,44 +146,7 @@ static int mpi_load(char *err, size_t errlen) {
     return 0;
 }
 
-/* NCCL over the MPI world: rank 0 makes the unique id, MPI broadcasts it, each rank joins
- * on device local_rank. Everything that can fail without a GPU fails here, cleanly. */
-static int nccl_init(int local_rank, char *err, size_t errlen) {
-    D.nccl_lib = dlopen("/usr/local/cuda/lib/libnccl.so.2", RTLD_NOW);
-    if (!D.nccl_lib) D.nccl_lib = dlopen("libnccl.so.2", RTLD_NOW);
-    if (!D.nccl_lib) return fail(err, errlen, "NCCL: cannot load libnccl.so.2 (%s)", dlerror());
-    D.cudart_lib = dlopen("/usr/local/cuda/lib/libcudart.so.13", RTLD_NOW);
-    if (!D.cudart_lib) D.cudart_lib = dlopen("libcudart.so", RTLD_NOW);
-    if (!D.cudart_lib) return fail(err, errlen, "NCCL: cannot load the CUDA runtime libcudart (%s)", dlerror());
-    typedef struct { char internal[128]; } NcclId; /* ncclUniqueId: passed by value, not as a pointer */
-    int (*get_id)(NcclId *), (*init_rank)(void **, int, NcclId, int), (*set_device)(int), (*count)(int *);
-    int (*stream_create)(void **);
-    const char *(*cuda_err)(int);
-    bool ok = SYM(D.nccl_lib, get_id, "ncclGetUniqueId") && SYM(D.nccl_lib, init_rank, "ncclCommInitRank") &&
-              SYM(D.nccl_lib, D.nccl_allreduce, "ncclAllReduce") && SYM(D.nccl_lib, D.nccl_err, "ncclGetErrorString") &&
-              SYM(D.cudart_lib, set_device, "cudaSetDevice") && SYM(D.cudart_lib, count, "cudaGetDeviceCount") &&
-              SYM(D.cudart_lib, cuda_err, "cudaGetErrorString") && SYM(D.cudart_lib, stream_create, "cudaStreamCreate") &&
-              SYM(D.cudart_lib, D.cuda_malloc, "cudaMalloc") && SYM(D.cudart_lib, D.cuda_free, "cudaFree") &&
-              SYM(D.cudart_lib, D.cuda_memcpy, "cudaMemcpy") && SYM(D.cudart_lib, D.cuda_sync, "cudaStreamSynchronize");
-    if (!ok) return fail(err, errlen, "NCCL: libnccl.so.2 or libcudart lacks %s", "a function LTL calls");
-    NcclId id = {{0}};
-    int rc = D.rank == 0 ? get_id(&id) : 0;
-    if (rc) return fail(err, errlen, "NCCL: ncclGetUniqueId failed: %s", D.nccl_err(rc));
-    if (rt_dist_broadcast(&id, sizeof id, 0) != 0) return fail(err, errlen, "NCCL: broadcasting the unique id failed");
-    int ndev = 0;
-    if ((rc = count(&ndev)) != 0 || ndev == 0)
-        return fail(err, errlen, "NCCL: no CUDA device on this machine (cudaGetDeviceCount: %s)",
-                    rc ? cuda_err(rc) : "0 devices");
-    if ((rc = set_device(local_rank % ndev)) != 0) return fail(err, errlen, "NCCL: cudaSetDevice: %s", cuda_err(rc));
-    if ((rc = stream_create(&D.stream)) != 0) return fail(err, errlen, "NCCL: cudaStreamCreate: %s", cuda_err(rc));
-    if ((rc = init_rank(&D.comm, D.size, id, D.rank)) != 0)
-        return fail(err, errlen, "NCCL: ncclCommInitRank failed: %s", D.nccl_err(rc));
-    return 0;
-}
-
 int rt_dist_init(RtDistBackend backend, char *err, size_t errlen) {
-    int rank, size, local;
-    rt_dist_env(&rank, &size, &local);
     if (backend == RT_DIST_NONE) return 0;
     if (mpi_load(err, errlen) != 0) return -1;
     int done = 0;
@@ -204,10 +158,6 @@ int rt_dist_init(RtDistBackend backend, char *err, size_t errlen) {
     D.timeout = env_int("LTL_DDP_TIMEOUT", 300);
     if (D.size > 1 && D.timeout > 0) D.dog_on = pthread_create(&D.dog, NULL, watchdog, NULL) == 0;
     if (D.dog_on) pthread_detach(D.dog);
-    if (backend == RT_DIST_NCCL) {
-        if (nccl_init(local, err, errlen) != 0) return -1;
-        D.backend = RT_DIST_NCCL;
-    }
     return 0;
 }
 
@@ -225,43 +175,22 @@ int rt_dist_broadcast(void *buf, size_t bytes, int root) {
     return 0;
 }
 
-static void nccl_allreduce(void *buf, int64_t n, RtDistDtype t, RtDistOp op) {
-    size_t bytes = (size_t)n * (t == RT_DIST_F64 ? 8 : 4);
-    if (bytes > D.dbytes) {
-        if (D.dbuf) D.cuda_free(D.dbuf);
-        if (D.cuda_malloc(&D.dbuf, bytes) != 0) rt_dist_abort("NCCL: cudaMalloc of %zu bytes failed", bytes);
-        D.dbytes = bytes;
-    }
-    enum { H2D = 1, D2H = 2 };
-    int nop = op == RT_DIST_MAX ? 2 : op == RT_DIST_MIN ? 3 : op == RT_DIST_MEAN ? 4 : 0; /* ncclSum, Max, Min, Avg */
-    int rc;
-    if (D.cuda_memcpy(D.dbuf, buf, bytes, H2D) != 0) rt_dist_abort("NCCL: copying to the device failed");
-    if ((rc = D.nccl_allreduce(D.dbuf, D.dbuf, (size_t)n, t == RT_DIST_F64 ? 8 : 7, nop, D.comm, D.stream)) != 0)
-        rt_dist_abort("ncclAllReduce failed: %s", D.nccl_err(rc));
-    if (D.cuda_sync(D.stream) != 0 || D.cuda_memcpy(buf, D.dbuf, bytes, D2H) != 0)
-        rt_dist_abort("NCCL: copying from the device failed");
-}
-
 int rt_dist_allreduce(void *buf, int64_t n, RtDistDtype t, RtDistOp op) {
     if (D.size <= 1 || n <= 0) return 0;
     busy("all-reduce");
-    if (D.backend == RT_DIST_NCCL) {
-        nccl_allreduce(buf, n, t, op);
-    } else {
-        size_t es = t == RT_DIST_F64 ? 8 : 4;
-        Handle mop = op == RT_DIST_MAX ? D.max : op == RT_DIST_MIN ? D.min : D.sum;
-        for (int64_t off = 0; off < n; off += CHUNK) {
-            int64_t k = n - off < CHUNK ? n - off : CHUNK;
-            if (D.allreduce((void *)1 /* MPI_IN_PLACE */, (char *)buf + off * (int64_t)es, (int)k,
-                            t == RT_DIST_F64 ? D.f64 : D.f32, mop, D.world) != 0)
-                rt_dist_abort("MPI_Allreduce failed");
-        }
-        if (op == RT_DIST_MEAN) { /* a sum, then one rounding of sum / size */
-            if (t == RT_DIST_F64)
-                for (int64_t i = 0; i < n; i++) ((double *)buf)[i] /= D.size;
-            else
-                for (int64_t i = 0; i < n; i++) ((float *)buf)[i] /= (float)D.size;
-        }
+    size_t es = t == RT_DIST_F64 ? 8 : 4;
+    Handle mop = op == RT_DIST_MAX ? D.max : op == RT_DIST_MIN ? D.min : D.sum;
+    for (int64_t off = 0; off < n; off += CHUNK) {
+        int64_t k = n - off < CHUNK ? n - off : CHUNK;
+        if (D.allreduce((void *)1 /* MPI_IN_PLACE */, (char *)buf + off * (int64_t)es, (int)k,
+                        t == RT_DIST_F64 ? D.f64 : D.f32, mop, D.world) != 0)
+            rt_dist_abort("MPI_Allreduce failed");
+    }
+    if (op == RT_DIST_MEAN) { /* a sum, then one rounding of sum / size */
+        if (t == RT_DIST_F64)
+            for (int64_t i = 0; i < n; i++) ((double *)buf)[i] /= D.size;
+        else
+            for (int64_t i = 0; i < n; i++) ((float *)buf)[i] /= (float)D.size;
     }
     idle();
     return 0;

@@ -682,17 +682,17 @@ char *rt_summary_format(const RtSummaryRow *rows, int n, double bytes_per_param)
 //
 // dist.c — collectives for data-parallel training (docs/distributed.md). One process is
 // one rank; the launcher (mpirun, srun, or ltlc itself) says which in the environment. MPI
-// (OpenMPI's libmpi, dlopened) does every collective; with RT_DIST_NCCL, NCCL (libnccl.so.2,
-// dlopened) does the all-reduce. Before rt_dist_init, and in a world of one, every
+// (OpenMPI's libmpi, dlopened) does every collective (on GPUs the executor's NCCL reduces
+// the step's gradients: compiler/cuda_nccl.c). Before rt_dist_init, and in a world of one, every
 // collective is a no-op. A collective that fails ends the whole job (rt_dist_abort).
 //
-typedef enum { RT_DIST_NONE, RT_DIST_MPI, RT_DIST_NCCL } RtDistBackend;
+typedef enum { RT_DIST_NONE, RT_DIST_MPI } RtDistBackend;
 typedef enum { RT_DIST_F32, RT_DIST_F64 } RtDistDtype;
 typedef enum { RT_DIST_SUM, RT_DIST_MEAN, RT_DIST_MAX, RT_DIST_MIN } RtDistOp;
 // The rank, world size and rank on this node a launcher set in the environment
 // (OMPI_COMM_WORLD_*, PMIX_*, PMI_*, SLURM_*); false (0, 1, 0) when none did.
 bool rt_dist_env(int *rank, int *size, int *local_rank);
-// Joins the world (MPI_Init; for NCCL also the communicator). 0, or -1 with a message.
+// Joins the world (MPI_Init). 0, or -1 with a message.
 int rt_dist_init(RtDistBackend backend, char *err, size_t errlen);
 int rt_dist_rank(void);                   // 0 when not initialised
 int rt_dist_size(void);                   // 1 when not initialised

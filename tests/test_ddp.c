@@ -218,17 +218,6 @@ Test(ddp, a_rank_failing_on_its_data_ends_the_job_with_its_rank_named) {
     cr_assert(strstr(out, "ltlc: rank 1 of 2: failed (the message above); stopping all ranks"), "%s", out);
 }
 
-Test(ddp, nccl_without_a_gpu_fails_cleanly) {
-    static char out[1 << 16];
-    double t0 = now();
-    int st = sh(out, sizeof out, "LTL_DIST_BACKEND=nccl " MPIRUN " -np 2 %s run tiny.ltl fit", LTLC);
-    cr_assert(now() - t0 < 60);
-    cr_assert_neq(st, 0, "%s", out);
-    cr_assert(strstr(out, "NCCL: "), "one message saying what failed:\n%s", out);
-    cr_assert(strstr(out, "stopping all ranks"), "%s", out);
-    cr_assert(!strstr(out, "Segmentation") && !strstr(out, "core dumped"), "%s", out);
-}
-
 Test(ddp, launch_errors_are_clear) {
     static char out[1 << 16];
     int st = sh(out, sizeof out, "LTL_MPIRUN=/nonexistent/mpirun %s run tiny.ltl fit --trainer.devices=2", LTLC);
