@@ -8,6 +8,7 @@
 #include "cuda.h"
 #include "sema.h"
 #include <errno.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,7 @@ typedef struct {
     char pred_path[1200];
     char *hparams_yaml;                   /* kept in checkpoints */
     /* data */
+    struct { pthread_t t; bool on; int n; const DataExpr *e[8]; RtDataset *ds[8]; char *err[8]; } pre; /* preload */
     RtDataset *ds[RT_NSTAGES];
     RtDataset *owned[16];
     int nowned;
@@ -146,6 +148,50 @@ static const DataArg *arg(const DataExpr *e, const char *key) {
     return NULL;
 }
 
+/* ---- reading the IDX files while the steps compile ---- */
+
+/* The idx(...) sources the run's stages read, decompressed on a thread of their own from
+ * before the steps are compiled (gzip'd Fashion-MNIST takes as long to inflate as the MLP's
+ * step takes to compile); build() takes them, and checks the labels once the number of
+ * classes is known. */
+static void *preload_run(void *ctx) {
+    Run *r = ctx;
+    for (int i = 0; i < r->pre.n; i++) {
+        const DataArg *img = arg(r->pre.e[i], "images"), *lab = arg(r->pre.e[i], "labels");
+        r->pre.ds[i] = rt_data_idx(img->str, lab ? lab->str : NULL, 0, &r->pre.err[i]);
+    }
+    return NULL;
+}
+
+static void preload_find(Run *r, const DataExpr *e) {
+    if (!strcmp(e->fn, "idx") && arg(e, "images") && r->pre.n < 8) {
+        for (int i = 0; i < r->pre.n; i++)
+            if (r->pre.e[i] == e) return;
+        const DataArg *img = arg(e, "images"), *lab = arg(e, "labels");
+        if (img->kind == DA_STR && (!lab || lab->kind == DA_STR)) r->pre.e[r->pre.n++] = e;
+    }
+    for (int i = 0; i < e->n; i++)
+        if (e->args[i].kind == DA_EXPR) preload_find(r, e->args[i].expr);
+}
+
+static void preload_start(Run *r) {
+    for (int s = 0; s < RT_NSTAGES; s++)
+        if (r->dp.source[s] && r->stage_step[s]) preload_find(r, r->dp.source[s]);
+    r->pre.on = r->pre.n && pthread_create(&r->pre.t, NULL, preload_run, r) == 0;
+    if (!r->pre.on) r->pre.n = 0; /* build() reads them itself */
+}
+
+static void preload_join(Run *r) {
+    if (r->pre.on) pthread_join(r->pre.t, NULL);
+    r->pre.on = false;
+}
+
+static void preload_free(Run *r) {
+    preload_join(r);
+    for (int i = 0; i < r->pre.n; i++) { rt_data_free(r->pre.ds[i]); free(r->pre.err[i]); }
+    r->pre.n = 0;
+}
+
 static RtDataset *build(Run *r, const DataExpr *e, Built *memo, int *nmemo, int64_t num_classes) {
     for (int i = 0; i < *nmemo; i++)
         if (memo[i].e == e) return memo[i].ds;
@@ -163,7 +209,16 @@ static RtDataset *build(Run *r, const DataExpr *e, Built *memo, int *nmemo, int6
     if (!strcmp(e->fn, "idx")) {
         const DataArg *a0 = arg(e, "images"), *a1 = arg(e, "labels");
         if (!a0 || a0->kind != DA_STR || (a1 && a1->kind != DA_STR)) { error("%s: idx(images, labels) takes file names", r->path); return NULL; }
-        ds = rt_data_idx(a0->str, a1 ? a1->str : NULL, num_classes, &err);
+        int p = 0;
+        while (p < r->pre.n && r->pre.e[p] != e) p++;
+        preload_join(r);
+        if (p == r->pre.n) {
+            ds = rt_data_idx(a0->str, a1 ? a1->str : NULL, num_classes, &err);
+        } else { /* read by preload_run: take it */
+            ds = r->pre.ds[p], err = r->pre.err[p];
+            r->pre.ds[p] = NULL, r->pre.err[p] = NULL;
+            if (ds && rt_data_check_labels(ds, num_classes, a1 ? a1->str : a0->str, &err) != 0) { rt_data_free(ds); ds = NULL; }
+        }
     } else if (!strcmp(e->fn, "csv")) {
         const DataArg *a0 = arg(e, "path"), *lab = arg(e, "label");
         RtCsvOptions o = {.header = true, .label_col = -1, .num_classes = num_classes};
@@ -1391,6 +1446,7 @@ int run_command(int argc, char **argv) {
         r.stage_step[stages[i]] = step_name(stages[i]);
         if (stages[i] == RT_TRAIN) r.stage_step[RT_VAL] = step_name(RT_VAL);
     }
+    preload_start(&r);
     /* the steps, compiled for the loader's batch size; the training graph lays out the state */
     Compiled *first = compiled(&r, stages[0] == RT_TRAIN ? RT_TRAIN : stages[0], r.dp.batch);
     if (!first) goto out;
@@ -1503,6 +1559,7 @@ out:
     if (r.bar) rt_progress_free(r.bar);
     if (r.logger && rt_logger_close(r.logger) != 0 && status == 0) status = error("%s", rt_log_error());
     for (int s = 0; s < RT_NSTAGES; s++) rt_loader_free(r.ld[s]);
+    preload_free(&r);
     for (int i = 0; i < r.nowned; i++) rt_data_free(r.owned[i]);
     for (int i = 0; i < r.nhooks; i++) sema_step_free(r.hooks[i].s);
     for (int i = 0; i < r.ncomp; i++) {

@@ -173,6 +173,10 @@ RtDataDtype rt_data_dtype(const RtDataset *ds) { return ds->st->dtype; }
 int64_t rt_data_sample_numel(const RtDataset *ds) { return ds->st->numel; }
 bool rt_data_has_labels(const RtDataset *ds) { return ds->st->y != NULL; }
 int64_t rt_data_num_classes(const RtDataset *ds) { return ds->st->num_classes; }
+
+int rt_data_check_labels(RtDataset *ds, int64_t num_classes, const char *file, char **err) {
+    return check_labels(ds->st, num_classes, file, err) ? 0 : -1;
+}
 const char *rt_data_name(const RtDataset *ds) { return ds->st->name; }
 int64_t rt_data_source_index(const RtDataset *ds, int64_t i) { return src_index(ds, i); }
 

@@ -312,6 +312,10 @@ RtDataDtype rt_data_dtype(const RtDataset *ds);                         // of x:
 int rt_data_sample_shape(const RtDataset *ds, int64_t shape[RT_DATA_MAX_DIMS]);  // returns ndim
 int64_t rt_data_sample_numel(const RtDataset *ds);
 bool rt_data_has_labels(const RtDataset *ds);
+// Checks ds's labels against num_classes (> 0) afterwards, as rt_data_idx(..., num_classes)
+// does while reading: for a data set read before the number was known. file names the
+// labels in the message. 0, or -1 with *err set.
+int rt_data_check_labels(RtDataset *ds, int64_t num_classes, const char *file, char **err);
 int64_t rt_data_num_classes(const RtDataset *ds);   // given, else max label + 1; 0: no labels
 const char *rt_data_name(const RtDataset *ds);      // the (images) file it came from
 const void *rt_data_sample(const RtDataset *ds, int64_t i);   // numel elements of the dtype
