@@ -787,7 +787,8 @@ static bool bind_targets(Lower *L, const Node *targets, Value *v, Scope *sc, Spa
         }
         for (int i = 0; i < v->n; i++)
             if (v->keys[i] && !strcmp(v->keys[i], "sizes") && v->items[i]->n != targets->nkids) {
-                fail(L, sp, "split(...) makes %d data set%s, one per size, but %d names receive them", v->items[i]->n, v->items[i]->n == 1 ? "" : "s",
+                int n = v->items[i]->n;
+                fail(L, sp, "split(...) makes %d data set%s, one per size, but %d names receive them", n, n == 1 ? "" : "s",
                      targets->nkids);
                 return false;
             }
@@ -2557,7 +2558,8 @@ bool sema_data_plan(const Node *program, const char *path, const SemaOptions *op
                 const char *k = ld->keys[i];
                 bool flag = !strcmp(k, "shuffle") || !strcmp(k, "drop_last");
                 if (flag != (v->k == VK_BOOL)) {
-                    fail(&L, dm->span, "the loader's %s must be %s, not %s", k, flag ? "true or false" : "a number", describe(&L, v));
+                    fail(&L, dm->span, "the loader's %s must be %s, not %s", k, flag ? "true or false" : "a number",
+                         describe(&L, v));
                     break;
                 }
                 if (flag) { *(!strcmp(k, "shuffle") ? &dp->shuffle : &dp->drop_last) = v->i; continue; }
