@@ -164,11 +164,11 @@ static void *preload_run(void *ctx) {
 }
 
 static void preload_find(Run *r, const DataExpr *e) {
-    if (!strcmp(e->fn, "idx") && arg(e, "images") && r->pre.n < 8) {
+    const DataArg *img = arg(e, "images"), *lab = arg(e, "labels");
+    if (!strcmp(e->fn, "idx") && img && img->kind == DA_STR && (!lab || lab->kind == DA_STR) && r->pre.n < 8) {
         for (int i = 0; i < r->pre.n; i++)
             if (r->pre.e[i] == e) return;
-        const DataArg *img = arg(e, "images"), *lab = arg(e, "labels");
-        if (img->kind == DA_STR && (!lab || lab->kind == DA_STR)) r->pre.e[r->pre.n++] = e;
+        r->pre.e[r->pre.n++] = e;
     }
     for (int i = 0; i < e->n; i++)
         if (e->args[i].kind == DA_EXPR) preload_find(r, e->args[i].expr);
