@@ -48,7 +48,9 @@ static const char emit_help[] =
     "  llvm    the step's LLVM module as generated for the host CPU (--batch)\n"
     "options:\n"
     "  --step NAME     the method to lower (training_step, validation_step, forward, ...)\n"
-    "  --batch N       the batch size of fused and llvm (default 64)\n"
+    "  --batch N       the batch size of fused, cuda and llvm (default 64)\n"
+    "  --precision P   the trainer's precision the graph is built for: 32-true (default),\n"
+    "                  bf16-mixed, 16-mixed, bf16-true or 64-true (docs/precision.md)\n"
     "  --no-simplify   print the graph as traced, before folding, CSE and dead-code removal\n";
 
 static int usage_error(const char *fmt, const char *arg) {
@@ -103,13 +105,15 @@ static int cmd_check(int argc, char **argv) {
 
 static int cmd_emit(int argc, char **argv) {
     if (wants_help(argc, argv)) { fputs(emit_help, stdout); return 0; }
-    const char *step = "training_step", *stage = NULL, *file = NULL;
+    const char *step = "training_step", *stage = NULL, *file = NULL, *precision = "32-true";
     bool no_simplify = false;
     int64_t batch = 64;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--step") && i + 1 < argc) step = argv[++i];
         else if (!strncmp(argv[i], "--step=", 7)) step = argv[i] + 7;
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc) precision = argv[++i];
+        else if (!strncmp(argv[i], "--precision=", 12)) precision = argv[i] + 12;
         else if (!strcmp(argv[i], "--no-simplify")) no_simplify = true;
         else if (argv[i][0] == '-') return usage_error("unknown option '%s' for emit", argv[i]);
         else if (!stage) stage = argv[i];
@@ -122,13 +126,17 @@ static int cmd_emit(int argc, char **argv) {
     if (!ast_only && !backend && strcmp(stage, "ir") && strcmp(stage, "grad"))
         return usage_error("unknown stage '%s' (try: ast, ir, grad, fused, llvm, cuda)", stage);
     if (batch < 1) return usage_error("%s", "--batch needs a positive size");
+    static const char *const modes[] = {"32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"};
+    int mode = 0;
+    while (mode < 5 && strcmp(precision, modes[mode])) mode++;
+    if (mode == 5) return usage_error("unknown precision '%s' (32-true, bf16-mixed, 16-mixed, bf16-true, 64-true)", precision);
     Ast ast = {0};
     char *text = NULL;
     Node *root = front(&ast, file, &text);
     int status = root ? 0 : 1;
     if (root && ast_only) ast_print(stdout, root);
     else if (root) {
-        SemaOptions opt = {.check = !backend, .batch = batch,
+        SemaOptions opt = {.check = !backend, .batch = batch, .precision = precision,
                            .backward = !strcmp(stage, "grad") || (backend && !strcmp(step, "training_step"))};
         StepGraph *s = sema_lower(root, file, step, &opt, true);
         if (s && !no_simplify) sema_simplify(s);

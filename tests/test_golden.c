@@ -262,6 +262,24 @@ Test(cli, check_and_emit) {
     cr_assert(starts_with(r.err, SRCDIR "/tests/frontend/else_newline.ltl:5:5: error: "), "%s", r.err);
 }
 
+/* emit --precision builds the graph as the trainer's precision would: the mixed modes round
+ * the matmul operands (casts to bf16 / f16 in the graph and in the CUDA source); an unknown
+ * mode is a usage error. */
+Test(cli, emit_precision) {
+    Run r = RUN("emit", "grad", "examples/fashion_mlp.ltl");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert_null(strstr(r.out, "bf16"), "32-true has no bf16 values");
+    r = RUN("emit", "grad", "--precision", "bf16-mixed", "examples/fashion_mlp.ltl");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "bf16"), "%s", r.out);
+    r = RUN("emit", "cuda", "--precision=16-mixed", "examples/fashion_mlp.ltl");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "ltl_f16("), "the casts in the CUDA source");
+    r = RUN("emit", "cuda", "--precision", "fp8", "examples/fashion_mlp.ltl");
+    cr_assert_eq(r.status, 2);
+    cr_assert(strstr(r.err, "unknown precision 'fp8'"), "%s", r.err);
+}
+
 /* Diagnostics are plain text when stderr is not a terminal, and never coloured with NO_COLOR. */
 Test(cli, no_colour_in_pipes) {
     set_no_color = false;
