@@ -1,7 +1,7 @@
 // bench/cuda.c — training steps of the MLP and CNN examples on the GPU through the CUDA
 // executor (compiler/cuda_rt.c: CUDA-graph replay), batch 64: steps per second, in 32-true
-// and bf16-mixed (GEMMs on tensor cores), and their ratio; then each of the CNN's
-// convolutions alone (us per run, GFLOP/s). Exits 0 with "no GPU: ..." where cuda_rt_probe
+// and bf16-mixed (GEMMs on tensor cores), and their ratio; then f32 GEMMs and each of the
+// CNN's convolutions alone (us per run, GFLOP/s). Exits 0 with "no GPU: ..." where cuda_rt_probe
 // finds none. A benchmark, not a test.
 //   cuda OUT.md [seconds]
 #include <math.h>
@@ -69,20 +69,10 @@ static double bench(const char *file, const char *precision, double seconds, FIL
     return rate;
 }
 
-// One convolution of the CNN (batch 64) alone in a step: its operands resident PARAMs, its
-// output summed to one VALUE so nothing large crosses the bus. Microseconds per run (graph
-// replay + the sum + one synchronisation) and GFLOP/s of the convolution itself.
-static int conv_bench(const char *name, IrOp op, int64_t c, int64_t o, int64_t hw, double seconds, FILE *md) {
-    IrGraph *g = ir_new();
-    int64_t st[2] = {1, 1}, pd[2] = {0, 0}, dl[2] = {1, 1}, ohw = hw - 2;
-    IrShape xs = IR_SHAPE(64, c, hw, hw), ws = IR_SHAPE(o, c, 3, 3), ys = IR_SHAPE(64, o, ohw, ohw);
-    int x = ir_input(g, IR_IN_PARAM, "x", IR_F32, xs), w = ir_input(g, IR_IN_PARAM, "w", IR_F32, ws);
-    int gy = ir_input(g, IR_IN_PARAM, "gy", IR_F32, ys), r;
-    IrAttr a = {.groups = 1, .stride = {1, 1}, .dil = {1, 1}};
-    if (op == IR_CONV2D) r = ir_conv2d(g, x, w, st, pd, dl, 1);
-    else if (op == IR_CONV2D_BWD_DATA) a.shape = xs, r = ir_make(g, op, (int[]){gy, w}, 2, &a);
-    else a.shape = ws, r = ir_make(g, op, (int[]){x, gy}, 2, &a);
-    ir_output(g, ir_reduce(g, IR_SUM, r, NULL, 0, false), IR_OUT_VALUE, -1, "sum");
+// A one-op step alone: its operands resident PARAMs, its output summed to one VALUE so nothing
+// large crosses the bus. Microseconds per run (graph replay + the sum + one synchronisation)
+// and GFLOP/s of the op itself.
+static int time_graph(const char *name, IrGraph *g, double flops, bool conv, double seconds, FILE *md) {
     char err[2048];
     CudaStep *s = cuda_step_compile(g, false, err, sizeof err);
     if (!s) return fprintf(stderr, "%s: %s\n", name, err), -1;
@@ -96,14 +86,40 @@ static int conv_bench(const char *name, IrOp op, int64_t c, int64_t o, int64_t h
     double start = now();
     while (!e && now() - start < seconds) e = cuda_step_run(s), n++;
     double us = 1e6 * (now() - start) / (n ? n : 1);
-    double flops = 2.0 * 64 * (double)o * (double)c * 9 * (double)(ohw * ohw);
     if (e) fprintf(stderr, "%s: %s\n", name, e);
-    else fprintf(md, "| %s | %.1f | %.0f |\n", name, us, flops / us * 1e-3);
+    else fprintf(md, "| %s | %.1f | %.0f | %s |\n", name, us, flops / us * 1e-3,
+                 conv ? "implicit GEMM (generated)" : cuda_step_gemm_path(s));
     cuda_step_free(s);
     free(flat);
     ir_layout_free(&l);
     ir_free(g);
     return e ? -1 : 0;
+}
+
+// One convolution of the CNN (batch 64), as its step runs it.
+static int conv_bench(const char *name, IrOp op, int64_t c, int64_t o, int64_t hw, double seconds, FILE *md) {
+    IrGraph *g = ir_new();
+    int64_t st[2] = {1, 1}, pd[2] = {0, 0}, dl[2] = {1, 1}, ohw = hw - 2;
+    IrShape xs = IR_SHAPE(64, c, hw, hw), ws = IR_SHAPE(o, c, 3, 3), ys = IR_SHAPE(64, o, ohw, ohw);
+    int x = ir_input(g, IR_IN_PARAM, "x", IR_F32, xs), w = ir_input(g, IR_IN_PARAM, "w", IR_F32, ws);
+    int gy = ir_input(g, IR_IN_PARAM, "gy", IR_F32, ys), r;
+    IrAttr a = {.groups = 1, .stride = {1, 1}, .dil = {1, 1}};
+    if (op == IR_CONV2D) r = ir_conv2d(g, x, w, st, pd, dl, 1);
+    else if (op == IR_CONV2D_BWD_DATA) a.shape = xs, r = ir_make(g, op, (int[]){gy, w}, 2, &a);
+    else a.shape = ws, r = ir_make(g, op, (int[]){x, gy}, 2, &a);
+    ir_output(g, ir_reduce(g, IR_SUM, r, NULL, 0, false), IR_OUT_VALUE, -1, "sum");
+    return time_graph(name, g, 2.0 * 64 * (double)o * (double)c * 9 * (double)(ohw * ohw), true, seconds, md);
+}
+
+// An n x n x n f32 GEMM through cuBLASLt (issue #9: within 5% of cuBLAS, which PyTorch's
+// torch.mm with TF32 off calls).
+static int gemm_bench(int64_t n, double seconds, FILE *md) {
+    IrGraph *g = ir_new();
+    int a = ir_input(g, IR_IN_PARAM, "a", IR_F32, IR_SHAPE(n, n)), b = ir_input(g, IR_IN_PARAM, "b", IR_F32, IR_SHAPE(n, n));
+    ir_output(g, ir_reduce(g, IR_SUM, ir_matmul(g, a, b), NULL, 0, false), IR_OUT_VALUE, -1, "sum");
+    char name[64];
+    snprintf(name, sizeof name, "GEMM %lld^3 f32", (long long)n);
+    return time_graph(name, g, 2.0 * (double)n * (double)n * (double)n, false, seconds, md);
 }
 
 int main(int argc, char **argv) {
@@ -126,7 +142,9 @@ int main(int argc, char **argv) {
         fprintf(md, "\nbf16-mixed / 32-true: MLP %.2fx, CNN %.2fx\n", rate[0][1] / rate[0][0], rate[1][1] / rate[1][0]);
     // the CNN's convolutions one by one (implicit GEMMs, compiler/cuda_conv.c); the PyTorch
     // peer (cuDNN) prints the same rows
-    fprintf(md, "\n| LTL convolution, batch 64 | us/run | GFLOP/s |\n|---|---|---|\n");
+    fprintf(md, "\n| LTL op alone | us/run | GFLOP/s | path |\n|---|---|---|---|\n");
+    bad |= gemm_bench(1024, seconds / 3, md);
+    bad |= gemm_bench(4096, seconds / 3, md);
     bad |= conv_bench("conv1 forward", IR_CONV2D, 1, 32, 28, seconds / 3, md);
     bad |= conv_bench("conv2 forward", IR_CONV2D, 32, 64, 26, seconds / 3, md);
     bad |= conv_bench("conv2 bwd_data", IR_CONV2D_BWD_DATA, 32, 64, 26, seconds / 3, md);

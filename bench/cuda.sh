@@ -1,7 +1,7 @@
 #!/bin/sh
 # bench/cuda.sh — the MLP and CNN training steps on the GPU (CUDA executor, graph replay),
 # fp32 and bf16-mixed, against PyTorch eager CUDA on the same models, fp32 and autocast bf16,
-# batch 64. Writes $BUILD/bench/CUDA.md.
+# batch 64; then f32 GEMMs (cuBLASLt vs cuBLAS) and the CNN's convolutions (vs cuDNN) alone. Writes $BUILD/bench/CUDA.md.
 # Without a usable GPU it says "no GPU" and exits 0. A benchmark, not a test.
 #   bench/cuda.sh [seconds]
 set -eu
@@ -47,9 +47,18 @@ for name, m in (("mlp", mlp), ("cnn", cnn)):
         while time.perf_counter() - t < float(sys.argv[1]): step(); n += 1
         torch.cuda.synchronize()
         print(f"| {name} | {prec} | {n / (time.perf_counter() - t):.0f} |")
+# f32 GEMMs through cuBLAS (TF32 off, as LTL's 32-true), summed as LTL's are
+torch.backends.cuda.matmul.allow_tf32 = False
+print("\n| PyTorch op alone (cuBLAS, cuDNN) | us/run | GFLOP/s |\n|---|---|---|")
+for n in (1024, 4096):
+    a = torch.randn(n, n, device=dev); b = torch.randn(n, n, device=dev)
+    for _ in range(10): torch.mm(a, b).sum().item()
+    k = 0; t = time.perf_counter()
+    while time.perf_counter() - t < float(sys.argv[1]) / 3: torch.mm(a, b).sum().item(); k += 1
+    us = 1e6 * (time.perf_counter() - t) / k
+    print(f"| GEMM {n}^3 f32 | {us:.1f} | {2 * n ** 3 / us * 1e-3:.0f} |")
 # the CNN's convolutions one by one through cuDNN (its fastest algorithm), summed as LTL's are
 torch.backends.cudnn.benchmark = True
-print("\n| PyTorch convolution (cuDNN), batch 64 | us/run | GFLOP/s |\n|---|---|---|")
 from torch.nn.grad import conv2d_input, conv2d_weight
 for name, c, o, hw in (("conv1 forward", 1, 32, 28), ("conv2 forward", 32, 64, 26), ("conv2 bwd_data", 32, 64, 26),
                        ("conv1 bwd_filter", 1, 32, 28), ("conv2 bwd_filter", 32, 64, 26)):
