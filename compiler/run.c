@@ -200,7 +200,7 @@ static RtDataset *build(Run *r, const DataExpr *e, Built *memo, int *nmemo, int6
     Built b = {.e = e};
     if (!strcmp(e->fn, "part")) {
         const DataExpr *src = e->args[0].expr;
-        build(r, src, memo, nmemo, num_classes);
+        if (!build(r, src, memo, nmemo, num_classes)) return NULL; /* reported */
         for (int i = 0; i < *nmemo; i++)
             if (memo[i].e == src && e->part < memo[i].nparts) return memo[i].parts[e->part];
         error("%s: only a split can be unpacked into several data sets", r->path);
@@ -234,9 +234,12 @@ static RtDataset *build(Run *r, const DataExpr *e, Built *memo, int *nmemo, int6
         }
         RtDataset *src = build(r, a0->expr, memo, nmemo, num_classes);
         if (!src) return NULL;
+        if (rt_data_split(src, sizes->nlist, sizes->list, seed ? (uint64_t)seed->num : (uint64_t)r->cfg.seed, b.parts, &err) < 0) {
+            error("%s", err ? err : "cannot split the data");
+            free(err);
+            return NULL;
+        }
         b.nparts = sizes->nlist;
-        if (rt_data_split(src, sizes->nlist, sizes->list, seed ? (uint64_t)seed->num : (uint64_t)r->cfg.seed, b.parts, &err) < 0)
-            b.nparts = 0;
         for (int i = 0; i < b.nparts && r->nowned < 16; i++) r->owned[r->nowned++] = b.parts[i];
         ds = src;
     } else if (!strcmp(e->fn, "windows") && r->text) {

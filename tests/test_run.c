@@ -140,6 +140,9 @@ Test(run, same_seed_same_result_and_flags) {
 
 Test(run, bad_data_and_usage_errors) {
     static char out[1 << 16];
+    idx_write(dir, "x.idx", "y.idx", 150, -1, -1); /* the split asks for 160 + 40 samples */
+    cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl fit"), 1, "%s", out);
+    cr_assert(strstr(out, "split sizes sum to 200 but the data set has 150 samples"), "%s", out);
     idx_write(dir, "x.idx", "y.idx", 200, 17, -1); /* label 7 at index 17: the model has 2 classes */
     cr_assert_eq(ltlc(out, sizeof out, "run tiny.ltl fit"), 1, "%s", out);
     cr_assert(strstr(out, "y.idx") && strstr(out, "label"), "names the file and the problem:\n%s", out);
