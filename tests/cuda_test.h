@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "cuda.h"
 #include "ir.h"
 
 /* The host compiler's command for generated CUDA on the shim (tests/cuda_shim.h): a shared
@@ -20,16 +21,25 @@
 #define CUDA_TEST_SHIM_CC \
   "cc -std=gnu17 -O1 -g -fPIC -shared -Wall -Werror -Wno-unused-variable -Wno-unused-function " CUDA_TEST_SAN "-I" SRCDIR "/tests"
 
+/* Skips the calling test where NVRTC cannot be loaded (the CUDA toolkit is optional). */
+static inline void cuda_test_need_nvrtc(void) {
+  char err[512];
+  if (!cuda_nvrtc_available(err, sizeof err))
+    cr_skip_test("%s", err);
+}
+
 /* Builds the stand-ins for ltlc runs in dir: libcuda-fake.so (tests/fake_libcuda.c),
- * libnvrtc-fake.so (tests/fake_libnvrtc.c: its "CUBIN" is the source built for the shim)
- * and, with nccl, libnccl-fake.so (tests/fake_libnccl.c). */
+ * libnvrtc-fake.so (tests/fake_libnvrtc.c: its "CUBIN" is the source built for the shim),
+ * libcublaslt-fake.so (tests/fake_libcublaslt.c) and, with nccl, libnccl-fake.so
+ * (tests/fake_libnccl.c). */
 static inline void cuda_test_build_fakes(const char *dir, bool nccl) {
   char cmd[2048];
   int n = snprintf(cmd, sizeof cmd,
                    "cc -std=gnu17 -O1 -fPIC -shared -Wall -Werror -o %s/libcuda-fake.so %s/tests/fake_libcuda.c && "
                    "cc -std=gnu17 -O1 -fPIC -shared -Wall -Werror -o %s/libnvrtc-fake.so %s/tests/fake_libnvrtc.c "
-                   "-DFAKE_NVRTC_CC='\"" CUDA_TEST_SHIM_CC "\"'",
-                   dir, SRCDIR, dir, SRCDIR);
+                   "-DFAKE_NVRTC_CC='\"" CUDA_TEST_SHIM_CC "\"' && "
+                   "cc -std=gnu17 -O1 -fPIC -shared -Wall -Werror -o %s/libcublaslt-fake.so %s/tests/fake_libcublaslt.c",
+                   dir, SRCDIR, dir, SRCDIR, dir, SRCDIR);
   if (nccl)
     snprintf(cmd + n, sizeof cmd - (size_t)n,
              " && cc -std=gnu17 -O1 -fPIC -shared -Wall -Werror -o %s/libnccl-fake.so %s/tests/fake_libnccl.c", dir, SRCDIR);

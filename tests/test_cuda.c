@@ -35,8 +35,7 @@
 /* precision: the trainer's (NULL: 32-true); the program's source is returned in *source if asked */
 static void nvrtc_check_precision(const char *file, int64_t batch, const char *precision, char **source) {
   char err[2048];
-  if (!cuda_nvrtc_available(err, sizeof err))
-    cr_skip_test("%s", err);
+  cuda_test_need_nvrtc();
   StepGraph *st = lower_example_precision(file, batch, NULL, 0, precision);
   FusePlan *p = cuda_plan(st->g, false, err, sizeof err);
   cr_assert(p, "%s", err);
@@ -80,8 +79,7 @@ Test(cuda, nvrtc_gan, .timeout = 120) { nvrtc_check("gan.ltl", 64); }
 
 Test(cuda, nvrtc_cache) {
   char err[2048], dir[] = "/tmp/ltl-cuda-cache-XXXXXX";
-  if (!cuda_nvrtc_available(err, sizeof err))
-    cr_skip_test("%s", err);
+  cuda_test_need_nvrtc();
   cr_assert(mkdtemp(dir));
   setenv("XDG_CACHE_HOME", dir, 1);
   const char *src = "extern \"C\" __global__ void twice(float *x) { x[threadIdx.x] *= 2; }\n";
@@ -99,8 +97,7 @@ Test(cuda, nvrtc_cache) {
 
 Test(cuda, nvrtc_error_is_reported) {
   char err[2048];
-  if (!cuda_nvrtc_available(err, sizeof err))
-    cr_skip_test("%s", err);
+  cuda_test_need_nvrtc();
   CudaBuild b;
   cr_expect_not(cuda_nvrtc_compile("extern \"C\" __global__ void k() { undeclared = 1; }", 80, false, &b, err, sizeof err));
   cr_expect(strstr(err, "sm_80") && strstr(err, "undeclared"), "the log is in the message: %s", err);
@@ -699,27 +696,21 @@ static void executor_check(const IrGraph *g, bool blas, const char *expect_path)
 }
 
 Test(cuda, executor_mlp_generated_gemm, .timeout = 180) {
-  char err[2048];
-  if (!cuda_nvrtc_available(err, sizeof err))
-    cr_skip_test("%s", err);
+  cuda_test_need_nvrtc();
   StepGraph *st = lower_example("fashion_mlp.ltl", 8, NULL, 0);
   executor_check(st->g, false, "0 of 8 GEMMs through cuBLASLt; the others generated: LTL_CUDA_GEMM=generated");
   sema_step_free(st);
 }
 
 Test(cuda, executor_mlp_cublaslt, .timeout = 180) {
-  char err[2048];
-  if (!cuda_nvrtc_available(err, sizeof err))
-    cr_skip_test("%s", err);
+  cuda_test_need_nvrtc();
   StepGraph *st = lower_example("fashion_mlp.ltl", 8, NULL, 0);
   executor_check(st->g, true, "8 of 8 GEMMs through cuBLASLt");
   sema_step_free(st);
 }
 
 Test(cuda, executor_attention_cublaslt, .timeout = 180) {
-  char err[2048];
-  if (!cuda_nvrtc_available(err, sizeof err))
-    cr_skip_test("%s", err);
+  cuda_test_need_nvrtc();
   IrGraph *g = attention_graph();
   executor_check(g, true, "GEMMs through cuBLASLt");
   ir_free(g);
@@ -910,9 +901,7 @@ Test(cuda, shim_bf16_mixed_cnn_step, .timeout = 300) {
  * _FAST_16F (16-mixed), and the fake cuBLASLt -- which then rounds its inputs to that format,
  * as the compute type allows -- must see exactly those, and match the interpreter. */
 static void executor_mixed(IrGraph *g, const char *path, int c32, int c16f, int c16bf) {
-  char err[2048];
-  if (!cuda_nvrtc_available(err, sizeof err))
-    cr_skip_test("%s", err);
+  cuda_test_need_nvrtc();
   memset(blas_computes, 0, sizeof blas_computes);
   executor_check(g, true, path);
   cr_expect(blas_computes[0] == c32 && blas_computes[1] == c16f && blas_computes[2] == c16bf,

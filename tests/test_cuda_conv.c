@@ -213,9 +213,7 @@ static int nvrtc_conv(const IrGraph *g, const char *what, const char *index_type
 }
 
 Test(cuda_conv, nvrtc_cnn_and_table, .timeout = 300) {
-  char err[512];
-  if (!cuda_nvrtc_available(err, sizeof err))
-    cr_skip_test("%s", err);
+  cuda_test_need_nvrtc();
   StepGraph *st = lower_example("fashion_cnn.ltl", 64, NULL, 0);
   cr_expect_eq(nvrtc_conv(st->g, "cnn step", "int"), 7, "2 forward, 1 bwd_data, 2 x 2 bwd_filter");
   sema_step_free(st);
