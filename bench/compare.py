@@ -48,30 +48,27 @@ def steady_rate(marks, spe):
 
 # ---- LTL: figures from the run folder ------------------------------------------------------
 
+def varint(buf, i):
+    """The protobuf varint at buf[i]: (value, index after it)."""
+    v = shift = 0
+    while True:
+        b = buf[i]; i += 1
+        v |= (b & 0x7F) << shift; shift += 7
+        if b < 0x80: return v, i
+
+
 def pb_fields(buf):
     """(field number, wire type, value) of one protobuf message (varint, 64-bit, bytes only)."""
     i = 0
     while i < len(buf):
-        key = shift = 0
-        while True:
-            b = buf[i]; i += 1
-            key |= (b & 0x7F) << shift; shift += 7
-            if b < 0x80: break
+        key, i = varint(buf, i)
         num, wt = key >> 3, key & 7
         if wt == 0:
-            v = shift = 0
-            while True:
-                b = buf[i]; i += 1
-                v |= (b & 0x7F) << shift; shift += 7
-                if b < 0x80: break
+            v, i = varint(buf, i)
         elif wt == 1:
             v = struct.unpack_from("<d", buf, i)[0]; i += 8
         elif wt == 2:
-            n = shift = 0
-            while True:
-                b = buf[i]; i += 1
-                n |= (b & 0x7F) << shift; shift += 7
-                if b < 0x80: break
+            n, i = varint(buf, i)
             v = buf[i:i + n]; i += n
         elif wt == 5:
             v = buf[i:i + 4]; i += 4
