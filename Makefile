@@ -90,6 +90,11 @@ $(BUILD)/compiler/build.o: CFLAGS += -DLTL_PROG_DIR='"$(abspath $(BUILD))"' -DLT
   -DLTL_PROG_LIBS='"$(LDSAN) -lm -lpthread -lz -lcjson -lpng16 -lxxhash"'
 all check-tests: $(PROG_RT)
 
+# The benchmarks' C programs (bench/step.sh, bench/cuda.sh), linked as ltlc is.
+$(BUILD)/bench/step $(BUILD)/bench/cuda: $(BUILD)/bench/%: bench/%.c $(BUILD)/libltl.a $(wildcard compiler/*.h runtime/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LLVM_CFLAGS) $(LDSAN) -o $@ $< $(BUILD)/libltl.a $(LLVM_LIBS) $(LDLIBS)
+
 # One Criterion binary for all tests, so the run ends with one Synthesis line.
 $(BUILD)/tests/run: $(TEST_OBJ) $(BUILD)/libltl.a
 	$(CC) $(LDSAN) -o $@ $^ $(LLVM_LIBS) -lcriterion -lonig -lcjson $(LDLIBS)

@@ -7,14 +7,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-CC=${CC:-cc}
-LLVM_CONFIG=${LLVM_CONFIG:-llvm-config-19}
 
-make -s BUILD="$BUILD" "$BUILD/libltl.a"
-mkdir -p "$BUILD/bench"
-$CC -std=c17 -Wall -Wextra -Werror -O2 -g -D_GNU_SOURCE $($LLVM_CONFIG --cflags) -Icompiler -Iruntime \
-    -I"$BUILD/gen" -o "$BUILD/bench/cuda" bench/cuda.c "$BUILD/libltl.a" \
-    $($LLVM_CONFIG --ldflags --libs) -lm -lpthread -lz -lcjson -ledit -lpng16 -lxxhash
+make -s BUILD="$BUILD" "$BUILD/bench/cuda"
 out=$("$BUILD/bench/cuda" "$BUILD/bench/CUDA.md" "${1:-3}")
 if [ -n "$out" ]; then echo "$out"; exit 0; fi   # "no GPU: ..."
 cat "$BUILD/bench/CUDA.md"

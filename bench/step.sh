@@ -6,14 +6,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-CC=${CC:-cc}
-LLVM_CONFIG=${LLVM_CONFIG:-llvm-config-19}
 
-make -s BUILD="$BUILD" "$BUILD/libltl.a"
-mkdir -p "$BUILD/bench"
-$CC -std=c17 -Wall -Wextra -Werror -O2 -g -D_GNU_SOURCE $($LLVM_CONFIG --cflags) -Icompiler -Iruntime \
-    -I"$BUILD/gen" -o "$BUILD/bench/step" bench/step.c "$BUILD/libltl.a" \
-    $($LLVM_CONFIG --ldflags --libs) -lm -lpthread -lz -lcjson -ledit -lpng16 -lxxhash
+make -s BUILD="$BUILD" "$BUILD/bench/step"
 
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) (other work on these CPUs skews the 2-thread rows)"
 "$BUILD/bench/step" "$BUILD/bench/STEP.md" "${1:-2}"
